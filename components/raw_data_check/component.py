@@ -1,0 +1,41 @@
+"""RawDataCheck: checks a raw data folder against the contract before ExampleGen reads it."""
+
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx import types as tfx_types
+from tfx.types import component_spec
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from components import artifacts
+from components.raw_data_check import executor
+
+
+class RawDataCheckSpec(component_spec.ComponentSpec):
+    PARAMETERS = {
+        "data_root": ExecutionParameter(type=str),
+        # JSON list of spans (day numbers) to check; all spans when absent.
+        "spans": ExecutionParameter(type=str, optional=True),
+    }
+    INPUTS = {}
+    OUTPUTS = {"report": ChannelParameter(type=artifacts.RawDataReport)}
+
+
+class RawDataCheck(base_component.BaseComponent):
+    """Fails the run with the file, line and problem when the raw data breaks the contract.
+
+    Make ExampleGen depend on it (`example_gen.add_upstream_node(check)`), so nothing
+    is read, let alone written, from a data set that would fail later.
+    """
+
+    SPEC_CLASS = RawDataCheckSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(self, data_root: str, spans=None):
+        import json
+
+        super().__init__(
+            spec=RawDataCheckSpec(
+                data_root=data_root,
+                spans=None if spans is None else json.dumps(list(spans)),
+                report=tfx_types.Channel(type=artifacts.RawDataReport),
+            )
+        )

@@ -1,0 +1,54 @@
+"""Transformed features: the contract between `models/preprocessing.py` and every model.
+
+Conventions of the transformed examples:
+* every id (string or small integer) becomes an int64 index >= 0; index 0 means
+  "absent" (an empty cell, or padding in a sequence); vocabulary entries start at 1
+  and the last `OOV_BUCKETS` indices catch values unseen when the vocabulary was built;
+* behaviour sequences become [SEQUENCE_LENGTH] int64 index vectors, 0-padded;
+* numeric features become float z-scores of log1p(value), 0.0 where absent;
+* labels stay 0/1 floats under their raw names.
+"""
+
+from schemas import contract
+
+SEQUENCE_LENGTH = 20
+OOV_BUCKETS = 10
+# Vocabulary file of each id feature; sequences share their target's vocabulary, so
+# a history item and a candidate item have the same index.
+VOCABULARY = {
+    "user_id": "user_id",
+    "item_id": "item_id",
+    "category_id": "category_id",
+    "shop_id": "shop_id",
+    "scenario_id": "scenario_id",
+    "user_gender": "user_gender",
+    "pay_channel": "pay_channel",
+    "live_room_id": "live_room_id",
+    "device_type": "device_type",
+    "hist_item_ids": "item_id",
+    "hist_category_ids": "category_id",
+}
+# Small integer categoricals: index = value + 1 (0 = absent); values outside the
+# schema's domain are clipped to it.
+INTEGER_CATEGORICAL_MAX = {"user_age_bucket": 6, "hour": 23, "member_level": 4}
+
+CATEGORICAL_FEATURES = contract.CATEGORICAL_FEATURES
+INTEGER_CATEGORICAL_FEATURES = contract.INTEGER_CATEGORICAL_FEATURES
+NUMERIC_FEATURES = contract.NUMERIC_FEATURES
+SEQUENCE_FEATURES = tuple(contract.SEQUENCE_FEATURES)
+LABELS = contract.LABELS
+ORACLE_COLUMNS = contract.ORACLE_COLUMNS
+# A hash of session_id, for the pairwise loss's "same session" pairs (training only).
+SESSION_KEY = "session_key"
+DAY = "day"
+
+
+def integer_vocab_size(name: str) -> int:
+    return INTEGER_CATEGORICAL_MAX[name] + 2
+
+
+def vocab_size(tf_transform_output, name: str) -> int:
+    """Embedding-table size of an id feature: vocabulary + absent (0) + OOV buckets."""
+    if name in INTEGER_CATEGORICAL_MAX:
+        return integer_vocab_size(name)
+    return tf_transform_output.vocabulary_size_by_name(VOCABULARY[name]) + 1 + OOV_BUCKETS

@@ -1,0 +1,266 @@
+"""KEEP knowledge extraction: the supervised multi-task general model (paper section 4.2).
+
+Architecture (Figure 3a, Figure 4): shared embeddings (the user id included), DIN
+target attention of the candidate item over the behaviour sequence, then three task
+towers with private MLP layers: click (trained over impressions), conversion and
+add-to-cart (trained over clicks). Loss per task: L_point + alpha * L_pair
+(Equations 1-3).
+
+Readings of the paper:
+* The paper's tower is [512, 256, 128, 64, 2] with a 2-way softmax; we keep its shape
+  with a single sigmoid logit (equivalent for a binary label) and smaller default
+  widths (256, 128, 64) that fit the synthetic data; K_ui is the output of the layer
+  before the logit (the paper's "4-th layer", section 6.2).
+* K_i is "the embedding of item features": item, category and shop embeddings.
+* The pairwise loss (Equation 2) sums over triplets (u, i, j); we average over the
+  pairs formed inside a mini-batch (same user, or same session, different labels),
+  so alpha weighs two means and does not depend on the batch size. For conversion
+  and cart, pairs are formed among clicked impressions only, as their point loss is.
+* The general model reads the super scenario's features plus the scenario id; the
+  heterogeneous scenarios' own features belong to their students (SAMD).
+
+Knowledge output (Equation 4): K(u, i) = [K_u, K_i, K_ui^clk, K_ui^cv, K_ui^cart], of
+width `KeepConfig.knowledge_width()`.
+
+Example:
+    config = KeepConfig()
+    model = KeepModel(config, vocab_sizes={"user_id": 1000, ...})
+    out = model(features)  # {"click", "conversion", "cart", "knowledge"}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import tensorflow as tf
+import tf_keras
+
+from models import features as F
+
+TASKS = ("click", "conversion", "cart")
+# Which label gates a task's training rows: conversion and cart are learnt over clicks.
+TASK_POPULATION = {"click": None, "conversion": "click", "cart": "click"}
+
+
+@dataclasses.dataclass(frozen=True)
+class KeepConfig:
+    user_embedding_dim: int = 48  # paper: 48 for the user id
+    embedding_dim: int = 16  # paper: 16 for every other feature
+    tower_units: Tuple[int, ...] = (256, 128, 64)  # paper: (512, 256, 128, 64); last = K_ui width
+    attention_units: Tuple[int, ...] = (64, 32)  # DIN activation unit
+    pairwise_alpha: float = 0.25  # paper: 0.25 (Equation 3)
+    pair_key: str = "user_id"  # "user_id" or F.SESSION_KEY: which rows may form pairs
+    learning_rate: float = 1e-3  # paper: Adam, 0.001
+    batch_size: int = 512  # paper: 2000
+    dropout: float = 0.0
+    # Features the general model reads (transformed names).
+    id_features: Tuple[str, ...] = (
+        "user_id", "item_id", "category_id", "shop_id", "scenario_id", "user_gender", "user_age_bucket", "hour",
+    )
+    numeric_features: Tuple[str, ...] = ("item_price",)
+    item_features: Tuple[str, ...] = ("item_id", "category_id", "shop_id")  # K_i
+    sequence_features: Tuple[Tuple[str, str], ...] = (("hist_item_ids", "item_id"), ("hist_category_ids", "category_id"))
+
+    def embedding_dim_of(self, name: str) -> int:
+        return self.user_embedding_dim if name == "user_id" else self.embedding_dim
+
+    def knowledge_width(self) -> int:
+        k_i = sum(self.embedding_dim_of(n) for n in self.item_features)
+        return self.user_embedding_dim + k_i + len(TASKS) * self.tower_units[-1]
+
+    @classmethod
+    def from_dict(cls, overrides: Optional[Mapping] = None) -> "KeepConfig":
+        overrides = dict(overrides or {})
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown KeepConfig field(s): {sorted(unknown)}")
+        for k, v in list(overrides.items()):
+            if isinstance(v, list):
+                overrides[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+        return cls(**overrides)
+
+
+class TargetAttention(tf_keras.layers.Layer):
+    """DIN activation unit: the candidate attends over the behaviour sequence.
+
+    weight_t = MLP([q, k_t, q - k_t, q * k_t]); output = sum_t weight_t * k_t over the
+    non-padded positions (DIN keeps the weights unnormalised, so the pooled vector
+    also carries how much of the history matches). Padding gets weight 0.
+
+    Example:
+        att = TargetAttention(units=(64, 32))
+        pooled = att(query, keys, mask)  # [B, D], [B, L, D], [B, L] -> [B, D]
+    """
+
+    def __init__(self, units: Sequence[int] = (64, 32), **kwargs):
+        super().__init__(**kwargs)
+        self.units = tuple(units)
+        self.hidden = [tf_keras.layers.Dense(u, activation="sigmoid") for u in self.units]
+        self.score = tf_keras.layers.Dense(1)
+
+    def call(self, query, keys, mask):
+        length = tf.shape(keys)[1]
+        q = tf.tile(query[:, None, :], [1, length, 1])
+        h = tf.concat([q, keys, q - keys, q * keys], axis=-1)
+        for layer in self.hidden:
+            h = layer(h)
+        weights = tf.squeeze(self.score(h), -1) * tf.cast(mask, keys.dtype)
+        return tf.einsum("bl,bld->bd", weights, keys)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+class TaskTower(tf_keras.layers.Layer):
+    """A task's private MLP; returns (logit, every hidden layer's output).
+
+    The last hidden output is the task's K_ui (the layer before the logit).
+    """
+
+    def __init__(self, units: Sequence[int], dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units = tuple(units)
+        self.dropout = dropout
+        self.hidden = [tf_keras.layers.Dense(u, activation="relu") for u in self.units]
+        self.drop = tf_keras.layers.Dropout(dropout)
+        self.logit = tf_keras.layers.Dense(1)
+
+    def call(self, x, training=None):
+        hidden = []
+        for layer in self.hidden:
+            x = self.drop(layer(x), training=training)
+            hidden.append(x)
+        return tf.squeeze(self.logit(x), -1), hidden
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "dropout": self.dropout}
+
+
+def pointwise_loss(labels, logits, population=None):
+    """Equation 1 (mean cross-entropy), over the rows where `population` is 1."""
+    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    w = tf.ones_like(ce) if population is None else population
+    return tf.math.divide_no_nan(tf.reduce_sum(ce * w), tf.reduce_sum(w))
+
+
+def pairwise_logistic_loss(labels, logits, groups, population=None):
+    """Equation 2: mean of log(1 + exp(-(s_i - s_j))) over in-batch pairs.
+
+    A pair (i, j) has the same group (user or session), label_i = 1 and label_j = 0,
+    both rows in the population. Returns 0 when the batch holds no pair.
+    """
+    labels = tf.cast(labels, tf.float32)
+    pop = tf.ones_like(labels) if population is None else tf.cast(population, tf.float32)
+    same = tf.cast(tf.equal(groups[:, None], groups[None, :]), tf.float32)
+    pos = (labels * pop)[:, None]
+    neg = ((1.0 - labels) * pop)[None, :]
+    pair = same * pos * neg
+    diff = logits[:, None] - logits[None, :]
+    return tf.math.divide_no_nan(tf.reduce_sum(tf.nn.softplus(-diff) * pair), tf.reduce_sum(pair))
+
+
+class KeepModel(tf_keras.Model):
+    """The KEEP general model: shared embeddings, target attention, three task towers.
+
+    `call` takes transformed features and returns per-task probabilities, per-task
+    logits and the knowledge vector K(u, i). `teacher_layers` returns the intermediate
+    representations that SAMD distils from.
+    """
+
+    def __init__(self, config: KeepConfig, vocab_sizes: Mapping[str, int], **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.vocab_sizes = dict(vocab_sizes)
+        self.embeddings = {
+            name: tf_keras.layers.Embedding(
+                self.vocab_sizes[name], config.embedding_dim_of(name), name=f"embedding_{name}"
+            )
+            for name in config.id_features
+        }
+        self.attention = TargetAttention(config.attention_units, name="target_attention")
+        self.towers = {t: TaskTower(config.tower_units, config.dropout, name=f"tower_{t}") for t in TASKS}
+        self.loss_tracker = tf_keras.metrics.Mean(name="loss")
+        self.auc = {t: tf_keras.metrics.AUC(name=f"auc_{t}") for t in TASKS}
+
+    def _embed(self, features):
+        emb = {name: self.embeddings[name](features[name]) for name in self.config.id_features}
+        seq_parts, query_parts, mask = [], [], None
+        for seq_name, target in self.config.sequence_features:
+            ids = features[seq_name]
+            seq_parts.append(self.embeddings[target](ids))
+            query_parts.append(emb[target])
+            mask = ids > 0 if mask is None else mask | (ids > 0)
+        parts = [emb[n] for n in self.config.id_features]
+        parts += [tf.reshape(tf.cast(features[n], tf.float32), [-1, 1]) for n in self.config.numeric_features]
+        if seq_parts:
+            pooled = self.attention(tf.concat(query_parts, -1), tf.concat(seq_parts, -1), mask)
+            parts.append(pooled)
+        return emb, tf.concat(parts, axis=-1)
+
+    def teacher_layers(self, features, training=None):
+        """Intermediate layers, bottom to top: the shared bottom, then each tower's hidden layers."""
+        _, bottom = self._embed(features)
+        layers = [bottom]
+        for t in TASKS:
+            _, hidden = self.towers[t](bottom, training=training)
+            layers.extend(hidden)
+        return layers
+
+    def call(self, features, training=None):
+        emb, bottom = self._embed(features)
+        logits, k_ui = {}, []
+        for t in TASKS:
+            logits[t], hidden = self.towers[t](bottom, training=training)
+            k_ui.append(hidden[-1])
+        k_u = emb["user_id"]
+        k_i = tf.concat([emb[n] for n in self.config.item_features], -1)
+        out = {t: tf.sigmoid(logits[t]) for t in TASKS}
+        out.update({f"{t}_logit": logits[t] for t in TASKS})
+        out["knowledge"] = tf.concat([k_u, k_i] + k_ui, axis=-1)  # Equation 4
+        return out
+
+    def compute_losses(self, features, outputs):
+        total = 0.0
+        groups = features[self.config.pair_key]
+        for t in TASKS:
+            labels = tf.cast(features[t], tf.float32)
+            gate = TASK_POPULATION[t]
+            pop = None if gate is None else tf.cast(features[gate], tf.float32)
+            logits = outputs[f"{t}_logit"]
+            point = pointwise_loss(labels, logits, pop)  # Equation 1
+            pair = pairwise_logistic_loss(labels, logits, groups, pop)  # Equation 2
+            total += point + self.config.pairwise_alpha * pair  # Equation 3
+        return total + tf.add_n(self.losses) if self.losses else total
+
+    def _update_metrics(self, features, outputs, loss):
+        self.loss_tracker.update_state(loss)
+        for t in TASKS:
+            gate = TASK_POPULATION[t]
+            w = None if gate is None else features[gate]
+            self.auc[t].update_state(features[t], outputs[t], sample_weight=w)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        features = data
+        with tf.GradientTape() as tape:
+            outputs = self(features, training=True)
+            loss = self.compute_losses(features, outputs)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return self._update_metrics(features, outputs, loss)
+
+    def test_step(self, data):
+        outputs = self(data, training=False)
+        return self._update_metrics(data, outputs, self.compute_losses(data, outputs))
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker] + [self.auc[t] for t in TASKS]
+
+    def get_config(self):
+        return {"config": dataclasses.asdict(self.config), "vocab_sizes": self.vocab_sizes}
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(KeepConfig.from_dict(cfg["config"]), cfg["vocab_sizes"])

@@ -1,0 +1,68 @@
+"""TFX Trainer entry point for the KEEP general model (`run_fn`).
+
+Reads the transformed examples, trains `models.keep.KeepModel` with its hybrid loss,
+and exports a standalone SavedModel through `models.export`.
+
+`custom_config` (from the pipeline) may hold:
+    {"keep": {<KeepConfig field>: value, ...}, "epochs": int}
+"""
+
+import json
+import os
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras
+from absl import logging
+from tfx_bsl.public import tfxio
+
+from models import export
+from models import features as F
+from models.keep import KeepConfig, KeepModel
+
+
+def make_dataset(file_pattern, data_accessor, tf_transform_output, batch_size, shuffle=True, num_epochs=None):
+    return data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(
+            batch_size=batch_size, shuffle=shuffle, shuffle_buffer_size=20_000, num_epochs=num_epochs
+        ),
+        tf_transform_output.transformed_metadata.schema,
+    ).prefetch(tf.data.AUTOTUNE)
+
+
+def build_model(config: KeepConfig, tf_transform_output) -> KeepModel:
+    vocab_sizes = {name: F.vocab_size(tf_transform_output, name) for name in config.id_features}
+    model = KeepModel(config, vocab_sizes, name="keep_general")
+    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    return model
+
+
+def run_fn(fn_args):
+    custom = dict(fn_args.custom_config or {})
+    config = KeepConfig.from_dict(custom.get("keep"))
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, config.batch_size)
+    evaluation = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, config.batch_size)
+    model = build_model(config, tft_output)
+    epochs = max(1, int(custom.get("epochs", 3)))
+    steps = max(1, fn_args.train_steps // epochs)
+    logging.info("training KEEP: %d epochs of %d steps, batch %d; %s", epochs, steps, config.batch_size, config)
+    history = model.fit(
+        train,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        validation_data=evaluation,
+        validation_steps=max(1, fn_args.eval_steps),
+        callbacks=[tf_keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs"))],
+        verbose=2,
+    )
+    os.makedirs(fn_args.model_run_dir, exist_ok=True)
+    with open(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
+        json.dump({k: [float(x) for x in v] for k, v in history.history.items()}, f, indent=1)
+    export.export_saved_model(
+        model,
+        tft_output,
+        fn_args.serving_model_dir,
+        outputs={"serving_default": ("click", "conversion", "cart"), "knowledge": ("knowledge",)},
+    )

@@ -1,0 +1,81 @@
+"""The keep_samd pipeline definition.
+
+RawDataCheck -> CsvExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
+-> ValidationGate -> Transform -> Trainer (KEEP) -> Pusher.
+"""
+
+import os
+
+from tfx import v1 as tfx
+from tfx.proto import example_gen_pb2
+
+from components.raw_data_check import RawDataCheck
+from components.validation_gate import ValidationGate
+from components.raw_data_check.checks import RawDataError
+from pipelines.options import PIPELINE_NAME, PipelineOptions
+
+KEEP_MODEL_NAME = "keep_general"
+
+
+def create_pipeline(options: PipelineOptions) -> tfx.dsl.Pipeline:
+    if not os.path.isdir(options.data_root):
+        raise RawDataError(f"{options.data_root}: data folder does not exist (generate one with "
+                           f"`python -m synthetic.generate --output {options.data_root}` or set KEEP_SAMD_DATA)")
+    if not os.path.isfile(options.schema_file):
+        raise FileNotFoundError(f"{options.schema_file}: schema file not found")
+
+    raw_check = RawDataCheck(data_root=options.data_root)
+    example_gen = tfx.components.CsvExampleGen(
+        input_base=options.data_root,
+        input_config=example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="all", pattern="day=*/*.csv")]),
+        output_config=example_gen_pb2.Output(
+            split_config=example_gen_pb2.SplitConfig(
+                splits=[
+                    example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
+                    example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
+                ]
+            )
+        ),
+    )
+    example_gen.add_upstream_node(raw_check)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=options.schema_file)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    gate = ValidationGate(anomalies=example_validator.outputs["anomalies"])
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn="models.preprocessing.preprocessing_fn",
+    )
+    transform.add_upstream_node(gate)
+    trainer = tfx.components.Trainer(
+        run_fn="models.keep_trainer.run_fn",
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(num_steps=options.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=options.eval_steps),
+        custom_config={"keep": dict(options.keep), "epochs": options.epochs},
+    ).with_id("KeepTrainer")
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=options.serving_model_dir(KEEP_MODEL_NAME)
+            )
+        ),
+    ).with_id("KeepPusher")
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=PIPELINE_NAME,
+        pipeline_root=options.pipeline_root,
+        components=[raw_check, example_gen, statistics_gen, schema_gen, example_validator, gate, transform,
+                    trainer, pusher],
+        enable_cache=False,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            options.metadata_path
+        ),
+        beam_pipeline_args=list(options.beam_pipeline_args),
+    )

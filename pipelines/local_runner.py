@@ -1,0 +1,33 @@
+"""Runs the keep_samd pipeline with TFX's LocalDagRunner.
+
+    tfx pipeline create --pipeline_path=pipelines/local_runner.py --engine=local
+    tfx run create --pipeline_name=keep_samd --engine=local
+
+or directly `python pipelines/local_runner.py`. Options come from the environment
+(see pipelines/options.py).
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# Run as a script (how `tfx run create` runs it), this file's folder is sys.path[0]:
+# put the repository root first so `pipelines`, `models`, ... resolve to this checkout.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import logging  # noqa: E402
+from tfx import v1 as tfx  # noqa: E402
+
+from pipelines.keep_samd import create_pipeline  # noqa: E402
+from pipelines.options import PipelineOptions  # noqa: E402
+
+
+def main() -> int:
+    logging.set_verbosity(logging.INFO)
+    options = PipelineOptions.from_env()
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(options))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

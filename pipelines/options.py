@@ -1,0 +1,76 @@
+"""Options of the keep_samd pipeline, one frozen dataclass, overridable from the environment.
+
+`tfx run create` runs pipelines/local_runner.py without arguments, so the local
+runner reads its options from environment variables (all optional):
+
+    KEEP_SAMD_OUTPUT       output folder: pipeline root, ML Metadata, pushed models (./runs)
+    KEEP_SAMD_DATA         raw data folder with day=N/*.csv and scenarios.csv (./data/default)
+    KEEP_SAMD_BEAM_ARGS    Beam pipeline args, space-separated
+                           (default: DirectRunner, multi-processing, one worker per core)
+    KEEP_SAMD_TRAIN_STEPS  Trainer steps (2000)
+    KEEP_SAMD_EVAL_STEPS   evaluation steps (50)
+    KEEP_SAMD_KEEP         JSON object of KeepConfig overrides, e.g. '{"batch_size": 256}'
+    KEEP_SAMD_EPOCHS       epochs the train steps are spread over (3)
+"""
+
+import dataclasses
+import json
+import os
+import shlex
+from typing import Dict, Optional, Tuple
+
+PIPELINE_NAME = "keep_samd"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA_FILE = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
+DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=0")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+    output_dir: str = os.path.join(os.getcwd(), "runs")
+    data_root: str = os.path.join(os.getcwd(), "data", "default")
+    beam_pipeline_args: Tuple[str, ...] = DEFAULT_BEAM_ARGS
+    train_steps: int = 2000
+    eval_steps: int = 50
+    epochs: int = 3
+    keep: Dict = dataclasses.field(default_factory=dict)  # KeepConfig overrides
+    schema_file: str = SCHEMA_FILE
+
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.output_dir, "pipelines", PIPELINE_NAME)
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.output_dir, "metadata", PIPELINE_NAME, "metadata.sqlite")
+
+    @property
+    def serving_dir(self) -> str:
+        return os.path.join(self.output_dir, "serving")
+
+    def serving_model_dir(self, model_name: str) -> str:
+        return os.path.join(self.serving_dir, model_name)
+
+    @classmethod
+    def from_env(cls, env: Optional[Dict[str, str]] = None) -> "PipelineOptions":
+        env = os.environ if env is None else env
+        kw = {}
+        if env.get("KEEP_SAMD_OUTPUT"):
+            kw["output_dir"] = os.path.abspath(env["KEEP_SAMD_OUTPUT"])
+        if env.get("KEEP_SAMD_DATA"):
+            kw["data_root"] = os.path.abspath(env["KEEP_SAMD_DATA"])
+        if env.get("KEEP_SAMD_BEAM_ARGS"):
+            kw["beam_pipeline_args"] = tuple(shlex.split(env["KEEP_SAMD_BEAM_ARGS"]))
+        for key, field in (("KEEP_SAMD_TRAIN_STEPS", "train_steps"), ("KEEP_SAMD_EVAL_STEPS", "eval_steps"),
+                           ("KEEP_SAMD_EPOCHS", "epochs")):
+            if env.get(key):
+                try:
+                    kw[field] = int(env[key])
+                except ValueError:
+                    raise ValueError(f"{key}={env[key]!r} is not an integer") from None
+        if env.get("KEEP_SAMD_KEEP"):
+            try:
+                kw["keep"] = json.loads(env["KEEP_SAMD_KEEP"])
+            except json.JSONDecodeError as e:
+                raise ValueError(f"KEEP_SAMD_KEEP is not a JSON object: {e}") from None
+        return cls(**kw)

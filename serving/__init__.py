@@ -1,0 +1,1 @@
+"""Serving: reads exported SavedModels only; never imports models/."""
