@@ -5,6 +5,11 @@ and exports a standalone SavedModel through `models.export`.
 
 `custom_config` (from the pipeline) may hold:
     {"keep": {<KeepConfig field>: value, ...}, "epochs": int}
+
+The train steps are spread over `epochs`; after each, the eval split is scored and
+training stops once the click AUC has not improved for `patience` epochs, keeping
+the best epoch's weights. Recommendation models overfit id embeddings within a few
+passes over the data, and the eval AUC, not the step count, says when.
 """
 
 import json
@@ -45,7 +50,8 @@ def run_fn(fn_args):
     train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, config.batch_size)
     evaluation = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, config.batch_size)
     model = build_model(config, tft_output)
-    epochs = max(1, int(custom.get("epochs", 3)))
+    epochs = max(1, int(custom.get("epochs", 6)))
+    patience = max(1, int(custom.get("patience", 1)))
     steps = max(1, fn_args.train_steps // epochs)
     logging.info("training KEEP: %d epochs of %d steps, batch %d; %s", epochs, steps, config.batch_size, config)
     history = model.fit(
@@ -54,7 +60,12 @@ def run_fn(fn_args):
         steps_per_epoch=steps,
         validation_data=evaluation,
         validation_steps=max(1, fn_args.eval_steps),
-        callbacks=[tf_keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs"))],
+        callbacks=[
+            tf_keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs")),
+            tf_keras.callbacks.EarlyStopping(
+                monitor="val_auc_click", mode="max", patience=patience, restore_best_weights=True, verbose=1
+            ),
+        ],
         verbose=2,
     )
     os.makedirs(fn_args.model_run_dir, exist_ok=True)

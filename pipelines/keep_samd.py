@@ -17,11 +17,12 @@ from pipelines.options import PIPELINE_NAME, PipelineOptions
 KEEP_MODEL_NAME = "keep_general"
 
 
-def create_pipeline(options: PipelineOptions) -> tfx.dsl.Pipeline:
-    if not os.path.isdir(options.data_root):
+def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pipeline:
+    """The pipeline; `local=False` (Kubeflow) leaves the metadata store and path checks to the cluster."""
+    if local and not os.path.isdir(options.data_root):
         raise RawDataError(f"{options.data_root}: data folder does not exist (generate one with "
                            f"`python -m synthetic.generate --output {options.data_root}` or set KEEP_SAMD_DATA)")
-    if not os.path.isfile(options.schema_file):
+    if local and not os.path.isfile(options.schema_file):
         raise FileNotFoundError(f"{options.schema_file}: schema file not found")
 
     raw_check = RawDataCheck(data_root=options.data_root)
@@ -69,13 +70,14 @@ def create_pipeline(options: PipelineOptions) -> tfx.dsl.Pipeline:
     ).with_id("KeepPusher")
 
     return tfx.dsl.Pipeline(
-        pipeline_name=PIPELINE_NAME,
+        # KFP v2 names allow no underscore: the same pipeline is `keep-samd` there.
+        pipeline_name=PIPELINE_NAME if local else PIPELINE_NAME.replace("_", "-"),
         pipeline_root=options.pipeline_root,
         components=[raw_check, example_gen, statistics_gen, schema_gen, example_validator, gate, transform,
                     trainer, pusher],
         enable_cache=False,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            options.metadata_path
+        metadata_connection_config=(
+            tfx.orchestration.metadata.sqlite_metadata_connection_config(options.metadata_path) if local else None
         ),
         beam_pipeline_args=list(options.beam_pipeline_args),
     )

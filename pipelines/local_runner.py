@@ -22,10 +22,32 @@ from pipelines.keep_samd import create_pipeline  # noqa: E402
 from pipelines.options import PipelineOptions  # noqa: E402
 
 
+from components.raw_data_check import RawDataError  # noqa: E402
+from components.validation_gate import DataAnomalyError  # noqa: E402
+
+def _user_error(exc):
+    """The data or option error behind a failed run, if that is what failed it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (RawDataError, DataAnomalyError)):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def main() -> int:
     logging.set_verbosity(logging.INFO)
-    options = PipelineOptions.from_env()
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(options))
+    try:
+        options = PipelineOptions.from_env()
+        tfx.orchestration.LocalDagRunner().run(create_pipeline(options))
+    except Exception as e:  # noqa: BLE001 - reworded below or re-raised
+        cause = _user_error(e) or (e if isinstance(e, ValueError) and "KEEP_SAMD_" in str(e) else None)
+        if cause is None:
+            raise
+        print(f"\nkeep_samd: run stopped: {cause}", file=sys.stderr)
+        return 1
+    print(f"\nkeep_samd: run finished; models pushed under {options.serving_dir}", file=sys.stderr)
     return 0
 
 

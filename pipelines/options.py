@@ -7,10 +7,10 @@ runner reads its options from environment variables (all optional):
     KEEP_SAMD_DATA         raw data folder with day=N/*.csv and scenarios.csv (./data/default)
     KEEP_SAMD_BEAM_ARGS    Beam pipeline args, space-separated
                            (default: DirectRunner, multi-processing, one worker per core)
-    KEEP_SAMD_TRAIN_STEPS  Trainer steps (2000)
+    KEEP_SAMD_TRAIN_STEPS  Trainer steps, at most (600; early stopping may end sooner)
     KEEP_SAMD_EVAL_STEPS   evaluation steps (50)
     KEEP_SAMD_KEEP         JSON object of KeepConfig overrides, e.g. '{"batch_size": 256}'
-    KEEP_SAMD_EPOCHS       epochs the train steps are spread over (3)
+    KEEP_SAMD_EPOCHS       epochs the train steps are spread over, each ending with an eval (6)
 """
 
 import dataclasses
@@ -30,9 +30,9 @@ class PipelineOptions:
     output_dir: str = os.path.join(os.getcwd(), "runs")
     data_root: str = os.path.join(os.getcwd(), "data", "default")
     beam_pipeline_args: Tuple[str, ...] = DEFAULT_BEAM_ARGS
-    train_steps: int = 2000
-    eval_steps: int = 50
-    epochs: int = 3
+    train_steps: int = 600
+    eval_steps: int = 20
+    epochs: int = 6
     keep: Dict = dataclasses.field(default_factory=dict)  # KeepConfig overrides
     schema_file: str = SCHEMA_FILE
 

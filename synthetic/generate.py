@@ -8,7 +8,8 @@ seed fixes the data set byte for byte):
   bias), and a log-normal price whose level depends on the category. Every category
   belongs to one item family (fashion, electronics, grocery); a scenario whose
   `item_family` is not `general` only shows items of its family.
-* Users have a latent vector u, a profile (age bucket, gender, member level), an
+* Users have a latent vector u (partly shared with users of the same age bucket and
+  gender, partly their own), a profile (age bucket, gender, member level), an
   activity level (log-normal) and a home cluster h_u among K latent scenario clusters.
 * Scenarios (default 8, see `DEFAULT_SCENARIOS`) belong to latent clusters; scenario s
   mixes user and item through R_s = R_{k(s)} + small noise, so scenarios of one cluster
@@ -110,8 +111,8 @@ class GeneratorConfig:
     scenarios: Sequence[Scenario] = DEFAULT_SCENARIOS
 
     def resolved(self) -> "GeneratorConfig":
-        users = self.users or max(1_000, self.rows // 12)
-        items = self.items or max(800, self.rows // 20)
+        users = self.users or max(500, self.rows // 40)
+        items = self.items or max(500, self.rows // 40)
         shops = self.shops or max(100, items // 8)
         return dataclasses.replace(self, users=users, items=items, shops=shops)
 
@@ -167,10 +168,12 @@ class _World:
         self.item_price = np.round(np.exp(rng.normal(cat_price[self.item_cat], 0.4)), 2)
         self.log_price_z = (np.log(self.item_price) - 3.0) / 0.9
 
-        self.user_vec = (rng.normal(size=(U, d)) * scale).astype(np.float32)
         self.user_home = rng.integers(0, K, U)
         self.user_age = rng.integers(0, 7, U)
         self.user_gender = rng.choice(3, U, p=[0.48, 0.48, 0.04])
+        # Taste is partly shared by profile (age, gender), partly the user's own.
+        profile = rng.normal(size=(7, d))[self.user_age] + 0.7 * rng.normal(size=(3, d))[self.user_gender]
+        self.user_vec = ((0.55 * profile + 0.75 * rng.normal(size=(U, d))) * scale).astype(np.float32)
         self.user_member = rng.choice(5, U, p=[0.4, 0.3, 0.15, 0.1, 0.05])
         self.user_activity = rng.lognormal(0.0, 0.8, U)
         self.age_cat = rng.normal(0, 0.35, (7, C))

@@ -113,17 +113,17 @@ def check_file(path: str, scenario_ids, expected_header: Optional[List[str]], da
         bad_rows.append(row)
         return "error"
 
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 24),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-        convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in header}, strings_can_be_null=True, quoted_strings_can_be_null=True
-        ),
-    )
     rows = 0
     counts: collections.Counter = collections.Counter()
     try:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in header}, strings_can_be_null=True, quoted_strings_can_be_null=True
+            ),
+        )
         for batch in reader:
             _check_batch(path, batch, rows, scenario_ids, day)
             sids, n = np.unique(batch.column("scenario_id").to_numpy(zero_copy_only=False), return_counts=True)
