@@ -9,8 +9,8 @@ ROWS ?= 40000
 export TF_USE_LEGACY_KERAS := 1
 export KEEP_SAMD_OUTPUT := $(abspath $(OUTPUT))
 export KEEP_SAMD_DATA := $(abspath $(DATA))
-# The tfx CLI keeps its pipeline registry under $$TFX_HOME/local (default ~/tfx): keep it with the runs.
-export TFX_HOME := $(abspath $(OUTPUT))/tfx_home
+# The tfx CLI keeps its pipeline registry in $$LOCAL_HOME (default ~/tfx/local): keep it with the runs.
+export LOCAL_HOME := $(abspath $(OUTPUT))/tfx_home
 
 .PHONY: setup run data test clean
 

@@ -4,9 +4,11 @@ Every signature takes `examples` (string, [None]: serialized tf.Example of RAW
 features), parses them with the raw feature spec, applies the tf.Transform graph
 (which is saved inside) and runs the model. Labels, oracle columns and row keys
 are not serving inputs. Only stock TensorFlow ops end up in the graph, so the
-result runs on stock TensorFlow Serving.
+result runs on stock TensorFlow Serving. Each export also carries the warm-up
+requests TF Serving replays at load (`assets.extra/tf_serving_warmup_requests`).
 """
 
+import os
 from typing import Dict, Sequence
 
 import tensorflow as tf
@@ -45,8 +47,47 @@ class ServingModule(tf.Module):
         return serve.get_concrete_function()
 
 
-def export_saved_model(model, tf_transform_output, export_dir: str, outputs: Dict[str, Sequence[str]]) -> None:
+def warmup_examples(feature_spec: Dict) -> list:
+    """Serialized tf.Examples for warm-up: one with every serving feature set, one with none."""
+    full = tf.train.Example()
+    for name, spec in sorted(feature_spec.items()):
+        feature = full.features.feature[name]
+        if spec.dtype == tf.string:
+            feature.bytes_list.value.append(b"warmup")
+        elif spec.dtype.is_integer:
+            feature.int64_list.value.append(0)
+        else:
+            feature.float_list.value.append(0.0)
+    return [full.SerializeToString(), tf.train.Example().SerializeToString()]
+
+
+def write_warmup_requests(export_dir: str, model_name: str, signatures: Sequence[str], feature_spec: Dict) -> str:
+    """assets.extra/tf_serving_warmup_requests: PredictionLogs TF Serving replays at load.
+
+    Replaying them traces and runs every signature before the version takes traffic,
+    so the first real request does not pay for it.
+    """
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    path = os.path.join(export_dir, "assets.extra", "tf_serving_warmup_requests")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    examples = warmup_examples(feature_spec)
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature in signatures:
+            for batch in (examples[:1], examples * 4):
+                request = predict_pb2.PredictRequest(
+                    model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
+                )
+                request.inputs["examples"].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
+                log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+                writer.write(log.SerializeToString())
+    return path
+
+
+def export_saved_model(model, tf_transform_output, export_dir: str, outputs: Dict[str, Sequence[str]],
+                       model_name: str = "") -> None:
     """Writes the SavedModel with one signature per entry of `outputs` ({signature: output names})."""
     module = ServingModule(model, tf_transform_output)
     signatures = {name: module.signature(names) for name, names in outputs.items()}
     tf.saved_model.save(module, export_dir, signatures=signatures)
+    write_warmup_requests(export_dir, model_name, list(outputs), serving_feature_spec(tf_transform_output))

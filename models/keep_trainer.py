@@ -51,7 +51,7 @@ def run_fn(fn_args):
     evaluation = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, config.batch_size)
     model = build_model(config, tft_output)
     epochs = max(1, int(custom.get("epochs", 6)))
-    patience = max(1, int(custom.get("patience", 1)))
+    patience = max(1, int(custom.get("patience", 2)))
     steps = max(1, fn_args.train_steps // epochs)
     logging.info("training KEEP: %d epochs of %d steps, batch %d; %s", epochs, steps, config.batch_size, config)
     history = model.fit(
@@ -76,4 +76,5 @@ def run_fn(fn_args):
         tft_output,
         fn_args.serving_model_dir,
         outputs={"serving_default": ("click", "conversion", "cart"), "knowledge": ("knowledge",)},
+        model_name=custom.get("model_name", "keep_general"),
     )

@@ -1,17 +1,20 @@
 """The keep_samd pipeline definition.
 
 RawDataCheck -> CsvExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
--> ValidationGate -> Transform -> Trainer (KEEP) -> Pusher.
+-> ValidationGate -> Transform -> Trainer (KEEP) -> Pusher (which also rewrites
+<output>/serving/models.config for TF Serving).
 """
 
 import os
 
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
 from components.raw_data_check import RawDataCheck
 from components.validation_gate import ValidationGate
 from components.raw_data_check.checks import RawDataError
+from components.serving_pusher import executor as serving_pusher
 from pipelines.options import PIPELINE_NAME, PipelineOptions
 
 KEEP_MODEL_NAME = "keep_general"
@@ -58,7 +61,7 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(num_steps=options.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=options.eval_steps),
-        custom_config={"keep": dict(options.keep), "epochs": options.epochs},
+        custom_config={"keep": dict(options.keep), "epochs": options.epochs, "model_name": KEEP_MODEL_NAME},
     ).with_id("KeepTrainer")
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
@@ -67,6 +70,7 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
                 base_directory=options.serving_model_dir(KEEP_MODEL_NAME)
             )
         ),
+        custom_executor_spec=executor_spec.ExecutorClassSpec(serving_pusher.Executor),
     ).with_id("KeepPusher")
 
     return tfx.dsl.Pipeline(

@@ -4,3 +4,32 @@ import sys
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+REPORTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs", "test-reports")
+
+
+_STARTED = [0.0]
+
+
+def pytest_sessionstart(session):
+    import time
+
+    _STARTED[0] = time.time()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Shows the figures end-to-end tests measured (e.g. KEEP's AUC vs the oracle)."""
+    import json
+
+    path = os.path.join(REPORTS, "keep_e2e.json")
+    if not os.path.exists(path) or os.path.getmtime(path) < _STARTED[0]:
+        return
+    with open(path) as f:
+        report = json.load(f)
+    terminalreporter.section("KEEP on the eval split (AUC / oracle AUC)")
+    for scenario, per in report["scenarios"].items():
+        cells = []
+        for task in ("click", "conversion", "cart"):
+            auc, oracle = per[task]["auc"], per[task]["oracle_auc"]
+            cells.append(f"{task} {auc:.3f}/{oracle:.3f}" if auc is not None and oracle is not None else f"{task} n/a")
+        terminalreporter.write_line(f"{scenario:>15} rows {per['rows']:>6}  " + "  ".join(cells))

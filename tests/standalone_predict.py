@@ -50,7 +50,7 @@ def main(argv=None):
     p.add_argument("examples", help="glob of gzipped TFRecord files of raw tf.Examples")
     p.add_argument("--max-rows", type=int, default=200_000)
     p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--forbid-imports-from", help="fail if any module loaded from this folder")
+    p.add_argument("--forbid-imports-from", nargs="*", default=[], help="report modules loaded from these folders")
     a = p.parse_args(argv)
 
     files = sorted(glob.glob(a.examples))
@@ -90,14 +90,11 @@ def main(argv=None):
                 "mean_label": float(labels[t][mt].mean()) if mt.any() else None,
             }
         report["scenarios"][s] = per
-    if a.forbid_imports_from:
-        root = os.path.realpath(a.forbid_imports_from)
-        leaked = sorted(
-            name for name, m in list(sys.modules.items())
-            if getattr(m, "__file__", None) and os.path.realpath(m.__file__).startswith(root + os.sep)
-            and os.path.realpath(m.__file__) != os.path.realpath(__file__)
-        )
-        report["modules_from_forbidden_folder"] = leaked
+    roots = [os.path.realpath(r) + os.sep for r in a.forbid_imports_from]
+    report["modules_from_forbidden_folder"] = sorted(
+        name for name, m in list(sys.modules.items())
+        if getattr(m, "__file__", None) and any(os.path.realpath(m.__file__).startswith(r) for r in roots)
+    )
     json.dump(report, sys.stdout, indent=1)
     print()
     return 0

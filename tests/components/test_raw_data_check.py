@@ -6,6 +6,8 @@ import pytest
 from components.raw_data_check import checks
 from components.raw_data_check.checks import RawDataError
 from synthetic import generate as G
+from tests.csv_edit import edit_line as _edit_line
+from tests.csv_edit import set_cell as _set_column
 
 
 @pytest.fixture(scope="module")
@@ -20,31 +22,6 @@ def data(pristine, tmp_path):
     root = str(tmp_path / "data")
     shutil.copytree(pristine, root)
     return root
-
-
-def _edit_line(path, line_no, fn):
-    with open(path) as f:
-        lines = f.read().split("\n")
-    lines[line_no - 1] = fn(lines[line_no - 1])
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-
-
-def _set_column(path, line_no, column, value):
-    with open(path) as f:
-        header = f.readline().strip().split(",")
-    i = header.index(column)
-
-    def edit(line):
-        import csv
-        import io
-        fields = next(csv.reader([line]))
-        fields[i] = value
-        out = io.StringIO()
-        csv.writer(out, lineterminator="").writerow(fields)
-        return out.getvalue()
-
-    _edit_line(path, line_no, edit)
 
 
 def test_generated_data_pass(data):

@@ -1,13 +1,13 @@
 import json
 
-from pipelines import kubeflow_runner
+from pipelines import kubeflow_v2_runner
 from pipelines.keep_samd import create_pipeline
 from pipelines.options import PipelineOptions
 
 
 def test_compiles_a_kfp_v2_pipeline_spec(tmp_path):
     out = tmp_path / "keep_samd_pipeline.json"
-    assert kubeflow_runner.main([
+    assert kubeflow_v2_runner.main([
         "--image", "registry.example/keep_samd:1", "--output", "gs://bucket/runs", "--data", "gs://bucket/data",
         "--pipeline-file", str(out), "--beam-args", "--runner=DataflowRunner --project=p",
     ]) == 0

@@ -3,7 +3,7 @@
 `tfx ... --engine=kubeflow` is broken in TFX 1.16 (it imports the removed KFP v1
 runner), so this compiles with KubeflowV2DagRunner and submits with the kfp 2 client:
 
-    python -m pipelines.kubeflow_runner --image REGISTRY/keep_samd:TAG \\
+    python -m pipelines.kubeflow_v2_runner --image REGISTRY/keep_samd:TAG \\
         --output gs://BUCKET/keep_samd --data gs://BUCKET/data \\
         --beam-args "--runner=DataflowRunner --project=P --region=R --temp_location=gs://BUCKET/tmp" \\
         [--submit --host https://KFP_HOST]
