@@ -18,21 +18,31 @@ from schemas import contract
 NOT_SERVING_INPUTS = set(contract.LABELS) | set(contract.ORACLE_COLUMNS) | {"day", "session_id"}
 
 
-def serving_feature_spec(tf_transform_output) -> Dict:
+def serving_feature_spec(tf_transform_output, features=None) -> Dict:
+    """Raw features a signature parses: all serving inputs, or only `features`.
+
+    Parsing only a model's own features prunes the transform graph to its slice:
+    the outputs no signature needs are never computed.
+    """
     spec = dict(tf_transform_output.raw_feature_spec())
     for name in NOT_SERVING_INPUTS:
         spec.pop(name, None)
+    if features is not None:
+        missing = set(features) - set(spec)
+        if missing:
+            raise ValueError(f"features {sorted(missing)} are not serving inputs of the raw schema")
+        spec = {k: v for k, v in spec.items() if k in set(features)}
     return spec
 
 
 class ServingModule(tf.Module):
     """Holds the model and the transform layer so both are saved and tracked."""
 
-    def __init__(self, model, tf_transform_output):
+    def __init__(self, model, tf_transform_output, features=None):
         super().__init__(name="serving")
         self.model = model
         self.tft_layer = tf_transform_output.transform_features_layer()
-        self._spec = serving_feature_spec(tf_transform_output)
+        self._spec = serving_feature_spec(tf_transform_output, features)
 
     def transformed(self, examples):
         raw = tf.io.parse_example(examples, self._spec)
@@ -85,9 +95,22 @@ def write_warmup_requests(export_dir: str, model_name: str, signatures: Sequence
 
 
 def export_saved_model(model, tf_transform_output, export_dir: str, outputs: Dict[str, Sequence[str]],
-                       model_name: str = "") -> None:
-    """Writes the SavedModel with one signature per entry of `outputs` ({signature: output names})."""
-    module = ServingModule(model, tf_transform_output)
+                       model_name: str = "", features=None) -> None:
+    """Writes the SavedModel with one signature per entry of `outputs` ({signature: output names}).
+
+    `features`: the raw features the model reads (default: every serving input).
+    """
+    module = ServingModule(model, tf_transform_output, features)
     signatures = {name: module.signature(names) for name, names in outputs.items()}
     tf.saved_model.save(module, export_dir, signatures=signatures)
-    write_warmup_requests(export_dir, model_name, list(outputs), serving_feature_spec(tf_transform_output))
+    write_warmup_requests(export_dir, model_name, list(outputs), serving_feature_spec(tf_transform_output, features))
+
+
+def save_keras_model(model, directory: str) -> None:
+    """Weights + config of a Keras model, so a later Trainer can rebuild it (e.g. SAMD's teacher)."""
+    import json
+
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(model.get_config(), f, indent=1)
+    model.save_weights(os.path.join(directory, "weights"))

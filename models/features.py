@@ -52,3 +52,7 @@ def vocab_size(tf_transform_output, name: str) -> int:
     if name in INTEGER_CATEGORICAL_MAX:
         return integer_vocab_size(name)
     return tf_transform_output.vocabulary_size_by_name(VOCABULARY[name]) + 1 + OOV_BUCKETS
+# Id features only some (heterogeneous) scenarios carry.
+SCENARIO_SPECIFIC_ID_FEATURES = tuple(
+    n for n in contract.SCENARIO_SPECIFIC_FEATURES if n not in contract.NUMERIC_FEATURES
+)

@@ -78,3 +78,10 @@ def run_fn(fn_args):
         outputs={"serving_default": ("click", "conversion", "cart"), "knowledge": ("knowledge",)},
         model_name=custom.get("model_name", "keep_general"),
     )
+    # Beside the SavedModel (not pushed): what SAMD needs to rebuild the teacher.
+    export.save_keras_model(model, keras_model_dir(fn_args.serving_model_dir))
+
+
+def keras_model_dir(serving_model_dir: str) -> str:
+    """<model artifact>/Format-Keras, next to TFX's <model artifact>/Format-Serving."""
+    return os.path.join(os.path.dirname(os.path.normpath(serving_model_dir)), "Format-Keras")
