@@ -1,0 +1,220 @@
+"""An embedded model server speaking TensorFlow Serving's gRPC and REST protocols.
+
+Stands in for `tensorflow_model_server` where that binary cannot be installed: same
+flags, same protos (the official `tensorflow_serving.apis` stubs), same REST paths,
+same status codes, same on-disk layout (`<base_path>/<integer version>/saved_model.pb`)
+and warmup file. It only reads SavedModels from disk; nothing of the training code.
+
+    python -m serving.model_server --model_config_file=runs/serving/models.config
+    python -m serving.model_server --model_name=keep_general --model_base_path=runs/serving/keep_general
+
+In-process (tests, notebooks):
+
+    with ModelServer(model_name="m", model_base_path=path, port=0, rest_api_port=0) as server:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+"""
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from concurrent import futures
+from typing import Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import grpc  # noqa: E402
+from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
+
+from serving import grpc_service  # noqa: E402
+from serving.config import build_config, parse_config, read_config_file  # noqa: E402
+from serving.errors import ServingError  # noqa: E402
+from serving.rest import RestServer  # noqa: E402
+from serving.servable import BatchingOptions  # noqa: E402
+from serving.versions import ModelRegistry  # noqa: E402
+
+log = logging.getLogger("serving")
+
+DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class ModelServer:
+    """gRPC + REST model server; `start()` returns once the initial versions are loaded.
+
+    Port 0 binds any free port (read `port` / `rest_port` after start); `rest_api_port=None`
+    turns REST off (the CLI's `--rest_api_port=0`, as in tensorflow_model_server).
+    """
+
+    def __init__(self, config: Optional[model_server_config_pb2.ModelServerConfig] = None, *,
+                 model_name: Optional[str] = None, model_base_path: Optional[str] = None,
+                 host: str = "127.0.0.1", port: int = 8500, rest_api_port: Optional[int] = 8501,
+                 enable_batching: bool = False, max_batch_size: int = 64,
+                 batch_timeout_micros: int = 1000, num_batch_threads: Optional[int] = None,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 file_system_poll_wait_seconds: float = 1.0, grpc_max_threads: int = 16):
+        if config is None:
+            if not model_base_path:
+                raise ValueError("give a ModelServerConfig or model_base_path")
+            config = build_config({model_name or "default": model_base_path})
+        self._specs = parse_config(config)
+        self._host = host
+        self._port_wanted = port
+        self._rest_port_wanted = rest_api_port
+        self._batching = BatchingOptions(max_batch_size, batch_timeout_micros / 1e6,
+                                         num_batch_threads or os.cpu_count() or 1) if enable_batching else None
+        self._max_request_bytes = max_request_bytes
+        self._poll_s = file_system_poll_wait_seconds
+        self._grpc_threads = grpc_max_threads
+        self.registry: Optional[ModelRegistry] = None
+        self._grpc: Optional[grpc.Server] = None
+        self._rest: Optional[RestServer] = None
+        self._rest_thread: Optional[threading.Thread] = None
+        self.port: Optional[int] = None
+        self.rest_port: Optional[int] = None
+
+    @property
+    def stats(self) -> dict:
+        return self.registry.stats.snapshot() if self.registry else {}
+
+    def start(self) -> "ModelServer":
+        # Like tensorflow_model_server: load what can be loaded before accepting requests.
+        self.registry = ModelRegistry(self._specs, self._batching, retry_base_s=max(self._poll_s, 0.1))
+        try:
+            self._start_grpc()
+            if self._rest_port_wanted is not None:
+                self._rest = RestServer((self._host, self._rest_port_wanted), self.registry,
+                                        self._max_request_bytes)
+                self.rest_port = self._rest.port
+                self._rest_thread = threading.Thread(target=self._rest.serve_forever,
+                                                     kwargs={"poll_interval": 0.2},
+                                                     name="rest-server", daemon=True)
+                self._rest_thread.start()
+        except BaseException:
+            self.stop()
+            raise
+        # 0 polls exactly once (done above), as in tensorflow_model_server.
+        self.registry.start_polling(self._poll_s)
+        log.info("serving models %s: gRPC on %s%s", sorted(self._specs), _host_port(self._host, self.port),
+                 f", REST on {_host_port(self._host, self.rest_port)}" if self.rest_port else "")
+        return self
+
+    def _start_grpc(self):
+        options = [("grpc.max_receive_message_length", self._max_request_bytes),
+                   ("grpc.max_send_message_length", -1),
+                   ("grpc.so_reuseport", 0)]  # a busy port must fail, not be shared
+        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=self._grpc_threads,
+                                                            thread_name_prefix="grpc"), options=options)
+        grpc_service.add_services(self._grpc, self.registry)
+        address = _host_port(self._host, self._port_wanted)
+        try:
+            bound = self._grpc.add_insecure_port(address)
+        except RuntimeError as e:
+            raise OSError(f"cannot bind gRPC port {address}: {e}") from e
+        if not bound:
+            raise OSError(f"cannot bind gRPC port {address}")
+        self.port = bound
+        self._grpc.start()
+
+    def poll_now(self) -> None:
+        """One scan of every base path, now (tests; the poller does this every interval)."""
+        self.registry.sync()
+
+    def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        self.registry.reload(parse_config(config))
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        if self._rest is not None:
+            self._rest.shutdown()
+            self._rest.server_close()
+            self._rest = None
+        if self._grpc is not None:
+            self._grpc.stop(grace_s).wait()
+            self._grpc = None
+        if self.registry is not None:
+            self.registry.close()
+
+    def wait(self) -> None:
+        if self._grpc is not None:
+            self._grpc.wait_for_termination()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _bool(value: str) -> bool:
+    v = str(value).lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {value!r}")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port)")
+    p.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0: no REST)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind both ports to")
+    p.add_argument("--model_config_file", default="", help="ModelServerConfig text proto")
+    p.add_argument("--model_name", default="default", help="model name, without --model_config_file")
+    p.add_argument("--model_base_path", default="", help="model base path, without --model_config_file")
+    p.add_argument("--enable_batching", type=_bool, nargs="?", const=True, default=False)
+    p.add_argument("--max_batch_size", type=int, default=64)
+    p.add_argument("--batch_timeout_micros", type=int, default=1000)
+    p.add_argument("--num_batch_threads", type=int, default=0, help="0: one per CPU")
+    p.add_argument("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES)
+    p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+                   help="seconds between scans of the base paths (0: scan once at startup)")
+    p.add_argument("--grpc_max_threads", type=int, default=16)
+    p.add_argument("--log_level", default="INFO")
+    a = p.parse_args(argv)
+    if not a.model_config_file and not a.model_base_path:
+        p.error("give --model_config_file or --model_base_path")
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = read_config_file(a.model_config_file) if a.model_config_file else None
+        server = _server_from_args(a, config)
+        server.start()
+    except (ServingError, OSError, ValueError) as e:
+        print(f"model_server: {e}", file=sys.stderr)
+        return 2
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    # Machine-readable, for scripts that start the server on port 0.
+    print(f"ready grpc_port={server.port} rest_port={server.rest_port or 0}", flush=True)
+    done.wait()
+    log.info("shutting down")
+    server.stop()
+    return 0
+
+
+def _server_from_args(a: argparse.Namespace, config) -> ModelServer:
+    return ModelServer(config, model_name=a.model_name, model_base_path=a.model_base_path,
+                       host=a.host, port=a.port, rest_api_port=a.rest_api_port or None,
+                       enable_batching=a.enable_batching, max_batch_size=a.max_batch_size,
+                       batch_timeout_micros=a.batch_timeout_micros,
+                       num_batch_threads=a.num_batch_threads or None,
+                       max_request_bytes=a.max_request_bytes,
+                       file_system_poll_wait_seconds=a.file_system_poll_wait_seconds,
+                       grpc_max_threads=a.grpc_max_threads)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Helpers shared by the serving tests: tiny SavedModels built on the fly, examples, layouts.
+
+The models mimic the exported KEEP model's interface (one `examples` input of
+serialized tf.Examples; `serving_default` -> click/conversion/cart of shape [None],
+`knowledge` -> [None, K]) at a fraction of the size. They are built once per test
+process and copied into each test's own base path.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+K = 4
+TASKS = ("click", "conversion", "cart")
+_BUILT: Dict[tuple, str] = {}
+_LOADED: Dict[str, object] = {}
+_ROOT: Optional[str] = None
+
+
+class _Tiny(tf.Module):
+    def __init__(self, bias: float, py_function: bool):
+        super().__init__()
+        self.w = tf.Variable([[0.02, -0.01, 0.03], [0.10, 0.05, -0.08], [0.5, -0.4, 0.1]])
+        self.b = tf.Variable([bias, bias - 0.5, bias + 0.5])
+        self.k = tf.Variable(tf.reshape(tf.range(3 * K, dtype=tf.float32) / 10.0 - 0.5, [3, K]))
+        self._py_function = py_function
+
+    def _x(self, examples):
+        f = tf.io.parse_example(examples, {
+            "item_price": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+            "hour": tf.io.FixedLenFeature([], tf.int64, default_value=0),
+            "scenario_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        })
+        x = tf.stack([f["item_price"], tf.cast(f["hour"], tf.float32),
+                      tf.cast(tf.equal(f["scenario_id"], "banner"), tf.float32)], axis=1)
+        if self._py_function:
+            x = tf.py_function(lambda t: t * 1.0, [x], tf.float32)
+            x.set_shape([None, 3])
+        return x
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(self, examples):
+        logits = tf.matmul(self._x(examples), self.w) + self.b
+        return {task: tf.sigmoid(logits[:, i]) for i, task in enumerate(TASKS)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def knowledge(self, examples):
+        return {"knowledge": tf.tanh(tf.matmul(self._x(examples), self.k))}
+
+
+def _root() -> str:
+    global _ROOT
+    if _ROOT is None:
+        _ROOT = tempfile.mkdtemp(prefix="serving-test-models-")
+        atexit.register(shutil.rmtree, _ROOT, True)
+    return _ROOT
+
+
+def saved_model(bias: float = 0.0, py_function: bool = False) -> str:
+    """Path of a tiny SavedModel (built once per process; treat as read-only)."""
+    key = (bias, py_function)
+    if key not in _BUILT:
+        path = os.path.join(_root(), f"model-{len(_BUILT)}")
+        module = _Tiny(bias, py_function)
+        tf.saved_model.save(module, path, signatures={"serving_default": module.serve,
+                                                      "knowledge": module.knowledge})
+        _BUILT[key] = path
+    return _BUILT[key]
+
+
+def copy_version(src: str, dst: str) -> str:
+    """Copies a SavedModel folder like TFX's Pusher: everything else first, saved_model.pb last."""
+    shutil.copytree(src, dst, ignore=lambda d, names: ["saved_model.pb"] if d == src else [])
+    shutil.copy2(os.path.join(src, "saved_model.pb"), os.path.join(dst, "saved_model.pb"))
+    return dst
+
+
+def make_base(root: str, versions: Dict[int, float], name: str = "m") -> str:
+    """<root>/<name>/<version>/ for each {version: bias}; returns the base path."""
+    base = os.path.join(root, name)
+    os.makedirs(base, exist_ok=True)
+    for version, bias in versions.items():
+        copy_version(saved_model(bias), os.path.join(base, str(version)))
+    return base
+
+
+def examples(n: int, seed: int = 0) -> List[bytes]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        ex = tf.train.Example()
+        ex.features.feature["item_price"].float_list.value.append(float(rng.uniform(1, 80)))
+        ex.features.feature["hour"].int64_list.value.append(int(rng.integers(0, 24)))
+        if i % 3:
+            ex.features.feature["scenario_id"].bytes_list.value.append(b"banner" if i % 2 else b"feed")
+        out.append(ex.SerializeToString())
+    return out
+
+
+def in_process(bias: float, serialized: List[bytes], signature: str = "serving_default") -> Dict[str, np.ndarray]:
+    """The same SavedModel called in this process: what a server must return."""
+    path = saved_model(bias)
+    if path not in _LOADED:
+        _LOADED[path] = tf.saved_model.load(path)
+    out = _LOADED[path].signatures[signature](examples=tf.constant(serialized, dtype=tf.string))
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def write_warmup(version_dir: str, requests) -> str:
+    """assets.extra/tf_serving_warmup_requests holding PredictionLogs for `requests`."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for request in requests:
+            log = prediction_log_pb2.PredictionLog()
+            log.predict_log.request.CopyFrom(request)
+            writer.write(log.SerializeToString())
+    return path
