@@ -13,3 +13,9 @@ class DataValidationVerdict(artifact.Artifact):
     """verdict.json: the anomalies found per split (empty when the data passed)."""
 
     TYPE_NAME = "keep_samd.DataValidationVerdict"
+
+
+class TransferReport(artifact.Artifact):
+    """transfer.json / transfer.npz: SAMD's W_T^i, T_i, C_i, p_i per scenario, and training facts."""
+
+    TYPE_NAME = "keep_samd.TransferReport"

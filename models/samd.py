@@ -30,6 +30,8 @@ Readings of the paper:
   a free per-scenario embedding; `implicit=False` drops IR_i (the paper's ablations).
 * Teacher layers. The KEEP model's shared bottom (embeddings + attention, the input
   of every tower) and the hidden layers of its three task towers: M_g = 1 + 3 × depth.
+* Scale. L_fd is averaged over the teacher's layers (Σ_n Σ_m w_mn L_mn / M_g), so its
+  size does not grow with M_g; `distill_weight` weighs it against the cross-entropy.
 * Projections. Φ_i (per student layer) is a trainable dense map to
   `projection_dim`; Φ_g (per teacher layer) is a fixed random projection. Both are
   followed by a parameter-free layer normalisation. A trainable Φ_g could collapse
@@ -107,8 +109,9 @@ class ScenarioTable:
         ids = tuple(r["scenario_id"] for r in rows)
         vocab = [sorted({r[a] for r in rows}) for a in attribute_names]
         attrs = tuple(tuple(vocab[k].index(r[a]) for k, a in enumerate(attribute_names)) for r in rows)
-        g = min(len(v) for v in neighbours.values()) if neighbours else 0
-        top = tuple(tuple(ids.index(s) for s in neighbours.get(sid, ())[:g]) if g else (i,)
+        g = min((len(v) for v in neighbours.values()), default=0)
+        # A scenario without neighbours (none known, or G = 0) stands in for itself.
+        top = tuple(tuple(ids.index(s) for s in neighbours.get(sid, ())[:g]) or (i,) * max(g, 1)
                     for i, sid in enumerate(ids))
         return cls(ids, attrs, tuple(len(v) for v in vocab), top)
 
@@ -291,7 +294,9 @@ class SamdDistiller(tf_keras.Model):
         phi_s = [_layer_norm(p(x)) for p, x in zip(self.student_projections[sid], student_layers)]
         phi_t = [_layer_norm(x @ p) for p, x in zip(self.teacher_projections, teacher_layers)]
         losses = tf.stack([tf.stack([dist(s, t) for s in phi_s]) for t in phi_t])  # [M_g, M_i]
-        return tf.reduce_sum(weights * losses)
+        # Averaged over teacher layers (each row of weights sums to 1), so L_fd stays on the
+        # scale of one layer pair whatever M_g is, comparable to the cross-entropy.
+        return tf.reduce_sum(weights * losses) / len(phi_t)
 
     def _scenario_loss(self, i, sid, features, meta_weights, training):
         teacher_layers = [tf.stop_gradient(x) for x in self.teacher.teacher_layers(features, training=False)]

@@ -9,7 +9,10 @@ of the transform graph inside, nothing of the teacher or the meta network).
 
 custom_config:
     {"samd": {<SamdConfig field>: value}, "students": {scenario: {<StudentSpec field>: value}},
-     "epochs": int, "patience": int}
+     "epochs": int, "patience": int, "scenarios": [subset of scenario ids]}
+
+Each scenario's examples are filtered out of the split once and cached in memory
+(`Dataset.cache`); at production scale, write per-scenario splits instead.
 """
 
 from __future__ import annotations
@@ -83,9 +86,11 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
     config = SamdConfig.from_dict(custom.get("samd"))
     tft_output = tft.TFTransformOutput(transform_graph)
     rows = read_scenarios(scenarios_csv)
+    if custom.get("scenarios"):  # a subset (e.g. one scenario, to time separate runs)
+        rows = [r for r in rows if r["scenario_id"] in set(custom["scenarios"])]
     roles = {r["scenario_id"]: r["role"] for r in rows}
     indices = scenario_indices(tft_output, list(roles))
-    neighbours = {s: list(v)[: config.top_g] for s, v in (neighbours or {}).items()}
+    neighbours = {s: [n for n in v if n in roles][: config.top_g] for s, v in (neighbours or {}).items() if s in roles}
     table = ScenarioTable.build(rows, SCENARIO_ATTRIBUTES, neighbours)
 
     teacher = load_teacher(teacher_keras_dir)

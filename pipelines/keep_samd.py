@@ -2,7 +2,9 @@
 
 RawDataCheck -> CsvExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
 -> ValidationGate -> Transform -> Trainer (KEEP) -> Pusher (which also rewrites
-<output>/serving/models.config for TF Serving).
+<output>/serving/models.config for TF Serving); then, unless disabled, SAMD:
+ScenarioSimilarity (Beam, on ExampleGen's output) -> SamdTrainer (KEEP as the
+frozen teacher) -> SamdPusher (one TF Serving model `samd_<scenario>` per student).
 """
 
 import os
@@ -12,6 +14,9 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
 from components.raw_data_check import RawDataCheck
+from components.samd_pusher import SamdPusher
+from components.samd_trainer import SamdTrainer
+from components.scenario_similarity.component import ScenarioSimilarity
 from components.validation_gate import ValidationGate
 from components.raw_data_check.checks import RawDataError
 from components.serving_pusher import executor as serving_pusher
@@ -73,12 +78,34 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
         custom_executor_spec=executor_spec.ExecutorClassSpec(serving_pusher.Executor),
     ).with_id("KeepPusher")
 
+    components = [raw_check, example_gen, statistics_gen, schema_gen, example_validator, gate, transform,
+                  trainer, pusher]
+    if options.samd_enabled:
+        samd_config = {k: v for k, v in options.samd.items() if k not in ("enabled", "train_steps")}
+        similarity = ScenarioSimilarity(
+            examples=example_gen.outputs["examples"], data_root=options.data_root,
+            alpha=options.similarity_alpha, top_g=int(samd_config.get("samd", {}).get("top_g", 2)),
+        )
+        similarity.add_upstream_node(gate)
+        samd_trainer = SamdTrainer(
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            teacher=trainer.outputs["model"],
+            similarity=similarity.outputs["similarity"],
+            data_root=options.data_root,
+            train_steps=options.samd_train_steps,
+            eval_steps=options.eval_steps,
+            custom_config=samd_config,
+        )
+        samd_pusher = SamdPusher(model=samd_trainer.outputs["model"], serving_dir=options.serving_dir)
+        samd_pusher.add_upstream_node(pusher)  # one writer of models.config at a time
+        components += [similarity, samd_trainer, samd_pusher]
+
     return tfx.dsl.Pipeline(
         # KFP v2 names allow no underscore: the same pipeline is `keep-samd` there.
         pipeline_name=PIPELINE_NAME if local else PIPELINE_NAME.replace("_", "-"),
         pipeline_root=options.pipeline_root,
-        components=[raw_check, example_gen, statistics_gen, schema_gen, example_validator, gate, transform,
-                    trainer, pusher],
+        components=components,
         enable_cache=False,
         metadata_connection_config=(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(options.metadata_path) if local else None

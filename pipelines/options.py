@@ -11,6 +11,9 @@ runner reads its options from environment variables (all optional):
     KEEP_SAMD_EVAL_STEPS   evaluation steps (50)
     KEEP_SAMD_KEEP         JSON object of KeepConfig overrides, e.g. '{"batch_size": 256}'
     KEEP_SAMD_EPOCHS       epochs the train steps are spread over, each ending with an eval (6)
+    KEEP_SAMD_SAMD         JSON object for the SAMD run: {"samd": {SamdConfig overrides},
+                           "students": {scenario: {StudentSpec overrides}}, "epochs": n,
+                           "train_steps": n, "enabled": true}
 """
 
 import dataclasses
@@ -34,6 +37,8 @@ class PipelineOptions:
     eval_steps: int = 20
     epochs: int = 6
     keep: Dict = dataclasses.field(default_factory=dict)  # KeepConfig overrides
+    samd: Dict = dataclasses.field(default_factory=dict)  # SAMD run options (see KEEP_SAMD_SAMD)
+    similarity_alpha: float = 1.0
     schema_file: str = SCHEMA_FILE
 
     @property
@@ -47,6 +52,14 @@ class PipelineOptions:
     @property
     def serving_dir(self) -> str:
         return os.path.join(self.output_dir, "serving")
+
+    @property
+    def samd_enabled(self) -> bool:
+        return bool(self.samd.get("enabled", True))
+
+    @property
+    def samd_train_steps(self) -> int:
+        return int(self.samd.get("train_steps", self.train_steps))
 
     def serving_model_dir(self, model_name: str) -> str:
         return os.path.join(self.serving_dir, model_name)
@@ -68,9 +81,12 @@ class PipelineOptions:
                     kw[field] = int(env[key])
                 except ValueError:
                     raise ValueError(f"{key}={env[key]!r} is not an integer") from None
-        if env.get("KEEP_SAMD_KEEP"):
-            try:
-                kw["keep"] = json.loads(env["KEEP_SAMD_KEEP"])
-            except json.JSONDecodeError as e:
-                raise ValueError(f"KEEP_SAMD_KEEP is not a JSON object: {e}") from None
+        for key, field in (("KEEP_SAMD_KEEP", "keep"), ("KEEP_SAMD_SAMD", "samd")):
+            if env.get(key):
+                try:
+                    kw[field] = json.loads(env[key])
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{key} is not a JSON object: {e}") from None
+                if not isinstance(kw[field], dict):
+                    raise ValueError(f"{key} is not a JSON object")
         return cls(**kw)

@@ -62,10 +62,11 @@ def main(argv=None):
         serialized.append(record.numpy())
     model = tf.saved_model.load(a.saved_model)
     serve = model.signatures["serving_default"]
-    preds = {t: [] for t in TASKS}
+    tasks = [t for t in TASKS if t in serve.structured_outputs]
+    preds = {t: [] for t in tasks}
     for start in range(0, len(serialized), a.batch_size):
         out = serve(examples=tf.constant(serialized[start : start + a.batch_size]))
-        for t in TASKS:
+        for t in tasks:
             preds[t].append(out[t].numpy().reshape(-1))
     preds = {t: np.concatenate(v) for t, v in preds.items()}
 
@@ -74,13 +75,16 @@ def main(argv=None):
     labels = {t: np.array([_value(r, t) for r in rows], dtype=np.int64) for t in TASKS}
     oracle = {t: np.array([_value(r, ORACLE[t]) if _value(r, ORACLE[t]) is not None else np.nan for r in rows],
                           dtype=np.float64) for t in TASKS}
-    knowledge = model.signatures["knowledge"](examples=tf.constant(serialized[:8]))["knowledge"]
+    knowledge = None
+    if "knowledge" in model.signatures:
+        knowledge = model.signatures["knowledge"](examples=tf.constant(serialized[:8]))["knowledge"]
 
-    report = {"rows": len(rows), "knowledge_width": int(knowledge.shape[-1]), "scenarios": {}}
+    report = {"rows": len(rows), "knowledge_width": None if knowledge is None else int(knowledge.shape[-1]),
+              "tasks": tasks, "variables": sorted(v.name for v in model.variables), "scenarios": {}}
     for s in ["ALL"] + sorted(set(scen.tolist())):
         m = np.ones(len(rows), bool) if s == "ALL" else scen == s
         per = {"rows": int(m.sum())}
-        for t in TASKS:
+        for t in tasks:
             mt = m if t == "click" else m & (labels["click"] == 1)
             per[t] = {
                 "rows": int(mt.sum()),

@@ -32,6 +32,7 @@ def _env(tmp, data, **extra):
         "KEEP_SAMD_EVAL_STEPS": "10",
         "KEEP_SAMD_EPOCHS": "3",
         "KEEP_SAMD_KEEP": json.dumps({"batch_size": 256}),
+        "KEEP_SAMD_SAMD": json.dumps({"train_steps": 200, "epochs": 2, "samd": {"batch_size": 64}}),
     })
     env.update(extra)
     return env
@@ -75,16 +76,7 @@ def test_pipeline_pushes_a_servable_keep_model(pipeline_run):
 
 def test_pushed_model_predicts_in_a_fresh_process_that_imports_nothing_from_the_repo(pipeline_run):
     tmp, _ = pipeline_run
-    model = os.path.dirname(glob.glob(os.path.join(tmp, "runs", "serving", "keep_general", "*", "saved_model.pb"))[0])
-    examples = os.path.join(tmp, "runs", "pipelines", "keep_samd", "CsvExampleGen", "examples", "*", "Split-eval", "*")
-    script = os.path.join(tmp, "standalone_predict.py")
-    shutil.copy(os.path.join(REPO, "tests", "standalone_predict.py"), script)
-    packages = [os.path.join(REPO, p) for p in ("schemas", "synthetic", "components", "models", "pipelines", "serving")]
-    out = subprocess.run([sys.executable, "-I", script, model, examples, "--forbid-imports-from", *packages],
-                         cwd=tmp, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout)
-    assert report["modules_from_forbidden_folder"] == []
+    report = _standalone(tmp, _latest(tmp, "keep_general"))
     assert report["knowledge_width"] == 48 + 3 * 16 + 3 * 64
     overall = report["scenarios"]["ALL"]
     os.makedirs(REPORTS, exist_ok=True)
@@ -96,6 +88,86 @@ def test_pushed_model_predicts_in_a_fresh_process_that_imports_nothing_from_the_
     # Conversion and cart towers learn too, and predictions are calibrated to the base rate.
     assert overall["conversion"]["auc"] > 0.52 and overall["cart"]["auc"] > 0.52, overall
     assert abs(overall["click"]["mean_prediction"] - overall["click"]["mean_label"]) < 0.1
+
+
+def _standalone(tmp, model_dir):
+    """tests/standalone_predict.py on the eval split, in a fresh interpreter outside the repository."""
+    examples = os.path.join(tmp, "runs", "pipelines", "keep_samd", "CsvExampleGen", "examples", "*", "Split-eval", "*")
+    script = os.path.join(tmp, "standalone_predict.py")
+    shutil.copy(os.path.join(REPO, "tests", "standalone_predict.py"), script)
+    packages = [os.path.join(REPO, p) for p in ("schemas", "synthetic", "components", "models", "pipelines", "serving")]
+    out = subprocess.run([sys.executable, "-I", script, model_dir, examples, "--forbid-imports-from", *packages],
+                         cwd=tmp, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["modules_from_forbidden_folder"] == []
+    return report
+
+
+def _latest(tmp, model):
+    return os.path.dirname(sorted(glob.glob(os.path.join(tmp, "runs", "serving", model, "*", "saved_model.pb")))[-1])
+
+
+def _dir_size(path):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def test_every_scenario_gets_a_standalone_samd_student(pipeline_run):
+    tmp, _ = pipeline_run
+    with open(os.path.join(tmp, "data", "scenarios.csv")) as f:
+        scenarios = [line.split(",")[0] for line in f.read().split("\n")[1:] if line]
+    teacher = _latest(tmp, "keep_general")
+    for sid in scenarios:
+        student = _latest(tmp, f"samd_{sid}")
+        assert _dir_size(student) < 0.5 * _dir_size(teacher), sid
+    report = _standalone(tmp, _latest(tmp, "samd_payment_page"))
+    assert report["tasks"] == ["click", "conversion", "cart"]  # an MMoE student
+    assert report["scenarios"]["payment_page"]["click"]["auc"] is not None
+    forbidden = ("tower_", "target_attention", "meta_function", "soft_cluster", "scenario_representation", "phi_",
+                 "keep_general")
+    assert not [v for v in report["variables"] if any(f in v for f in forbidden)], report["variables"]
+    assert any("pay_channel" in v for v in report["variables"])  # its own heterogeneous feature
+    transfer = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "SamdTrainer", "transfer_report", "*",
+                                      "transfer.json"))
+    with open(transfer[0]) as f:
+        transfer = json.load(f)
+    assert set(transfer["scenarios"]) == set(scenarios)
+    w = transfer["scenarios"]["banner"]["transfer_weights"]
+    assert len(w) == len(transfer["teacher_layers"]) and len(w[0]) == len(transfer["student_layers"]["banner"])
+
+
+def test_pushed_models_answer_grpc_and_rest_like_in_process(pipeline_run):
+    import numpy as np
+    import tensorflow as tf
+    from serving.client import ServingClient
+
+    tmp, _ = pipeline_run
+    config = os.path.join(tmp, "runs", "serving", "models.config")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving.model_server", f"--model_config_file={config}", "--port=0",
+         "--rest_api_port=0", "--file_system_poll_wait_seconds=0"],
+        cwd=REPO, env=_env(tmp, ""), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = ""
+        while not line.startswith("ready"):
+            line = server.stdout.readline()
+            assert line or server.poll() is None, "server exited before it was ready"
+        ports = dict(kv.split("=") for kv in line.split()[1:])
+        files = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "CsvExampleGen", "examples", "*",
+                                       "Split-eval", "*"))
+        examples = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(16)]
+        for model, task in (("keep_general", "cart"), ("samd_banner", "click")):
+            expected = tf.saved_model.load(_latest(tmp, model)).signatures["serving_default"](
+                examples=tf.constant(examples))[task].numpy()
+            with ServingClient(host="127.0.0.1", port=int(ports["grpc_port"])) as client:
+                _, grpc_out = client.predict(examples, model=model)
+            np.testing.assert_allclose(np.asarray(grpc_out[task]).reshape(-1), expected, atol=1e-5)
+            with ServingClient(host="127.0.0.1", port=int(ports["rest_port"]), rest=True) as client:
+                _, rest_out = client.predict(examples, model=model)
+            np.testing.assert_allclose(np.asarray(rest_out[task]).reshape(-1), expected, atol=1e-5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def _small_data(tmp, rows=2500):

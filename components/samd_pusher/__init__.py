@@ -1,0 +1,1 @@
+from components.samd_pusher.component import SamdPusher  # noqa: F401

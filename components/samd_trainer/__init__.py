@@ -1,0 +1,1 @@
+from components.samd_trainer.component import SamdTrainer  # noqa: F401

@@ -1,0 +1,46 @@
+"""Executor of SamdTrainer: resolves the artifacts' paths and calls models.samd_trainer.run."""
+
+import json
+import os
+
+from absl import logging
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import path_utils
+
+from models import samd_trainer
+from models.keep_trainer import keras_model_dir
+
+
+def _split_pattern(examples, split):
+    return os.path.join(artifact_utils.get_split_uri(examples, split), "*")
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(self, input_dict, output_dict, exec_properties):
+        examples = input_dict["examples"]
+        teacher_uri = artifact_utils.get_single_uri(input_dict["teacher"])
+        teacher_dir = keras_model_dir(path_utils.serving_model_path(teacher_uri))
+        if not os.path.exists(os.path.join(teacher_dir, "config.json")):
+            raise FileNotFoundError(f"{teacher_dir}: the teacher model has no Keras weights (train KEEP first)")
+        neighbours = None
+        if input_dict.get("similarity"):
+            path = os.path.join(artifact_utils.get_single_uri(input_dict["similarity"]), "similarity.json")
+            with open(path) as f:
+                neighbours = json.load(f)["top_g"]
+        model_uri = artifact_utils.get_single_uri(output_dict["model"])
+        report_uri = artifact_utils.get_single_uri(output_dict["transfer_report"])
+        report = samd_trainer.run(
+            train_pattern=_split_pattern(examples, "train"),
+            eval_pattern=_split_pattern(examples, "eval"),
+            transform_graph=artifact_utils.get_single_uri(input_dict["transform_graph"]),
+            teacher_keras_dir=teacher_dir,
+            scenarios_csv=os.path.join(exec_properties["data_root"], "scenarios.csv"),
+            output_dir=path_utils.serving_model_path(model_uri),
+            report_dir=report_uri,
+            train_steps=exec_properties["train_steps"],
+            eval_steps=exec_properties["eval_steps"],
+            neighbours=neighbours,
+            custom=json.loads(exec_properties.get("custom_config") or "{}"),
+        )
+        logging.info("SAMD trained %d students in %.1fs", len(report["students"]), report["train_seconds"])

@@ -1,0 +1,47 @@
+"""Executor of ScenarioSimilarity: runs `beam_pipeline` over every split of the examples.
+
+A BaseBeamExecutor, so `self._make_beam_pipeline()` carries the pipeline's
+beam_pipeline_args (runner, direct_running_mode, workers) into the run.
+"""
+
+import json
+import os
+from typing import Any, Dict, List
+
+from absl import logging
+from tfx import types
+from tfx.dsl.components.base import base_beam_executor
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils
+
+from components.raw_data_check import checks
+from components.scenario_similarity import beam_pipeline
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        examples = artifact_utils.get_single_instance(input_dict["examples"])
+        splits = artifact_utils.decode_split_names(examples.split_names)
+        paths = []
+        for split in splits:
+            paths += fileio.glob(os.path.join(artifact_utils.get_split_uri([examples], split), "*"))
+        if not paths:
+            raise beam_pipeline.SimilarityDataError(
+                f"{examples.uri}: no example files in split(s) {', '.join(splits) or '(none)'}")
+        data_root = exec_properties["data_root"]
+        # The same checks (and messages) as RawDataCheck: one super scenario, no duplicates.
+        scenarios = list(checks.read_scenarios(os.path.join(data_root, checks.SCENARIOS_FILE)))
+        alpha, g = float(exec_properties["alpha"]), int(exec_properties["top_g"])
+
+        out_artifact = artifact_utils.get_single_instance(output_dict["similarity"])
+        with self._make_beam_pipeline() as p:
+            beam_pipeline.build(p, "examples", paths, scenarios, alpha, g, out_artifact.uri)
+
+        with fileio.open(os.path.join(out_artifact.uri, beam_pipeline.JSON_NAME)) as f:
+            doc = json.loads(f.read())
+        out_artifact.set_int_custom_property("users", doc["users"])
+        out_artifact.set_int_custom_property("scenario_sets", doc["scenario_sets"])
+        logging.info("scenario similarity: %d users in %d scenario sets over %d scenarios; top-%d: %s",
+                     doc["users"], doc["scenario_sets"], len(scenarios), g, doc["top_g"])
