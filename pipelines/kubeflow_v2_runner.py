@@ -10,7 +10,12 @@ runner), so this compiles with KubeflowV2DagRunner and submits with the kfp 2 cl
 
 The image must contain this repository installed (`pip install -e .` over the lock),
 as the components import `models.*` and `components.*`. The same pipeline JSON runs
-on Vertex AI Pipelines (`tfx ... --engine=vertex` also works).
+on Vertex AI Pipelines:
+
+    tfx pipeline create --pipeline_path=pipelines/kubeflow_v2_runner.py --engine=vertex
+
+(the tfx CLI runs this file without arguments: every flag has an environment default,
+KEEP_SAMD_IMAGE, KEEP_SAMD_OUTPUT, KEEP_SAMD_DATA, KEEP_SAMD_BEAM_ARGS).
 """
 
 import argparse
@@ -40,11 +45,16 @@ def compile_pipeline(options: PipelineOptions, image: str, output_file: str) -> 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--image", required=True, help="container image with this repository installed")
-    p.add_argument("--output", required=True, help="output folder on shared storage (pipeline root, pushed models)")
-    p.add_argument("--data", required=True, help="raw data folder (day=N/*.csv, scenarios.csv) readable by the pods")
+    env = os.environ
+    p.add_argument("--image", default=env.get("KEEP_SAMD_IMAGE", "keep_samd:latest"),
+                   help="container image with this repository installed (env KEEP_SAMD_IMAGE)")
+    p.add_argument("--output", default=env.get("KEEP_SAMD_OUTPUT", "gs://YOUR_BUCKET/keep_samd"),
+                   help="output folder on shared storage: pipeline root, pushed models (env KEEP_SAMD_OUTPUT)")
+    p.add_argument("--data", default=env.get("KEEP_SAMD_DATA", "gs://YOUR_BUCKET/data"),
+                   help="raw data folder (day=N/*.csv, scenarios.csv) readable by the pods (env KEEP_SAMD_DATA)")
     p.add_argument("--schema", default=None, help="schema.pbtxt path inside the image (default: the repository's)")
-    p.add_argument("--beam-args", default=None, help="Beam pipeline args for the cluster runner")
+    p.add_argument("--beam-args", default=env.get("KEEP_SAMD_BEAM_ARGS"),
+                   help="Beam pipeline args for the cluster runner (env KEEP_SAMD_BEAM_ARGS)")
     p.add_argument("--train-steps", type=int, default=None)
     p.add_argument("--pipeline-file", default=f"{PIPELINE_NAME}_pipeline.json")
     p.add_argument("--submit", action="store_true", help="submit a run with the kfp client")

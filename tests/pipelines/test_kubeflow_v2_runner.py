@@ -1,4 +1,10 @@
 import json
+import os
+import subprocess
+import sys
+
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipelines import kubeflow_v2_runner
 from pipelines.keep_samd import create_pipeline
@@ -12,8 +18,12 @@ def test_compiles_a_kfp_v2_pipeline_spec(tmp_path):
         "--pipeline-file", str(out), "--beam-args", "--runner=DataflowRunner --project=p",
     ]) == 0
     spec = json.loads(out.read_text())
-    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"] if "pipelineSpec" in spec else spec["root"]["dag"]["tasks"]
-    assert {"RawDataCheck", "CsvExampleGen", "ValidationGate", "Transform", "KeepTrainer", "KeepPusher"} <= set(tasks)
+    parsed = json_format.ParseDict(spec.get("pipelineSpec", spec), pipeline_spec_pb2.PipelineSpec(),
+                                   ignore_unknown_fields=True)
+    assert parsed.pipeline_info.name == "keep-samd"
+    assert set(parsed.root.dag.tasks) == {
+        "ImportSchemaGen", "RawDataCheck", "CsvExampleGen", "StatisticsGen", "ExampleValidator", "ValidationGate",
+        "ScenarioSimilarity", "Transform", "KeepTrainer", "KeepPusher", "SamdTrainer", "SamdPusher"}
     text = out.read_text()
     assert "registry.example/keep_samd:1" in text and "DataflowRunner" in text
 
@@ -28,3 +38,16 @@ def test_local_pipeline_has_the_documented_order(tmp_path):
     assert "RawDataCheck" in upstream["CsvExampleGen"]
     assert "ValidationGate" in upstream["Transform"]
     assert p.pipeline_info.pipeline_root.startswith(str(tmp_path / "runs"))
+
+
+def test_tfx_cli_creates_the_pipeline_for_vertex(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    bin_dir = os.path.dirname(sys.executable)
+    env = dict(os.environ, VERTEX_HOME=str(tmp_path / "vertex"), PATH=bin_dir + os.pathsep + os.environ["PATH"],
+               KEEP_SAMD_IMAGE="registry.example/keep_samd:2")
+    run = subprocess.run([os.path.join(bin_dir, "tfx"), "pipeline", "create", "--engine=vertex",
+                          f"--pipeline_path={os.path.join(repo, 'pipelines', 'kubeflow_v2_runner.py')}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert 'Pipeline "keep-samd" created successfully' in run.stdout
+    assert "registry.example/keep_samd:2" in (tmp_path / "vertex" / "keep-samd" / "pipeline.json").read_text()
