@@ -4,7 +4,9 @@ RawDataCheck -> CsvExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleVali
 -> ValidationGate -> Transform -> Trainer (KEEP) -> Pusher (which also rewrites
 <output>/serving/models.config for TF Serving); then, unless disabled, SAMD:
 ScenarioSimilarity (Beam, on ExampleGen's output) -> SamdTrainer (KEEP as the
-frozen teacher) -> SamdPusher (one TF Serving model `samd_<scenario>` per student).
+frozen teacher) -> SamdPusher (one TF Serving model `samd_<scenario>` per student);
+and one Trainer + Pusher per unified model and baseline (PEPNet, ADL, GRec,
+shared-bottom, MMoE), each its own TF Serving model.
 """
 
 import os
@@ -100,6 +102,27 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
         samd_pusher = SamdPusher(model=samd_trainer.outputs["model"], serving_dir=options.serving_dir)
         samd_pusher.add_upstream_node(pusher)  # one writer of models.config at a time
         components += [similarity, samd_trainer, samd_pusher]
+
+    for name in options.unified_models:
+        title = "".join(part.capitalize() for part in name.split("_"))
+        unified_trainer = tfx.components.Trainer(
+            run_fn="models.unified_trainer.run_fn",
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            train_args=tfx.proto.TrainArgs(num_steps=int(options.unified.get("train_steps", options.train_steps))),
+            eval_args=tfx.proto.EvalArgs(num_steps=options.eval_steps),
+            custom_config={"model": name, "model_name": name, "config": options.unified.get("configs", {}).get(name, {}),
+                           "epochs": options.epochs},
+        ).with_id(f"{title}Trainer")
+        unified_pusher = tfx.components.Pusher(
+            model=unified_trainer.outputs["model"],
+            push_destination=tfx.proto.PushDestination(
+                filesystem=tfx.proto.PushDestination.Filesystem(base_directory=options.serving_model_dir(name))),
+            custom_executor_spec=executor_spec.ExecutorClassSpec(serving_pusher.Executor),
+        ).with_id(f"{title}Pusher")
+        unified_pusher.add_upstream_node(components[-1])  # pushers one after the other: one models.config writer
+        components += [unified_trainer, unified_pusher]
 
     return tfx.dsl.Pipeline(
         # KFP v2 names allow no underscore: the same pipeline is `keep-samd` there.

@@ -14,6 +14,9 @@ runner reads its options from environment variables (all optional):
     KEEP_SAMD_SAMD         JSON object for the SAMD run: {"samd": {SamdConfig overrides},
                            "students": {scenario: {StudentSpec overrides}}, "epochs": n,
                            "train_steps": n, "enabled": true}
+    KEEP_SAMD_UNIFIED      JSON object for the unified models and baselines:
+                           {"models": ["pepnet", "adl", "grec", "shared_bottom", "mmoe"],
+                           "configs": {model: {config overrides}}, "train_steps": n}
 """
 
 import dataclasses
@@ -38,6 +41,7 @@ class PipelineOptions:
     epochs: int = 6
     keep: Dict = dataclasses.field(default_factory=dict)  # KeepConfig overrides
     samd: Dict = dataclasses.field(default_factory=dict)  # SAMD run options (see KEEP_SAMD_SAMD)
+    unified: Dict = dataclasses.field(default_factory=dict)  # unified models (see KEEP_SAMD_UNIFIED)
     similarity_alpha: float = 1.0
     schema_file: str = SCHEMA_FILE
 
@@ -61,6 +65,16 @@ class PipelineOptions:
     def samd_train_steps(self) -> int:
         return int(self.samd.get("train_steps", self.train_steps))
 
+    @property
+    def unified_models(self) -> Tuple[str, ...]:
+        from models.unified_trainer import MODELS
+
+        names = tuple(self.unified.get("models", tuple(MODELS)))
+        unknown = set(names) - set(MODELS)
+        if unknown:
+            raise ValueError(f"KEEP_SAMD_UNIFIED names unknown model(s) {sorted(unknown)}; known: {sorted(MODELS)}")
+        return names
+
     def serving_model_dir(self, model_name: str) -> str:
         return os.path.join(self.serving_dir, model_name)
 
@@ -81,7 +95,7 @@ class PipelineOptions:
                     kw[field] = int(env[key])
                 except ValueError:
                     raise ValueError(f"{key}={env[key]!r} is not an integer") from None
-        for key, field in (("KEEP_SAMD_KEEP", "keep"), ("KEEP_SAMD_SAMD", "samd")):
+        for key, field in (("KEEP_SAMD_KEEP", "keep"), ("KEEP_SAMD_SAMD", "samd"), ("KEEP_SAMD_UNIFIED", "unified")):
             if env.get(key):
                 try:
                     kw[field] = json.loads(env[key])

@@ -21,9 +21,11 @@ def test_compiles_a_kfp_v2_pipeline_spec(tmp_path):
     parsed = json_format.ParseDict(spec.get("pipelineSpec", spec), pipeline_spec_pb2.PipelineSpec(),
                                    ignore_unknown_fields=True)
     assert parsed.pipeline_info.name == "keep-samd"
+    from models.unified_trainer import MODELS
+    unified = {f"{''.join(p.capitalize() for p in m.split('_'))}{kind}" for m in MODELS for kind in ("Trainer", "Pusher")}
     assert set(parsed.root.dag.tasks) == {
         "ImportSchemaGen", "RawDataCheck", "CsvExampleGen", "StatisticsGen", "ExampleValidator", "ValidationGate",
-        "ScenarioSimilarity", "Transform", "KeepTrainer", "KeepPusher", "SamdTrainer", "SamdPusher"}
+        "ScenarioSimilarity", "Transform", "KeepTrainer", "KeepPusher", "SamdTrainer", "SamdPusher"} | unified
     text = out.read_text()
     assert "registry.example/keep_samd:1" in text and "DataflowRunner" in text
 

@@ -33,6 +33,7 @@ def _env(tmp, data, **extra):
         "KEEP_SAMD_EPOCHS": "3",
         "KEEP_SAMD_KEEP": json.dumps({"batch_size": 256}),
         "KEEP_SAMD_SAMD": json.dumps({"train_steps": 200, "epochs": 2, "samd": {"batch_size": 64}}),
+        "KEEP_SAMD_UNIFIED": json.dumps({"train_steps": 150}),
     })
     env.update(extra)
     return env
@@ -134,6 +135,18 @@ def test_every_scenario_gets_a_standalone_samd_student(pipeline_run):
     assert set(transfer["scenarios"]) == set(scenarios)
     w = transfer["scenarios"]["banner"]["transfer_weights"]
     assert len(w) == len(transfer["teacher_layers"]) and len(w[0]) == len(transfer["student_layers"]["banner"])
+
+
+def test_every_unified_model_and_baseline_is_pushed_and_predicts_standalone(pipeline_run):
+    from models.unified_trainer import MODELS
+
+    tmp, _ = pipeline_run
+    for name in MODELS:
+        report = _standalone(tmp, _latest(tmp, name))
+        assert report["tasks"] == ["click", "conversion", "cart"], name
+        overall = report["scenarios"]["ALL"]
+        assert overall["rows"] > 1000 and 0.0 < overall["click"]["mean_prediction"] < 1.0, name
+        assert overall["click"]["auc"] > 0.5, (name, overall["click"])
 
 
 def test_pushed_models_answer_grpc_and_rest_like_in_process(pipeline_run):

@@ -1,0 +1,77 @@
+"""TFX Trainer entry point (`run_fn`) for the unified multi-scenario, multi-task models and baselines.
+
+One Trainer per model, all on the same transformed examples; each exports one
+SavedModel (raw tf.Example in, `scenario_id` included; click, conversion and cart
+probabilities out) pushed as its own TF Serving model.
+
+custom_config:
+    {"model": "pepnet" | "adl" | "grec" | "shared_bottom" | "mmoe",
+     "config": {<the model's config fields>}, "epochs": int, "patience": int, "model_name": str}
+"""
+
+import importlib
+import json
+import os
+import time
+
+import tensorflow_transform as tft
+import tf_keras
+from absl import logging
+
+from models import export
+from models import features as F
+from models.keep_trainer import make_dataset
+
+# name -> (module, model class, config class); each model takes (config, vocab_sizes).
+MODELS = {
+    "shared_bottom": ("models.baselines", "SharedBottomModel", "BaselineConfig"),
+    "mmoe": ("models.baselines", "MMoEModel", "BaselineConfig"),
+}
+
+
+def build(name: str, overrides, vocab_sizes):
+    if name not in MODELS:
+        raise ValueError(f"unknown unified model {name!r}; one of {sorted(MODELS)}")
+    module, model_cls, config_cls = MODELS[name]
+    module = importlib.import_module(module)
+    config = getattr(module, config_cls).from_dict(overrides)
+    return getattr(module, model_cls)(config, vocab_sizes), config
+
+
+def all_vocab_sizes(tf_transform_output):
+    names = list(F.VOCABULARY) + list(F.INTEGER_CATEGORICAL_MAX)
+    return {n: F.vocab_size(tf_transform_output, n) for n in names}
+
+
+def run_fn(fn_args):
+    custom = dict(fn_args.custom_config or {})
+    name = custom["model"]
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    model, config = build(name, custom.get("config"), all_vocab_sizes(tft_output))
+    if not getattr(model, "compiled_with_own_optimizers", False):
+        model.compile(optimizer=tf_keras.optimizers.Adam(getattr(config, "learning_rate", 1e-3)))
+    else:
+        model.compile()
+    batch = getattr(config, "batch_size", 512)
+    train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, batch)
+    evaluation = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, batch)
+    epochs = max(1, int(custom.get("epochs", 6)))
+    steps = max(1, fn_args.train_steps // epochs)
+    logging.info("training %s: %d epochs of %d steps, batch %d; %s", name, epochs, steps, batch, config)
+    t0 = time.time()
+    history = model.fit(
+        train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation,
+        validation_steps=max(1, fn_args.eval_steps), verbose=2,
+        callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max",
+                                                    patience=int(custom.get("patience", 2)),
+                                                    restore_best_weights=True, verbose=1)],
+    )
+    seconds = time.time() - t0
+    trained_steps = len(history.history["loss"]) * steps
+    os.makedirs(fn_args.model_run_dir, exist_ok=True)
+    with open(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
+        json.dump({"model": name, "train_seconds": seconds, "examples_per_second": trained_steps * batch / seconds,
+                   "history": {k: [float(x) for x in v] for k, v in history.history.items()}}, f, indent=1)
+    export.export_saved_model(model, tft_output, fn_args.serving_model_dir,
+                              outputs={"serving_default": ("click", "conversion", "cart")},
+                              model_name=custom.get("model_name", name))
