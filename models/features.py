@@ -38,6 +38,8 @@ NUMERIC_FEATURES = contract.NUMERIC_FEATURES
 SEQUENCE_FEATURES = tuple(contract.SEQUENCE_FEATURES)
 LABELS = contract.LABELS
 ORACLE_COLUMNS = contract.ORACLE_COLUMNS
+# Per-scenario exposure counts (z-scored log1p) of the user and the item: domain statistics.
+DOMAIN_STATISTICS = ("user_scenario_exposures", "item_scenario_exposures")
 # A hash of session_id, for the pairwise loss's "same session" pairs (training only).
 SESSION_KEY = "session_key"
 DAY = "day"

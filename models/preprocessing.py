@@ -8,6 +8,7 @@ See `models/features.py` for the conventions of the outputs.
 
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow_transform import tf_utils
 
 from models import features as F
 
@@ -33,6 +34,23 @@ def _split_sequence(x):
     """Space-separated ids -> [batch, SEQUENCE_LENGTH] strings, most recent first, "" padded."""
     tokens = tf.strings.split(tf.strings.strip(_dense(x, "")))
     return tokens[:, : F.SEQUENCE_LENGTH].to_tensor(default_value="", shape=[None, F.SEQUENCE_LENGTH])
+
+
+def _count_per_key(keys, vocab_filename):
+    """How many rows share each row's key, through a key -> count asset file.
+
+    A file, not graph constants: with millions of users the counts would not fit in a
+    GraphDef. Keys must hold no space (the file is space-delimited); ids here do not.
+    """
+    filename = tft.count_per_key(keys, key_vocabulary_filename=vocab_filename)
+
+    def construct(path):
+        init = tf.lookup.TextFileInitializer(path, key_dtype=tf.string, key_index=1, value_dtype=tf.string,
+                                             value_index=0, delimiter=" ")
+        return tf.lookup.StaticHashTable(init, default_value="0")
+
+    counts, _ = tf_utils.construct_and_lookup_table(construct, filename, keys)
+    return tf.strings.to_number(counts, tf.float32)
 
 
 def preprocessing_fn(inputs):
@@ -64,6 +82,13 @@ def preprocessing_fn(inputs):
     for name in F.ORACLE_COLUMNS:
         if name in inputs:  # absent in real logs; -1 marks "unknown"
             outputs[name] = tf.cast(_dense(inputs[name], -1.0), tf.float32)
+    # Per-scenario exposure counts of the user and of the item: PEPNet's domain-side
+    # statistics. Counted over the whole input of the transform; at serving they come
+    # from the same asset, as a feature store would serve them.
+    scenario = _dense(inputs["scenario_id"], "")
+    for name, key in (("user_scenario_exposures", "user_id"), ("item_scenario_exposures", "item_id")):
+        pair = tf.strings.join([_dense(inputs[key], ""), scenario], separator="|")
+        outputs[name] = tft.scale_to_z_score(tf.math.log1p(_count_per_key(pair, name)))
     outputs[F.SESSION_KEY] = tf.strings.to_hash_bucket_fast(_dense(inputs["session_id"], ""), 2**62)
     outputs[F.DAY] = _dense(inputs["day"], 0)
     return outputs
