@@ -36,11 +36,17 @@ def serving_feature_spec(tf_transform_output, features=None) -> Dict:
 
 
 class ServingModule(tf.Module):
-    """Holds the model and the transform layer so both are saved and tracked."""
+    """Holds the transform layer and the model's variables: what the signatures need, nothing more.
+
+    The Keras model itself is kept out of the object graph, so its optimizer state
+    (and anything else it tracks) is not saved; its variables are saved as
+    `model_variables`.
+    """
 
     def __init__(self, model, tf_transform_output, features=None):
         super().__init__(name="serving")
-        self.model = model
+        object.__setattr__(self, "model", model)  # untracked on purpose
+        self.model_variables = list(model.variables)
         self.tft_layer = tf_transform_output.transform_features_layer()
         self._spec = serving_feature_spec(tf_transform_output, features)
 

@@ -80,7 +80,10 @@ def main(argv=None):
         knowledge = model.signatures["knowledge"](examples=tf.constant(serialized[:8]))["knowledge"]
 
     report = {"rows": len(rows), "knowledge_width": None if knowledge is None else int(knowledge.shape[-1]),
-              "tasks": tasks, "variables": sorted(v.name for v in model.variables), "scenarios": {}}
+              "tasks": tasks, "scenarios": {},
+              # Names of the saved Keras model's variables, and how many variables the SavedModel holds.
+              "variables": sorted(v.name for v in getattr(model, "model_variables", [])),
+              "saved_variables": len(tf.train.list_variables(os.path.join(a.saved_model, "variables", "variables")))}
     for s in ["ALL"] + sorted(set(scen.tolist())):
         m = np.ones(len(rows), bool) if s == "ALL" else scen == s
         per = {"rows": int(m.sum())}
