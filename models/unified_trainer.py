@@ -25,6 +25,7 @@ from models.keep_trainer import make_dataset
 # name -> (module, model class, config class); each model takes (config, vocab_sizes).
 MODELS = {
     "adl": ("models.adl", "AdlModel", "ADLConfig"),
+    "grec": ("models.grec", "GRecModel", "GRecConfig"),
     "shared_bottom": ("models.baselines", "SharedBottomModel", "BaselineConfig"),
     "mmoe": ("models.baselines", "MMoEModel", "BaselineConfig"),
 }
