@@ -10,6 +10,7 @@ custom_config:
 """
 
 import importlib
+import inspect
 import json
 import os
 import time
@@ -24,6 +25,7 @@ from models.keep_trainer import make_dataset
 
 # name -> (module, model class, config class); each model takes (config, vocab_sizes).
 MODELS = {
+    "pepnet": ("models.pepnet", "PEPNetModel", "PEPNetConfig"),
     "adl": ("models.adl", "AdlModel", "ADLConfig"),
     "grec": ("models.grec", "GRecModel", "GRecConfig"),
     "shared_bottom": ("models.baselines", "SharedBottomModel", "BaselineConfig"),
@@ -50,10 +52,10 @@ def run_fn(fn_args):
     name = custom["model"]
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     model, config = build(name, custom.get("config"), all_vocab_sizes(tft_output))
-    if not getattr(model, "compiled_with_own_optimizers", False):
-        model.compile(optimizer=tf_keras.optimizers.Adam(getattr(config, "learning_rate", 1e-3)))
+    if "embedding_optimizer" in inspect.signature(model.compile).parameters:
+        model.compile()  # PEPNet builds its own pair of optimizers from its config
     else:
-        model.compile()
+        model.compile(optimizer=tf_keras.optimizers.Adam(getattr(config, "learning_rate", 1e-3)))
     batch = getattr(config, "batch_size", 512)
     train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, batch)
     evaluation = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, batch)
