@@ -69,8 +69,11 @@ def test_pipeline_pushes_a_servable_keep_model(pipeline_run):
     from tensorflow_serving.config import model_server_config_pb2
     with open(os.path.join(tmp, "runs", "serving", "models.config")) as f:
         config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
-    assert [(c.name, c.base_path) for c in config.model_config_list.config] == [
-        ("keep_general", os.path.join(tmp, "runs", "serving", "keep_general"))]
+    listed = {c.name: c.base_path for c in config.model_config_list.config}
+    assert listed["keep_general"] == os.path.join(tmp, "runs", "serving", "keep_general")
+    pushed = {d for d in os.listdir(os.path.join(tmp, "runs", "serving"))
+              if os.path.isdir(os.path.join(tmp, "runs", "serving", d))}
+    assert set(listed) == pushed  # every pushed model, SAMD students and unified models included
     version_dir = os.path.dirname(versions[0])
     assert os.path.getsize(os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")) > 0
 
