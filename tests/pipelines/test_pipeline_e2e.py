@@ -151,6 +151,17 @@ def test_every_unified_model_and_baseline_is_pushed_and_predicts_standalone(pipe
         assert overall["click"]["auc"] > 0.5, (name, overall["click"])
 
 
+def test_every_pushed_model_uses_only_stock_tensorflow_ops(pipeline_run):
+    from serving.ops_check import unsupported_ops
+
+    tmp, _ = pipeline_run
+    models = [d for d in os.listdir(os.path.join(tmp, "runs", "serving"))
+              if os.path.isdir(os.path.join(tmp, "runs", "serving", d))]
+    assert len(models) >= 1 + 8 + 5
+    for model in models:
+        assert unsupported_ops(_latest(tmp, model)) == set(), model
+
+
 def test_pushed_models_answer_grpc_and_rest_like_in_process(pipeline_run):
     import numpy as np
     import tensorflow as tf
