@@ -169,9 +169,14 @@ def test_pushed_models_answer_grpc_and_rest_like_in_process(pipeline_run):
 
     tmp, _ = pipeline_run
     config = os.path.join(tmp, "runs", "serving", "models.config")
+    import socket
+
+    with socket.socket() as sock:  # a free port for REST (--rest_api_port=0 disables REST, as in TF Serving)
+        sock.bind(("127.0.0.1", 0))
+        rest_port = sock.getsockname()[1]
     server = subprocess.Popen(
         [sys.executable, "-m", "serving.model_server", f"--model_config_file={config}", "--port=0",
-         "--rest_api_port=0", "--file_system_poll_wait_seconds=0"],
+         f"--rest_api_port={rest_port}", "--file_system_poll_wait_seconds=0"],
         cwd=REPO, env=_env(tmp, ""), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = ""
@@ -179,6 +184,7 @@ def test_pushed_models_answer_grpc_and_rest_like_in_process(pipeline_run):
             line = server.stdout.readline()
             assert line or server.poll() is None, "server exited before it was ready"
         ports = dict(kv.split("=") for kv in line.split()[1:])
+        assert int(ports["rest_port"]) == rest_port
         files = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "CsvExampleGen", "examples", "*",
                                        "Split-eval", "*"))
         examples = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(16)]
