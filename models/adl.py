@@ -76,6 +76,7 @@ import tf_keras
 
 from models import features as F
 from models.keep import TASK_POPULATION, TASKS, pointwise_loss
+from models.multitask import MultiTaskSteps
 
 ROUTING_INPUTS = ("user", "instance")
 
@@ -286,13 +287,15 @@ class MultiDistributionMLP(tf_keras.layers.Layer):
                 "dropout": self.dropout, "linear_output": self.linear_output}
 
 
-class AdlModel(tf_keras.Model):
+class AdlModel(MultiTaskSteps, tf_keras.Model):
     """ADL: the routing picks each sample's cluster, then a multi-distribution bottom
     and towers serve all clusters.
 
     `call(features)` returns per-task probabilities, `<task>_logit` logits and
     `cluster` (each sample's cluster index, int64).
     """
+
+    CONFIG_CLASS = ADLConfig
 
     def __init__(self, config: ADLConfig, vocab_sizes: Mapping[str, int], **kwargs):
         super().__init__(**kwargs)
@@ -363,35 +366,3 @@ class AdlModel(tf_keras.Model):
             pop = None if gate is None else tf.cast(features[gate], tf.float32)
             total += pointwise_loss(tf.cast(features[t], tf.float32), outputs[f"{t}_logit"], pop)  # Eq. 8
         return total + tf.add_n(self.losses) if self.losses else total
-
-    def _update_metrics(self, features, outputs, loss):
-        self.loss_tracker.update_state(loss)
-        for t in TASKS:
-            gate = TASK_POPULATION[t]
-            w = None if gate is None else features[gate]
-            self.auc[t].update_state(features[t], outputs[t], sample_weight=w)
-        return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, data):
-        features = data
-        with tf.GradientTape() as tape:
-            outputs = self(features, training=True)  # also moves the centres
-            loss = self.compute_losses(features, outputs)
-        grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return self._update_metrics(features, outputs, loss)
-
-    def test_step(self, data):
-        outputs = self(data, training=False)
-        return self._update_metrics(data, outputs, self.compute_losses(data, outputs))
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker] + [self.auc[t] for t in TASKS]
-
-    def get_config(self):
-        return {"config": dataclasses.asdict(self.config), "vocab_sizes": self.vocab_sizes}
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(ADLConfig.from_dict(cfg["config"]), cfg["vocab_sizes"])

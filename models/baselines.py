@@ -25,7 +25,8 @@ import tensorflow as tf
 import tf_keras
 
 from models import features as F
-from models.keep import TASK_POPULATION, TASKS, pointwise_loss
+from models.keep import pointwise_loss
+from models.multitask import TASK_POPULATION, TASKS, MultiTaskSteps, task_metrics
 from models.students import StudentInput
 
 GENERAL_FEATURES = ("user_id", "item_id", "category_id", "shop_id", "scenario_id", "user_gender", "user_age_bucket",
@@ -54,15 +55,16 @@ class BaselineConfig:
         return cls(**overrides)
 
 
-class MultiTaskModel(tf_keras.Model):
-    """Shared training logic: `logits(features)` -> {task: logit}; point loss per task."""
+class MultiTaskModel(MultiTaskSteps, tf_keras.Model):
+    """A baseline: `logits(features)` -> {task: logit}; the point loss per task."""
+
+    CONFIG_CLASS = BaselineConfig
 
     def __init__(self, config, vocab_sizes: Mapping[str, int], **kwargs):
         super().__init__(**kwargs)
         self.config = config
         self.vocab_sizes = {k: int(v) for k, v in vocab_sizes.items()}
-        self.loss_tracker = tf_keras.metrics.Mean(name="loss")
-        self.auc = {t: tf_keras.metrics.AUC(name=f"auc_{t}") for t in TASKS}
+        self.loss_tracker, self.auc = task_metrics()
 
     def logits(self, features, training=None):
         raise NotImplementedError
@@ -80,36 +82,6 @@ class MultiTaskModel(tf_keras.Model):
             pop = None if gate is None else tf.cast(features[gate], tf.float32)
             total += pointwise_loss(tf.cast(features[t], tf.float32), outputs[f"{t}_logit"], pop)
         return total
-
-    def _update(self, features, outputs, loss):
-        self.loss_tracker.update_state(loss)
-        for t in TASKS:
-            gate = TASK_POPULATION[t]
-            self.auc[t].update_state(features[t], outputs[t], sample_weight=None if gate is None else features[gate])
-        return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, data):
-        with tf.GradientTape() as tape:
-            outputs = self(data, training=True)
-            loss = self.compute_losses(data, outputs)
-        grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return self._update(data, outputs, loss)
-
-    def test_step(self, data):
-        outputs = self(data, training=False)
-        return self._update(data, outputs, self.compute_losses(data, outputs))
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker] + [self.auc[t] for t in TASKS]
-
-    def get_config(self):
-        return {"config": dataclasses.asdict(self.config), "vocab_sizes": self.vocab_sizes}
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(BaselineConfig.from_dict(cfg["config"]), cfg["vocab_sizes"])
 
 
 def _mlp(units, name):

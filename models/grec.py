@@ -84,6 +84,7 @@ import tf_keras
 
 from models import features as F
 from models.keep import TASK_POPULATION, TASKS, pointwise_loss
+from models.multitask import MultiTaskSteps
 
 ROUTINGS = ("token", "sentence", "task", "task_sentence")
 # Routings whose unit is a whole (sample, task) sentence: all its tokens share the experts.
@@ -355,13 +356,15 @@ class SparseMoE(tf_keras.layers.Layer):
                 "load_balance_weight": self.load_balance_weight}
 
 
-class GRecModel(tf_keras.Model):
+class GRecModel(MultiTaskSteps, tf_keras.Model):
     """GRec: wide and deep tokens, parallel transformer + sparse MoE layers, one head per task.
 
     `call(features)` returns per-task probabilities and `<task>_logit` logits.
     `moe_stats(features)` runs the same forward pass and returns each MoE layer's routing
     statistics (see `SparseMoE`).
     """
+
+    CONFIG_CLASS = GRecConfig
 
     def __init__(self, config: GRecConfig, vocab_sizes: Mapping[str, int], **kwargs):
         super().__init__(**kwargs)
@@ -482,39 +485,6 @@ class GRecModel(tf_keras.Model):
             pop = None if gate is None else tf.cast(features[gate], tf.float32)
             total += pointwise_loss(labels, outputs[f"{t}_logit"], pop)
         return total + tf.add_n(self.losses) if self.losses else total
-
-    def _update_metrics(self, features, outputs, loss):
-        self.loss_tracker.update_state(loss)
-        for t in TASKS:
-            gate = TASK_POPULATION[t]
-            w = None if gate is None else features[gate]
-            self.auc[t].update_state(features[t], outputs[t], sample_weight=w)
-        return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, data):
-        features = data
-        with tf.GradientTape() as tape:
-            outputs = self(features, training=True)
-            loss = self.compute_losses(features, outputs)
-        grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return self._update_metrics(features, outputs, loss)
-
-    def test_step(self, data):
-        outputs = self(data, training=False)
-        return self._update_metrics(data, outputs, self.compute_losses(data, outputs))
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker] + [self.auc[t] for t in TASKS]
-
-    def get_config(self):
-        return {"config": dataclasses.asdict(self.config), "vocab_sizes": self.vocab_sizes}
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(GRecConfig.from_dict(cfg["config"]), cfg["vocab_sizes"])
-
 
 def count_expert_flops(model: GRecModel, features, training: bool = False) -> Dict[str, int]:
     """Multiply-adds the MoE layers actually execute on `features`, as FLOPs (2 per MAC).

@@ -31,16 +31,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras
 
-from models import features as F
+from models.multitask import TASK_POPULATION, TASKS, MultiTaskSteps  # noqa: F401 (TASKS re-exported)
 
-TASKS = ("click", "conversion", "cart")
-# Which label gates a task's training rows: conversion and cart are learnt over clicks.
-TASK_POPULATION = {"click": None, "conversion": "click", "cart": "click"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,13 +157,15 @@ def pairwise_logistic_loss(labels, logits, groups, population=None):
     return tf.math.divide_no_nan(tf.reduce_sum(tf.nn.softplus(-diff) * pair), tf.reduce_sum(pair))
 
 
-class KeepModel(tf_keras.Model):
+class KeepModel(MultiTaskSteps, tf_keras.Model):
     """The KEEP general model: shared embeddings, target attention, three task towers.
 
     `call` takes transformed features and returns per-task probabilities, per-task
     logits and the knowledge vector K(u, i). `teacher_layers` returns the intermediate
     representations that SAMD distils from.
     """
+
+    CONFIG_CLASS = KeepConfig
 
     def __init__(self, config: KeepConfig, vocab_sizes: Mapping[str, int], **kwargs):
         super().__init__(**kwargs)
@@ -232,35 +231,3 @@ class KeepModel(tf_keras.Model):
             pair = pairwise_logistic_loss(labels, logits, groups, pop)  # Equation 2
             total += point + self.config.pairwise_alpha * pair  # Equation 3
         return total + tf.add_n(self.losses) if self.losses else total
-
-    def _update_metrics(self, features, outputs, loss):
-        self.loss_tracker.update_state(loss)
-        for t in TASKS:
-            gate = TASK_POPULATION[t]
-            w = None if gate is None else features[gate]
-            self.auc[t].update_state(features[t], outputs[t], sample_weight=w)
-        return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, data):
-        features = data
-        with tf.GradientTape() as tape:
-            outputs = self(features, training=True)
-            loss = self.compute_losses(features, outputs)
-        grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return self._update_metrics(features, outputs, loss)
-
-    def test_step(self, data):
-        outputs = self(data, training=False)
-        return self._update_metrics(data, outputs, self.compute_losses(data, outputs))
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker] + [self.auc[t] for t in TASKS]
-
-    def get_config(self):
-        return {"config": dataclasses.asdict(self.config), "vocab_sizes": self.vocab_sizes}
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(KeepConfig.from_dict(cfg["config"]), cfg["vocab_sizes"])

@@ -63,6 +63,7 @@ import tf_keras
 
 from models import features as F
 from models.keep import TASK_POPULATION, TASKS, pointwise_loss
+from models.multitask import MultiTaskSteps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +232,7 @@ def make_optimizer(name: str, learning_rate: float) -> tf_keras.optimizers.Optim
     return type(tf_keras.optimizers.get(name))(learning_rate=learning_rate)
 
 
-class PEPNetModel(tf_keras.Model):
+class PEPNetModel(MultiTaskSteps, tf_keras.Model):
     """PEPNet over shared embeddings; `call` returns per-task probabilities and logits.
 
     Two optimizers (paper 2.3): `compile()` builds `embedding_optimizer` (Adagrad by
@@ -240,6 +241,8 @@ class PEPNetModel(tf_keras.Model):
     `optimizer=` / `embedding_optimizer=` overrides either. `train_step` computes one
     gradient and hands each optimizer its own variables.
     """
+
+    CONFIG_CLASS = PEPNetConfig
 
     def __init__(self, config: PEPNetConfig, vocab_sizes: Mapping[str, int], **kwargs):
         super().__init__(**kwargs)
@@ -343,14 +346,6 @@ class PEPNetModel(tf_keras.Model):
             total += pointwise_loss(tf.cast(features[t], tf.float32), outputs[f"{t}_logit"], pop)
         return total + tf.add_n(self.losses) if self.losses else total
 
-    def _update_metrics(self, features, outputs, loss):
-        self.loss_tracker.update_state(loss)
-        for t in TASKS:
-            gate = TASK_POPULATION[t]
-            w = None if gate is None else features[gate]
-            self.auc[t].update_state(features[t], outputs[t], sample_weight=w)
-        return {m.name: m.result() for m in self.metrics}
-
     def train_step(self, data):
         features = data
         with tf.GradientTape() as tape:
@@ -363,18 +358,3 @@ class PEPNetModel(tf_keras.Model):
         self.embedding_optimizer.apply_gradients(zip(grads[:len(emb_vars)], emb_vars))
         self.optimizer.apply_gradients(zip(grads[len(emb_vars):], dense_vars))
         return self._update_metrics(features, outputs, loss)
-
-    def test_step(self, data):
-        outputs = self(data, training=False)
-        return self._update_metrics(data, outputs, self.compute_losses(data, outputs))
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker] + [self.auc[t] for t in TASKS]
-
-    def get_config(self):
-        return {"config": dataclasses.asdict(self.config), "vocab_sizes": self.vocab_sizes}
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(PEPNetConfig.from_dict(cfg["config"]), cfg["vocab_sizes"])

@@ -362,7 +362,6 @@ def generate(output: str, cfg: GeneratorConfig = GeneratorConfig(), progress: bo
     cat_names, shop_names = _names("c", cfg.categories), _names("s", cfg.shops)
     room_names = _names("room", n_rooms)
     scen_names = pa.array([s.scenario_id for s in cfg.scenarios], type=pa.string())
-    roles = np.array([s.role for s in cfg.scenarios])
     has = {f: np.array([f in s.features for s in cfg.scenarios]) for f in contract.RAW_COLUMNS}
     het_kind = np.array([
         1 if "pay_channel" in s.features else 2 if "live_room_id" in s.features else 0 for s in cfg.scenarios

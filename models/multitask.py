@@ -1,0 +1,69 @@
+"""Keras plumbing shared by the click / conversion / cart models (KEEP, PEPNet, ADL, GRec, baselines).
+
+`MultiTaskSteps` is a mixin for a `tf_keras.Model` whose `call` returns per-task
+probabilities (and `<task>_logit`s) and which defines `compute_losses(features,
+outputs)`. It gives the model `train_step` / `test_step` (one optimizer over every
+trainable variable), the metrics `loss` and `auc_<task>` (conversion and cart AUC over
+clicked rows, as they are trained), and `get_config` / `from_config` through the
+model's `CONFIG_CLASS` (a frozen dataclass with `from_dict`).
+
+Example:
+    class MyModel(MultiTaskSteps, tf_keras.Model):
+        CONFIG_CLASS = MyConfig
+        def __init__(self, config, vocab_sizes):
+            super().__init__()
+            self.config, self.vocab_sizes = config, dict(vocab_sizes)
+            self.loss_tracker, self.auc = task_metrics()
+"""
+
+import dataclasses
+
+import tensorflow as tf
+import tf_keras
+
+TASKS = ("click", "conversion", "cart")
+# Which label gates a task's training rows: conversion and cart are learnt over clicks.
+TASK_POPULATION = {"click": None, "conversion": "click", "cart": "click"}
+
+
+def task_metrics():
+    """(loss tracker, {task: AUC}) for a model's `loss_tracker` and `auc` attributes."""
+    return tf_keras.metrics.Mean(name="loss"), {t: tf_keras.metrics.AUC(name=f"auc_{t}") for t in TASKS}
+
+
+class MultiTaskSteps:
+    CONFIG_CLASS = None
+
+    def compute_losses(self, features, outputs):
+        raise NotImplementedError
+
+    def _update_metrics(self, features, outputs, loss):
+        self.loss_tracker.update_state(loss)
+        for t in TASKS:
+            gate = TASK_POPULATION[t]
+            w = None if gate is None else features[gate]
+            self.auc[t].update_state(features[t], outputs[t], sample_weight=w)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            outputs = self(data, training=True)
+            loss = self.compute_losses(data, outputs)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return self._update_metrics(data, outputs, loss)
+
+    def test_step(self, data):
+        outputs = self(data, training=False)
+        return self._update_metrics(data, outputs, self.compute_losses(data, outputs))
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker] + [self.auc[t] for t in TASKS]
+
+    def get_config(self):
+        return {"config": dataclasses.asdict(self.config), "vocab_sizes": self.vocab_sizes}
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cls.CONFIG_CLASS.from_dict(cfg["config"]), cfg["vocab_sizes"])
