@@ -12,7 +12,7 @@ export KEEP_SAMD_DATA := $(abspath $(DATA))
 # The tfx CLI keeps its pipeline registry in $$LOCAL_HOME (default ~/tfx/local): keep it with the runs.
 export LOCAL_HOME := $(abspath $(OUTPUT))/tfx_home
 
-.PHONY: setup run data test serve clean
+.PHONY: setup run data test serve report clean
 
 $(VENV)/.installed: requirements.lock setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ run: setup data
 
 test: setup
 	$(PY) -m pytest -q tests
+
+report: setup
+	$(PY) -m pipelines.report --output $(OUTPUT)
 
 serve: setup
 	$(PY) -m serving.model_server --model_config_file $(OUTPUT)/serving/models.config

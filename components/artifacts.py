@@ -19,3 +19,9 @@ class TransferReport(artifact.Artifact):
     """transfer.json / transfer.npz: SAMD's W_T^i, T_i, C_i, p_i per scenario, and training facts."""
 
     TYPE_NAME = "keep_samd.TransferReport"
+
+
+class EvaluationReport(artifact.Artifact):
+    """report.md / report.html / report.txt, metrics.json and PNG plots of a run's evaluations."""
+
+    TYPE_NAME = "keep_samd.EvaluationReport"

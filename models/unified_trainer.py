@@ -6,7 +6,14 @@ probabilities out) pushed as its own TF Serving model.
 
 custom_config:
     {"model": "pepnet" | "adl" | "grec" | "shared_bottom" | "mmoe",
-     "config": {<the model's config fields>}, "epochs": int, "patience": int, "model_name": str}
+     "config": {<the model's config fields>}, "epochs": int, "patience": int, "model_name": str,
+     "corrupt_labels": "shuffle" | "invert" | None}
+
+`corrupt_labels` plants a worse model, a control the evaluator must refuse to bless:
+"shuffle" moves each row's labels to another row of its batch (no signal; its AUC
+is near 0.5 but, with selection on validation AUC, not reliably within a small
+margin of it), "invert" trains on 1 - label (a swapped label column; AUC well
+below 0.5).
 """
 
 import importlib
@@ -47,6 +54,22 @@ def all_vocab_sizes(tf_transform_output):
     return {n: F.vocab_size(tf_transform_output, n) for n in names}
 
 
+def shuffle_labels(features):
+    """The three labels of each row moved, together, to another row of the batch."""
+    import tensorflow as tf
+
+    labels = tf.stack([features[t] for t in F.LABELS], axis=1)
+    labels = tf.gather(labels, tf.random.shuffle(tf.range(tf.shape(labels)[0])))
+    return {**features, **{t: labels[:, i] for i, t in enumerate(F.LABELS)}}
+
+
+def invert_labels(features):
+    return {**features, **{t: 1 - features[t] for t in F.LABELS}}
+
+
+CORRUPTIONS = {"shuffle": shuffle_labels, "invert": invert_labels}
+
+
 def run_fn(fn_args):
     custom = dict(fn_args.custom_config or {})
     name = custom["model"]
@@ -58,6 +81,12 @@ def run_fn(fn_args):
         model.compile(optimizer=tf_keras.optimizers.Adam(getattr(config, "learning_rate", 1e-3)))
     batch = getattr(config, "batch_size", 512)
     train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, batch)
+    corruption = custom.get("corrupt_labels")
+    if corruption:
+        if corruption not in CORRUPTIONS:
+            raise ValueError(f"corrupt_labels={corruption!r}: one of {sorted(CORRUPTIONS)}")
+        logging.warning("training %s on CORRUPTED labels (%s): a control that must not be blessed", name, corruption)
+        train = train.map(CORRUPTIONS[corruption])
     evaluation = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, batch)
     epochs = max(1, int(custom.get("epochs", 6)))
     steps = max(1, fn_args.train_steps // epochs)

@@ -1,12 +1,15 @@
 """The keep_samd pipeline definition.
 
 RawDataCheck -> CsvExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
--> ValidationGate -> Transform -> Trainer (KEEP) -> Pusher (which also rewrites
-<output>/serving/models.config for TF Serving); then, unless disabled, SAMD:
+-> ValidationGate -> Transform -> Trainer (KEEP); then, unless disabled, SAMD:
 ScenarioSimilarity (Beam, on ExampleGen's output) -> SamdTrainer (KEEP as the
-frozen teacher) -> SamdPusher (one TF Serving model `samd_<scenario>` per student);
-and one Trainer + Pusher per unified model and baseline (PEPNet, ADL, GRec,
-shared-bottom, MMoE), each its own TF Serving model.
+frozen teacher); and one Trainer per unified model and baseline (PEPNet, ADL,
+GRec, shared-bottom, MMoE). Every trained model then goes through a
+ModelEvaluator (metrics per scenario and task on the raw eval split, and a
+blessing) and a pusher that pushes it only when blessed: KEEP and the unified
+models as one TF Serving model each, SAMD as one model `samd_<scenario>` per
+student; each push rewrites <output>/serving/models.config. EvaluationReport
+ends the run: report.md/.html, PNG plots and metrics.json.
 """
 
 import os
@@ -15,6 +18,8 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
+from components.evaluation_report.component import EvaluationReport
+from components.model_evaluator.component import ModelEvaluator
 from components.raw_data_check import RawDataCheck
 from components.samd_pusher import SamdPusher
 from components.samd_trainer import SamdTrainer
@@ -25,6 +30,7 @@ from components.serving_pusher import executor as serving_pusher
 from pipelines.options import PIPELINE_NAME, PipelineOptions
 
 KEEP_MODEL_NAME = "keep_general"
+SAMD_MODEL_NAME = "samd"  # its students are served as samd_<scenario>
 
 
 def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pipeline:
@@ -70,18 +76,30 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
         eval_args=tfx.proto.EvalArgs(num_steps=options.eval_steps),
         custom_config={"keep": dict(options.keep), "epochs": options.epochs, "model_name": KEEP_MODEL_NAME},
     ).with_id("KeepTrainer")
-    pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=options.serving_model_dir(KEEP_MODEL_NAME)
-            )
-        ),
-        custom_executor_spec=executor_spec.ExecutorClassSpec(serving_pusher.Executor),
-    ).with_id("KeepPusher")
+    evaluations = {}
 
-    components = [raw_check, example_gen, statistics_gen, schema_gen, example_validator, gate, transform,
-                  trainer, pusher]
+    def evaluator(name, model, component_id):
+        """A ModelEvaluator for `name`; its baseline (if any) must have been evaluated before."""
+        base = options.blessing_baselines.get(name)
+        node = ModelEvaluator(
+            examples=example_gen.outputs["examples"], model=model, model_name=name, data_root=options.data_root,
+            serving_dir=options.serving_dir, blessing_config=options.blessing_config(name),
+            baseline_evaluation=evaluations[base].outputs["evaluation"] if base else None,
+        ).with_id(component_id)
+        evaluations[name] = node
+        return node
+
+    def pusher_of(name, model, blessing, component_id):
+        return tfx.components.Pusher(
+            model=model, model_blessing=blessing,
+            push_destination=tfx.proto.PushDestination(
+                filesystem=tfx.proto.PushDestination.Filesystem(base_directory=options.serving_model_dir(name))),
+            custom_executor_spec=executor_spec.ExecutorClassSpec(serving_pusher.Executor),
+        ).with_id(component_id)
+
+    trained = {KEEP_MODEL_NAME: (trainer, "Keep")}
+    components = [raw_check, example_gen, statistics_gen, schema_gen, example_validator, gate, transform, trainer]
+    samd_trainer = None
     if options.samd_enabled:
         samd_config = {k: v for k, v in options.samd.items() if k not in ("enabled", "train_steps")}
         similarity = ScenarioSimilarity(
@@ -99,10 +117,14 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
             eval_steps=options.eval_steps,
             custom_config=samd_config,
         )
-        samd_pusher = SamdPusher(model=samd_trainer.outputs["model"], serving_dir=options.serving_dir)
-        samd_pusher.add_upstream_node(pusher)  # one writer of models.config at a time
-        components += [similarity, samd_trainer, samd_pusher]
+        trained[SAMD_MODEL_NAME] = (samd_trainer, "Samd")
+        components += [similarity, samd_trainer]
 
+    corrupted = dict(options.unified.get("corrupt_labels", {}))
+    bad = {m: c for m, c in corrupted.items() if m not in options.unified_models or c not in ("shuffle", "invert")}
+    if bad:
+        raise ValueError(f"KEEP_SAMD_UNIFIED corrupt_labels {bad}: expected {{trained unified model: "
+                         f"'shuffle' | 'invert'}}")
     for name in options.unified_models:
         title = "".join(part.capitalize() for part in name.split("_"))
         unified_trainer = tfx.components.Trainer(
@@ -113,16 +135,40 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
             train_args=tfx.proto.TrainArgs(num_steps=int(options.unified.get("train_steps", options.train_steps))),
             eval_args=tfx.proto.EvalArgs(num_steps=options.eval_steps),
             custom_config={"model": name, "model_name": name, "config": options.unified.get("configs", {}).get(name, {}),
-                           "epochs": options.epochs},
+                           "epochs": options.epochs, "corrupt_labels": corrupted.get(name)},
         ).with_id(f"{title}Trainer")
-        unified_pusher = tfx.components.Pusher(
-            model=unified_trainer.outputs["model"],
-            push_destination=tfx.proto.PushDestination(
-                filesystem=tfx.proto.PushDestination.Filesystem(base_directory=options.serving_model_dir(name))),
-            custom_executor_spec=executor_spec.ExecutorClassSpec(serving_pusher.Executor),
-        ).with_id(f"{title}Pusher")
-        unified_pusher.add_upstream_node(components[-1])  # pushers one after the other: one models.config writer
-        components += [unified_trainer, unified_pusher]
+        trained[name] = (unified_trainer, title)
+        components.append(unified_trainer)
+
+    # Evaluators, each after the baseline it must beat; then the pushers one after the
+    # other (one writer of models.config at a time), each pushing only a blessed model.
+    pending = list(trained)
+    while pending:
+        ready = [n for n in pending if options.blessing_baselines.get(n) in (None, *evaluations)]
+        if not ready:
+            raise ValueError(f"KEEP_SAMD_BLESSING baselines form a cycle among {pending}")
+        for name in ready:
+            node, title = trained[name]
+            components.append(evaluator(name, node.outputs["model"], f"{title}Evaluator"))
+            pending.remove(name)
+    previous_pusher = None
+    for name, (node, title) in trained.items():
+        blessing = evaluations[name].outputs["blessing"]
+        if name == SAMD_MODEL_NAME:
+            push = SamdPusher(model=node.outputs["model"], serving_dir=options.serving_dir, model_blessing=blessing)
+        else:
+            push = pusher_of(name, node.outputs["model"], blessing, f"{title}Pusher")
+        if previous_pusher is not None:
+            push.add_upstream_node(previous_pusher)
+        previous_pusher = push
+        components.append(push)
+
+    report = EvaluationReport(
+        evaluations={name: node.outputs["evaluation"] for name, node in evaluations.items()},
+        transfer_report=samd_trainer.outputs["transfer_report"] if samd_trainer is not None else None,
+    )
+    report.add_upstream_node(previous_pusher)  # the report says what was pushed
+    components.append(report)
 
     return tfx.dsl.Pipeline(
         # KFP v2 names allow no underscore: the same pipeline is `keep-samd` there.

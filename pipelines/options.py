@@ -16,7 +16,13 @@ runner reads its options from environment variables (all optional):
                            "train_steps": n, "enabled": true}
     KEEP_SAMD_UNIFIED      JSON object for the unified models and baselines:
                            {"models": ["pepnet", "adl", "grec", "shared_bottom", "mmoe"],
-                           "configs": {model: {config overrides}}, "train_steps": n}
+                           "configs": {model: {config overrides}}, "train_steps": n,
+                           "corrupt_labels": {model: "shuffle" | "invert"}}  (a planted
+                           worse model, trained on corrupted labels: it must not be blessed)
+    KEEP_SAMD_BLESSING     JSON object for the evaluators' blessing rule:
+                           {"metric": "auc_click", "margin": 0.01, "tolerance": 0.01,
+                           "baselines": {model: baseline model}, (default baseline: chance)
+                           "models": {model: {metric/margin/tolerance for that model}}}
 """
 
 import dataclasses
@@ -42,6 +48,7 @@ class PipelineOptions:
     keep: Dict = dataclasses.field(default_factory=dict)  # KeepConfig overrides
     samd: Dict = dataclasses.field(default_factory=dict)  # SAMD run options (see KEEP_SAMD_SAMD)
     unified: Dict = dataclasses.field(default_factory=dict)  # unified models (see KEEP_SAMD_UNIFIED)
+    blessing: Dict = dataclasses.field(default_factory=dict)  # blessing rule (see KEEP_SAMD_BLESSING)
     similarity_alpha: float = 1.0
     schema_file: str = SCHEMA_FILE
 
@@ -75,6 +82,29 @@ class PipelineOptions:
             raise ValueError(f"KEEP_SAMD_UNIFIED names unknown model(s) {sorted(unknown)}; known: {sorted(MODELS)}")
         return names
 
+    def blessing_config(self, model: str) -> Dict:
+        """The blessing rule's fields for one model: the defaults, then its `models` entry."""
+        from components.model_evaluator.blessing import BlessingConfig
+
+        config = {k: v for k, v in self.blessing.items() if k not in ("baselines", "models")}
+        config.update(self.blessing.get("models", {}).get(model, {}))
+        try:
+            BlessingConfig.from_dict(config)  # fails here, at pipeline creation, on a bad option
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"KEEP_SAMD_BLESSING for {model}: {e}") from None
+        return config
+
+    @property
+    def blessing_baselines(self) -> Dict[str, str]:
+        """{model: the model it must beat}; a baseline must be a trained model of this run."""
+        baselines = dict(self.blessing.get("baselines", {}))
+        trained = set(self.unified_models) | {"keep_general"} | ({"samd"} if self.samd_enabled else set())
+        for model, base in baselines.items():
+            if model not in trained or base not in trained or model == base:
+                raise ValueError(f"KEEP_SAMD_BLESSING baselines: {model!r} -> {base!r}: both must be trained models "
+                                 f"of this run ({sorted(trained)}), and differ")
+        return baselines
+
     def serving_model_dir(self, model_name: str) -> str:
         return os.path.join(self.serving_dir, model_name)
 
@@ -95,7 +125,8 @@ class PipelineOptions:
                     kw[field] = int(env[key])
                 except ValueError:
                     raise ValueError(f"{key}={env[key]!r} is not an integer") from None
-        for key, field in (("KEEP_SAMD_KEEP", "keep"), ("KEEP_SAMD_SAMD", "samd"), ("KEEP_SAMD_UNIFIED", "unified")):
+        for key, field in (("KEEP_SAMD_KEEP", "keep"), ("KEEP_SAMD_SAMD", "samd"), ("KEEP_SAMD_UNIFIED", "unified"),
+                           ("KEEP_SAMD_BLESSING", "blessing")):
             if env.get(key):
                 try:
                     kw[field] = json.loads(env[key])

@@ -10,7 +10,9 @@ from components.samd_pusher import executor
 
 class SamdPusherSpec(component_spec.ComponentSpec):
     PARAMETERS = {"serving_dir": ExecutionParameter(type=str)}
-    INPUTS = {"model": ChannelParameter(type=standard_artifacts.Model)}
+    INPUTS = {"model": ChannelParameter(type=standard_artifacts.Model),
+              # ModelEvaluator's blessing: only the students it lists as blessed are pushed.
+              "model_blessing": ChannelParameter(type=standard_artifacts.ModelBlessing, optional=True)}
     OUTPUTS = {"pushed_model": ChannelParameter(type=standard_artifacts.PushedModel)}
 
 
@@ -18,6 +20,6 @@ class SamdPusher(base_component.BaseComponent):
     SPEC_CLASS = SamdPusherSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, model, serving_dir: str):
-        super().__init__(spec=SamdPusherSpec(model=model, serving_dir=serving_dir,
+    def __init__(self, model, serving_dir: str, model_blessing=None):
+        super().__init__(spec=SamdPusherSpec(model=model, serving_dir=serving_dir, model_blessing=model_blessing,
                                              pushed_model=tfx_types.Channel(type=standard_artifacts.PushedModel)))

@@ -31,16 +31,26 @@ class Executor(base_executor.BaseExecutor):
         scenarios = sorted(d for d in os.listdir(model_dir) if os.path.isfile(os.path.join(model_dir, d, "saved_model.pb")))
         if not scenarios:
             raise FileNotFoundError(f"{model_dir}: no student SavedModel to push")
+        out = artifact_utils.get_single_instance(output_dict["pushed_model"])
+        if input_dict.get("model_blessing"):
+            blessing_uri = artifact_utils.get_single_uri(input_dict["model_blessing"])
+            with open(os.path.join(blessing_uri, "blessing.json")) as f:
+                blessings = json.load(f)
+            for sid in [s for s in scenarios if not blessings.get(f"{MODEL_PREFIX}{s}", {}).get("blessed")]:
+                logging.info("not pushing %s%s: %s", MODEL_PREFIX, sid,
+                             blessings.get(f"{MODEL_PREFIX}{sid}", {}).get("reason", "not evaluated"))
+                scenarios.remove(sid)
         version = int(time.time())
         pushed = {}
         for sid in scenarios:
             pushed[f"{MODEL_PREFIX}{sid}"] = push_saved_model(
                 os.path.join(model_dir, sid), os.path.join(serving_dir, f"{MODEL_PREFIX}{sid}"), version)
             logging.info("pushed %s", pushed[f"{MODEL_PREFIX}{sid}"])
-        write_models_config(serving_dir)
-        out = artifact_utils.get_single_instance(output_dict["pushed_model"])
+        if pushed:
+            write_models_config(serving_dir)
         os.makedirs(out.uri, exist_ok=True)
         with open(os.path.join(out.uri, "pushed.json"), "w") as f:
             json.dump(pushed, f, indent=1)
-        out.set_int_custom_property("pushed", 1)
-        out.set_string_custom_property("pushed_version", str(version))
+        out.set_int_custom_property("pushed", int(bool(pushed)))
+        if pushed:
+            out.set_string_custom_property("pushed_version", str(version))

@@ -22,10 +22,11 @@ def test_compiles_a_kfp_v2_pipeline_spec(tmp_path):
                                    ignore_unknown_fields=True)
     assert parsed.pipeline_info.name == "keep-samd"
     from models.unified_trainer import MODELS
-    unified = {f"{''.join(p.capitalize() for p in m.split('_'))}{kind}" for m in MODELS for kind in ("Trainer", "Pusher")}
+    unified = {f"{''.join(p.capitalize() for p in m.split('_'))}{kind}" for m in MODELS for kind in ("Trainer", "Evaluator", "Pusher")}
     assert set(parsed.root.dag.tasks) == {
         "ImportSchemaGen", "RawDataCheck", "CsvExampleGen", "StatisticsGen", "ExampleValidator", "ValidationGate",
-        "ScenarioSimilarity", "Transform", "KeepTrainer", "KeepPusher", "SamdTrainer", "SamdPusher"} | unified
+        "ScenarioSimilarity", "Transform", "KeepTrainer", "KeepEvaluator", "KeepPusher", "SamdTrainer",
+        "SamdEvaluator", "SamdPusher", "EvaluationReport"} | unified
     text = out.read_text()
     assert "registry.example/keep_samd:1" in text and "DataflowRunner" in text
 
@@ -40,6 +41,32 @@ def test_local_pipeline_has_the_documented_order(tmp_path):
     assert "RawDataCheck" in upstream["CsvExampleGen"]
     assert "ValidationGate" in upstream["Transform"]
     assert p.pipeline_info.pipeline_root.startswith(str(tmp_path / "runs"))
+    # Each pusher pushes what its evaluator blessed; the report comes last.
+    for title in ("Keep", "Samd", "Pepnet", "Mmoe"):
+        assert f"{title}Evaluator" in upstream[f"{title}Pusher"]
+    assert ids[-1] == "EvaluationReport"
+
+
+def test_blessing_options_pick_baselines_and_fail_early(tmp_path):
+    import pytest
+
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def pipeline(**blessing):
+        opts = PipelineOptions(output_dir=str(tmp_path / "runs"), data_root=str(data), blessing=blessing)
+        return {c.id: c for c in create_pipeline(opts).components}
+
+    nodes = pipeline(baselines={"pepnet": "shared_bottom", "samd": "keep_general"}, margin=0.0)
+    assert "SharedBottomEvaluator" in {u.id for u in nodes["PepnetEvaluator"].upstream_nodes}
+    assert "KeepEvaluator" in {u.id for u in nodes["SamdEvaluator"].upstream_nodes}
+    assert nodes["AdlEvaluator"].exec_properties["blessing_config"] == '{"margin": 0.0}'
+    with pytest.raises(ValueError, match="'pepnet' -> 'dcn'"):
+        pipeline(baselines={"pepnet": "dcn"})
+    with pytest.raises(ValueError, match="cycle"):
+        pipeline(baselines={"pepnet": "adl", "adl": "pepnet"})
+    with pytest.raises(ValueError, match="for grec: .*auc_ctr"):
+        pipeline(models={"grec": {"metric": "auc_ctr"}})
 
 
 def test_tfx_cli_creates_the_pipeline_for_vertex(tmp_path):

@@ -19,6 +19,7 @@ from tests.csv_edit import set_cell as _set_cell
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 REPORTS = os.path.join(REPO, "runs", "test-reports")
+PLANTED = "mmoe"
 
 
 def _env(tmp, data, **extra):
@@ -33,7 +34,14 @@ def _env(tmp, data, **extra):
         "KEEP_SAMD_EPOCHS": "3",
         "KEEP_SAMD_KEEP": json.dumps({"batch_size": 256}),
         "KEEP_SAMD_SAMD": json.dumps({"train_steps": 200, "epochs": 2, "samd": {"batch_size": 64}}),
-        "KEEP_SAMD_UNIFIED": json.dumps({"train_steps": 150}),
+        # mmoe is the planted worse model: trained on inverted labels, it must not be blessed.
+        # (Shuffled labels give an AUC near 0.5 but, with early stopping on validation AUC,
+        # 0.52-0.54 at times here: a flaky control.)
+        "KEEP_SAMD_UNIFIED": json.dumps({"train_steps": 150, "corrupt_labels": {PLANTED: "invert"}}),
+        # A margin of 3 standard errors of a chance AUC on ~3k eval rows. The students are
+        # judged on their own scenario's rows (~40 for a minor one here, too few for any
+        # margin): they are only required to have a computable AUC.
+        "KEEP_SAMD_BLESSING": json.dumps({"metric": "auc_click", "margin": 0.03, "models": {"samd": {"margin": -1.0}}}),
     })
     env.update(extra)
     return env
@@ -144,11 +152,61 @@ def test_every_unified_model_and_baseline_is_pushed_and_predicts_standalone(pipe
 
     tmp, _ = pipeline_run
     for name in MODELS:
+        if name == PLANTED:  # not pushed (see below): its trained SavedModel still exports and predicts
+            model = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "MmoeTrainer", "model", "*",
+                                           "Format-Serving"))[0]
+            report = _standalone(tmp, model)
+            assert report["tasks"] == ["click", "conversion", "cart"]
+            continue
         report = _standalone(tmp, _latest(tmp, name))
         assert report["tasks"] == ["click", "conversion", "cart"], name
         overall = report["scenarios"]["ALL"]
         assert overall["rows"] > 1000 and 0.0 < overall["click"]["mean_prediction"] < 1.0, name
         assert overall["click"]["auc"] > 0.5, (name, overall["click"])
+
+
+def _evaluation(tmp, component):
+    files = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", component, "evaluation", "*",
+                                   "evaluation.json"))
+    assert len(files) == 1, component
+    with open(files[0]) as f:
+        return json.load(f)
+
+
+def test_planted_worse_model_is_not_blessed_and_not_pushed(pipeline_run):
+    tmp, run = pipeline_run
+    planted = _evaluation(tmp, "MmoeEvaluator")
+    verdict = planted["blessings"][PLANTED]
+    assert not verdict["blessed"] and "does not beat chance" in verdict["reason"], verdict
+    assert planted["metrics"]["ALL"]["click"]["auc"] < 0.5
+    assert not os.path.exists(os.path.join(tmp, "runs", "serving", PLANTED))
+    with open(os.path.join(tmp, "runs", "serving", "models.config")) as f:
+        assert f'name: "{PLANTED}"' not in f.read()
+    # Every other model was evaluated, blessed and pushed.
+    for component, name in (("KeepEvaluator", "keep_general"), ("PepnetEvaluator", "pepnet"),
+                            ("SharedBottomEvaluator", "shared_bottom")):
+        record = _evaluation(tmp, component)
+        assert record["blessings"][name]["blessed"], record["blessings"]
+        assert os.path.isdir(os.path.join(tmp, "runs", "serving", name))
+        assert set(record["metrics"]) == {"ALL", *record["roles"]}
+        assert record["metrics"]["ALL"]["click"]["gauc"] is not None
+    students = _evaluation(tmp, "SamdEvaluator")["blessings"]
+    assert len(students) == 8 and all(b["blessed"] for b in students.values())
+
+
+def test_run_writes_the_report_and_its_plots(pipeline_run):
+    tmp, _ = pipeline_run
+    out = _run([sys.executable, "-m", "pipelines.report", "--output", os.path.join(tmp, "runs")], _env(tmp, ""))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "== click AUC" in out.stdout and "mean heterogeneous" in out.stdout
+    for model in ("keep_general", "samd", "pepnet", "adl", "grec", "shared_bottom", PLANTED):
+        assert model in out.stdout
+    assert "RelaImpr vs shared_bottom" in out.stdout
+    folder = out.stdout.strip().split("files (HTML, PNG plots, metrics.json): ")[-1]
+    for name in ("report.md", "report.html", "metrics.json", "auc_click.png", "auc_conversion.png", "auc_cart.png",
+                 "samd_transfer_weights.png", "samd_representations.png"):
+        assert os.path.getsize(os.path.join(folder, name)) > 0, name
+    shutil.copytree(folder, os.path.join(REPORTS, "evaluation"), dirs_exist_ok=True)
 
 
 def test_every_pushed_model_uses_only_stock_tensorflow_ops(pipeline_run):
@@ -157,7 +215,7 @@ def test_every_pushed_model_uses_only_stock_tensorflow_ops(pipeline_run):
     tmp, _ = pipeline_run
     models = [d for d in os.listdir(os.path.join(tmp, "runs", "serving"))
               if os.path.isdir(os.path.join(tmp, "runs", "serving", d))]
-    assert len(models) >= 1 + 8 + 5
+    assert len(models) >= 1 + 8 + 4  # KEEP, the students, the unified models but the planted one
     for model in models:
         assert unsupported_ops(_latest(tmp, model)) == set(), model
 

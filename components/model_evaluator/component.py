@@ -1,0 +1,59 @@
+"""ModelEvaluator: per-scenario, per-task metrics of one trained model, and its blessing.
+
+One per trained model (KEEP, the SAMD students, each unified model and baseline),
+as TFX's Evaluator: its `blessing` (a standard ModelBlessing) goes to the Pusher's
+`model_blessing`, so nothing unblessed is pushed. Metrics and rule:
+components/model_evaluator/metrics.py and blessing.py.
+"""
+
+import json
+
+from tfx import types as tfx_types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import component_spec, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from components.model_evaluator import executor
+
+
+class ModelEvaluatorSpec(component_spec.ComponentSpec):
+    PARAMETERS = {
+        "model_name": ExecutionParameter(type=str),  # the served name (SAMD: prefix of samd_<scenario>)
+        "data_root": ExecutionParameter(type=str),  # for scenarios.csv (the roles of the scenario groups)
+        "serving_dir": ExecutionParameter(type=str),  # where the pushed versions to compare with live
+        "blessing_config": ExecutionParameter(type=str, optional=True),  # JSON of BlessingConfig
+    }
+    INPUTS = {
+        "examples": ChannelParameter(type=standard_artifacts.Examples),  # raw (ExampleGen)
+        "model": ChannelParameter(type=standard_artifacts.Model),
+        "baseline_evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
+    }
+    OUTPUTS = {
+        "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
+        "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
+    }
+
+
+class ModelEvaluator(base_component.BaseComponent):
+    """Scores `model` on the raw eval split of `examples`; blesses it or not.
+
+    Args:
+      examples: ExampleGen's raw examples (the SavedModel takes raw tf.Examples).
+      model: a Trainer's (or SamdTrainer's) model.
+      model_name: the TF Serving model name it is pushed as.
+      data_root: the raw data folder (its scenarios.csv).
+      serving_dir: the serving root; a pushed version there is the regression reference.
+      blessing_config: BlessingConfig fields (metric, margin, tolerance).
+      baseline_evaluation: another model's evaluation to beat instead of chance.
+    """
+
+    SPEC_CLASS = ModelEvaluatorSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(self, examples, model, model_name: str, data_root: str, serving_dir: str,
+                 blessing_config=None, baseline_evaluation=None):
+        super().__init__(spec=ModelEvaluatorSpec(
+            examples=examples, model=model, baseline_evaluation=baseline_evaluation, model_name=model_name,
+            data_root=data_root, serving_dir=serving_dir, blessing_config=json.dumps(blessing_config or {}),
+            evaluation=tfx_types.Channel(type=standard_artifacts.ModelEvaluation),
+            blessing=tfx_types.Channel(type=standard_artifacts.ModelBlessing)))

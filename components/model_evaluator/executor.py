@@ -1,0 +1,130 @@
+"""Executor of ModelEvaluator: score the raw eval split through the SavedModel(s), bless or not.
+
+The trained model is either one SavedModel (KEEP, unified models, baselines) or,
+for SAMD, one SavedModel per scenario in sub-folders: each student is scored on
+its own scenario's rows only, and blessed on its own. Blessing of students:
+ModelBlessing's `blessed` is 1 when at least one student is blessed, and
+blessing.json lists which, for SamdPusher.
+"""
+
+import glob
+import json
+import os
+from typing import Dict, Optional
+
+import numpy as np
+from absl import logging
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import path_utils
+
+from components.model_evaluator import metrics as M
+from components.model_evaluator.blessing import BlessingConfig, decide
+
+EVALUATION_FILE = "evaluation.json"
+BLESSING_FILE = "blessing.json"
+
+
+def latest_version(base_path: str) -> Optional[str]:
+    """The newest complete version folder under a TF Serving base path (saved_model.pb is written last)."""
+    versions = [d for d in glob.glob(os.path.join(base_path, "*")) if os.path.basename(d).isdigit()
+                and os.path.isfile(os.path.join(d, "saved_model.pb"))]
+    return max(versions, key=lambda d: int(os.path.basename(d))) if versions else None
+
+
+def _signature(path):
+    import tensorflow as tf
+
+    return tf.saved_model.load(path).signatures["serving_default"]
+
+
+def _tasks(signature):
+    return [t for t in M.TASKS if t in signature.structured_outputs]
+
+
+def _previous_value(config, serving_path, rows, table, mask, slice_name) -> Optional[float]:
+    previous = latest_version(serving_path) if serving_path else None
+    if not previous:
+        return None
+    try:
+        sig = _signature(previous)
+        pred = {t: np.zeros(len(rows)) for t in M.TASKS}
+        tasks = _tasks(sig)
+        for t, v in M.score(sig, rows[mask], tasks).items():
+            pred[t][mask] = v
+        return config.value(M.evaluate(table, pred, tasks, covered=mask), slice_name)
+    except Exception as e:  # an unreadable old version must not block a good new one; say so
+        logging.warning("could not score the pushed version %s: %s", previous, e)
+        return None
+
+
+def evaluate_model(model_dir: str, rows, table, roles: Dict[str, str], model_name: str, serving_dir: str,
+                   config: BlessingConfig, baseline: Optional[Dict] = None) -> Dict:
+    """The evaluation record: metrics, group means and one blessing per served model."""
+    n = len(rows)
+    pred = {t: np.zeros(n) for t in M.TASKS}
+    tasks = set()
+    students = {}  # served model name -> (scenario or ALL, rows it scores)
+    if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
+        students[model_name] = (model_dir, M.ALL, np.ones(n, bool))
+    else:
+        for sub in sorted(os.listdir(model_dir)):
+            if os.path.isfile(os.path.join(model_dir, sub, "saved_model.pb")):
+                students[f"{model_name}_{sub}"] = (os.path.join(model_dir, sub), sub, table["scenario"] == sub)
+        if not students:
+            raise FileNotFoundError(f"{model_dir}: no SavedModel to evaluate")
+    covered = {t: np.zeros(n, bool) for t in M.TASKS}  # per task: a student may predict click only
+    for name, (path, _, mask) in students.items():
+        sig = _signature(path)
+        tasks.update(_tasks(sig))
+        for t, v in M.score(sig, rows[mask], _tasks(sig)).items():
+            pred[t][mask] = v
+            covered[t] |= mask
+    ordered = [t for t in M.TASKS if t in tasks]
+    per_slice = M.evaluate(table, pred, ordered, covered=covered)
+    blessings = {}
+    for name, (_, slice_name, mask) in students.items():
+        base = config.value(baseline["metrics"], slice_name) if baseline else None
+        previous = _previous_value(config, os.path.join(serving_dir, name), rows, table, mask, slice_name)
+        blessed, reason = decide(config, config.value(per_slice, slice_name), base, previous,
+                                 baseline_name=baseline["model_name"] if baseline else "chance")
+        blessings[name] = {"blessed": blessed, "reason": reason, "slice": slice_name, "previous": previous}
+        logging.info("%s: %s (%s)", name, "BLESSED" if blessed else "NOT BLESSED", reason)
+    return {"model_name": model_name, "tasks": ordered, "eval_rows": n, "metrics": per_slice,
+            "groups": {m: M.group_means(per_slice, roles, m) for m in ("auc", "gauc")}, "roles": roles,
+            "blessing_config": config.__dict__, "baseline": baseline["model_name"] if baseline else "chance",
+            "blessings": blessings}
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(self, input_dict, output_dict, exec_properties):
+        from components.raw_data_check.checks import read_scenarios
+
+        examples = artifact_utils.get_single_uri(input_dict["examples"])
+        model_dir = path_utils.serving_model_path(artifact_utils.get_single_uri(input_dict["model"]))
+        baseline = None
+        if input_dict.get("baseline_evaluation"):
+            with open(os.path.join(artifact_utils.get_single_uri(input_dict["baseline_evaluation"]),
+                                   EVALUATION_FILE)) as f:
+                baseline = json.load(f)
+        config = BlessingConfig.from_dict(json.loads(exec_properties.get("blessing_config") or "{}"))
+        roles = {sid: row["role"] for sid, row in
+                 read_scenarios(os.path.join(exec_properties["data_root"], "scenarios.csv")).items()}
+        rows, table = M.load_examples(M.eval_files(examples))
+        logging.info("evaluating %s on %d eval rows", exec_properties["model_name"], len(rows))
+        record = evaluate_model(model_dir, rows, table, roles, exec_properties["model_name"],
+                                exec_properties["serving_dir"], config, baseline)
+
+        evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
+        os.makedirs(evaluation.uri, exist_ok=True)
+        with open(os.path.join(evaluation.uri, EVALUATION_FILE), "w") as f:
+            json.dump(record, f, indent=1)
+        blessing = artifact_utils.get_single_instance(output_dict["blessing"])
+        os.makedirs(blessing.uri, exist_ok=True)
+        blessed = any(b["blessed"] for b in record["blessings"].values())
+        with open(os.path.join(blessing.uri, BLESSING_FILE), "w") as f:
+            json.dump(record["blessings"], f, indent=1)
+        # TFX's Evaluator writes these marker files; the Pusher reads the `blessed` property.
+        open(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w").close()
+        blessing.set_int_custom_property("blessed", int(blessed))
+        blessing.set_string_custom_property("current_model", artifact_utils.get_single_uri(input_dict["model"]))

@@ -1,0 +1,187 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.evaluation_report.report import write_report
+from components.model_evaluator import metrics as M
+from components.model_evaluator.blessing import BlessingConfig, decide
+from components.model_evaluator.executor import evaluate_model, latest_version
+
+ROLES = {"home": "super", "feed_a": "homogeneous", "feed_b": "homogeneous", "pay": "heterogeneous",
+         "tiny": "minor"}
+
+
+def test_gauc_weights_users_by_impressions_and_skips_single_class_users():
+    users = ["a", "a", "a", "b", "b", "c", "c"]
+    labels = [1, 0, 0, 1, 0, 1, 1]
+    scores = [0.9, 0.2, 0.4, 0.3, 0.6, 0.1, 0.2]
+    # a: AUC 1 over 3 impressions; b: AUC 0 over 2; c has clicks only and is skipped.
+    assert M.gauc(users, labels, scores) == pytest.approx((3 * 1.0 + 2 * 0.0) / 5)
+    # Shuffling the rows changes nothing.
+    perm = np.random.default_rng(0).permutation(7)
+    assert M.gauc(np.array(users)[perm], np.array(labels)[perm], np.array(scores)[perm]) == pytest.approx(0.6)
+    assert M.gauc(["a", "b"], [1, 0], [0.5, 0.5]) is None  # nobody has both labels
+    assert M.auc([1, 1], [0.2, 0.3]) is None
+
+
+def test_group_means_follow_the_roles_of_scenarios_csv():
+    per = {s: {t: {"auc": v} for t in M.TASKS} for s, v in
+           (("home", 0.9), ("feed_a", 0.6), ("feed_b", 0.7), ("pay", 0.8), ("tiny", 0.55))}
+    groups = M.group_means(per, ROLES)
+    assert groups["homogeneous"]["click"] == pytest.approx(0.65)
+    assert groups["heterogeneous"]["cart"] == pytest.approx(0.8)
+    assert groups["minor"]["conversion"] == pytest.approx(0.55)
+    assert "super" not in groups  # the super scenario is not one of Table 1's groups
+    assert M.rela_impr(0.7, 0.6) == pytest.approx(100.0)  # (0.2 / 0.1 - 1) * 100
+
+
+def test_blessing_rule():
+    c = BlessingConfig(metric="auc_click", margin=0.02, tolerance=0.01)
+    assert decide(c, 0.60)[0]
+    blessed, why = decide(c, 0.515)
+    assert not blessed and "chance" in why and "0.5150" in why
+    assert not decide(c, 0.65, baseline=0.64, baseline_name="shared_bottom")[0]
+    assert decide(c, 0.67, baseline=0.64)[0]
+    blessed, why = decide(c, 0.65, previous=0.70)
+    assert not blessed and "regresses" in why
+    assert decide(c, 0.695, previous=0.70)[0]  # within the tolerance
+    assert not decide(c, None)[0]
+    with pytest.raises(ValueError, match="logloss_click"):
+        BlessingConfig(metric="logloss_click")
+
+
+# A tiny eval split and SavedModels that score it: "oracle" predicts the true probability,
+# "noisy" mixes it with a per-row noise column, "reversed" predicts its complement.
+def _example(row):
+    f = tf.train.Features(feature={
+        "scenario_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[row["scenario"].encode()])),
+        "user_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[row["user"]])),
+        **{t: tf.train.Feature(int64_list=tf.train.Int64List(value=[row[t]])) for t in M.TASKS},
+        **{M.ORACLE[t]: tf.train.Feature(float_list=tf.train.FloatList(value=[row[M.ORACLE[t]]])) for t in M.TASKS},
+        "noise": tf.train.Feature(float_list=tf.train.FloatList(value=[row["noise"]])),
+    })
+    return tf.train.Example(features=f).SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def eval_split(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    n = 3000
+    scen = rng.choice(list(ROLES), n, p=[0.4, 0.2, 0.2, 0.15, 0.05])
+    rows = []
+    for i in range(n):
+        p = {t: float(rng.uniform(0.02, 0.6)) for t in M.TASKS}
+        click = int(rng.random() < p["click"])
+        rows.append({"scenario": scen[i], "user": int(rng.integers(0, 300)), "click": click,
+                     "conversion": click * int(rng.random() < p["conversion"]),
+                     "cart": click * int(rng.random() < p["cart"]),
+                     **{M.ORACLE[t]: p[t] for t in M.TASKS}, "noise": float(rng.random())})
+    root = tmp_path_factory.mktemp("examples")
+    os.makedirs(root / "Split-eval")
+    with tf.io.TFRecordWriter(str(root / "Split-eval" / "data.gz"), options="GZIP") as w:
+        for r in rows:
+            w.write(_example(r))
+    return M.load_examples(M.eval_files(str(root)))
+
+
+class _Scorer(tf.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def serve(self, examples):
+        spec = {M.ORACLE[t]: tf.io.FixedLenFeature([], tf.float32) for t in M.TASKS}
+        spec["noise"] = tf.io.FixedLenFeature([], tf.float32)
+        f = tf.io.parse_example(examples, spec)
+        out = {}
+        for t in (("click",) if self.kind == "click_only" else M.TASKS):
+            p = f[M.ORACLE[t]]
+            out[t] = {"oracle": p, "click_only": p, "noisy": 0.1 * p + 0.9 * f["noise"] * 0.6, "reversed": 1.0 - p}[self.kind]
+        return out
+
+
+def _save(kind, path):
+    module = _Scorer(kind)
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return str(path)
+
+
+def test_evaluator_scores_blesses_and_refuses_regressions(eval_split, tmp_path):
+    rows, table = eval_split
+    config = BlessingConfig(metric="auc_click", margin=0.02, tolerance=0.01)
+    serving = str(tmp_path / "serving")
+    oracle = evaluate_model(_save("oracle", tmp_path / "oracle"), rows, table, ROLES, "m", serving, config)
+    assert oracle["eval_rows"] == 3000 and oracle["tasks"] == list(M.TASKS)
+    for s in ["ALL", *ROLES]:
+        m = oracle["metrics"][s]["click"]
+        assert m["auc"] == pytest.approx(m["oracle_auc"])  # the oracle model scores the oracle AUC
+        assert m["rows"] == (3000 if s == "ALL" else int((table["scenario"] == s).sum()))
+    conv = oracle["metrics"]["ALL"]["conversion"]
+    assert conv["rows"] == int(table["click"].sum())  # conversion is scored over clicks
+    assert 0.8 < oracle["metrics"]["ALL"]["click"]["calibration"] < 1.25
+    assert oracle["blessings"]["m"]["blessed"]
+
+    reversed_ = evaluate_model(_save("reversed", tmp_path / "rev"), rows, table, ROLES, "m", serving, config)
+    assert reversed_["metrics"]["ALL"]["click"]["auc"] < 0.5 and not reversed_["blessings"]["m"]["blessed"]
+
+    # Once the oracle is served, a worse (but better than chance) model is refused.
+    os.makedirs(os.path.join(serving, "m"))
+    os.rename(tmp_path / "oracle", os.path.join(serving, "m", "17"))
+    assert latest_version(os.path.join(serving, "m")).endswith("17")
+    noisy = evaluate_model(_save("noisy", tmp_path / "noisy"), rows, table, ROLES, "m", serving, config)
+    b = noisy["blessings"]["m"]
+    assert noisy["metrics"]["ALL"]["click"]["auc"] > 0.52
+    assert not b["blessed"] and "regresses" in b["reason"]
+    assert b["previous"] == pytest.approx(oracle["metrics"]["ALL"]["click"]["auc"])
+    # ...and a model named as the baseline is the bar instead of chance.
+    baseline = dict(oracle, model_name="oracle")
+    again = evaluate_model(_save("oracle", tmp_path / "o2"), rows, table, ROLES, "x", serving,
+                           BlessingConfig(margin=0.0), baseline)
+    assert again["blessings"]["x"]["blessed"] and again["baseline"] == "oracle"
+
+
+def test_students_are_scored_and_blessed_on_their_own_scenario(eval_split, tmp_path):
+    rows, table = eval_split
+    students = tmp_path / "students"
+    _save("oracle", students / "feed_a")
+    _save("reversed", students / "pay")
+    _save("click_only", students / "feed_b")  # a single-task student
+    record = evaluate_model(str(students), rows, table, ROLES, "samd", str(tmp_path / "serving"), BlessingConfig())
+    assert set(record["metrics"]) == {"ALL", "feed_a", "feed_b", "pay"}
+    assert record["metrics"]["ALL"]["click"]["rows"] == int(np.isin(table["scenario"], ["feed_a", "feed_b", "pay"]).sum())
+    # Conversion is scored where a student predicts it: not on feed_b's rows.
+    assert set(record["metrics"]["feed_b"]) == {"click"}
+    in_ab = np.isin(table["scenario"], ["feed_a", "pay"]) & (table["click"] == 1)
+    assert record["metrics"]["ALL"]["conversion"]["rows"] == int(in_ab.sum())
+    assert record["blessings"]["samd_feed_a"]["blessed"] and record["blessings"]["samd_feed_a"]["slice"] == "feed_a"
+    assert not record["blessings"]["samd_pay"]["blessed"]
+    assert record["groups"]["auc"]["heterogeneous"]["click"] < 0.5
+
+
+def test_report_has_every_model_table_and_png(eval_split, tmp_path):
+    rows, table = eval_split
+    serving = str(tmp_path / "serving")
+    evaluations = {name: evaluate_model(_save(kind, tmp_path / name), rows, table, ROLES, name, serving,
+                                        BlessingConfig())
+                   for name, kind in (("keep_general", "noisy"), ("shared_bottom", "oracle"))}
+    transfer = {"scenarios": {s: {"transfer_weights": np.full((3, 2), 0.5).tolist(),
+                                  "scenario_representation": np.random.default_rng(i).normal(size=4).tolist(),
+                                  "cluster_representation": np.random.default_rng(9 + i).normal(size=4).tolist()}
+                              for i, s in enumerate(ROLES)}}
+    files = write_report(evaluations, str(tmp_path / "report"), transfer, base="shared_bottom")
+    for key in ("auc_click.png", "auc_cart.png", "samd_transfer_weights.png", "samd_representations.png"):
+        with open(files[key], "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", key
+    with open(files["markdown"]) as f:
+        md = f.read()
+    assert "| scenario | role | oracle | keep_general | shared_bottom |" in md
+    assert "mean homogeneous" in md and "RelaImpr vs shared_bottom" in md
+    with open(files["metrics"]) as f:
+        saved = json.load(f)
+    assert saved["relaimpr"]["shared_bottom"]["click"] == pytest.approx(0.0)
+    assert saved["relaimpr"]["keep_general"]["click"] < 0
+    assert "<img src=\"auc_click.png\">" in open(files["html"]).read()
