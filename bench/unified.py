@@ -19,56 +19,22 @@ import platform
 import tempfile
 import time
 
-import numpy as np
 import tensorflow as tf
-from sklearn.metrics import roc_auc_score
 
-TASKS = ("click", "conversion", "cart")
-ORACLE = {"click": "p_click", "conversion": "p_conversion", "cart": "p_cart"}
+from components.model_evaluator import metrics as M
+
+TASKS = M.TASKS
 MODELS = ("keep_general", "pepnet", "adl", "grec", "shared_bottom", "mmoe")
 
 
-def _value(ex, name):
-    f = ex.features.feature[name]
-    for kind in ("bytes_list", "int64_list", "float_list"):
-        v = getattr(f, kind).value
-        if len(v):
-            return v[0].decode() if isinstance(v[0], bytes) else v[0]
-    return None
-
-
 def load_eval(run):
-    pattern = os.path.join(run, "pipelines", "keep_samd", "CsvExampleGen", "examples", "*", "Split-eval", "*")
-    rows = [r.numpy() for r in tf.data.TFRecordDataset(sorted(glob.glob(pattern)), compression_type="GZIP")]
-    exs = [tf.train.Example.FromString(r) for r in rows]
-    table = {"scenario": np.array([_value(e, "scenario_id") for e in exs])}
-    for t in TASKS:
-        table[t] = np.array([_value(e, t) for e in exs], dtype=np.int64)
-        table[ORACLE[t]] = np.array([_value(e, ORACLE[t]) for e in exs], dtype=np.float64)
-    return rows, table
+    return M.load_examples(M.eval_files(
+        sorted(glob.glob(os.path.join(run, "pipelines", "keep_samd", "CsvExampleGen", "examples", "*")))[-1]))
 
 
-def score(signature, rows):
-    out = {t: [] for t in TASKS}
-    for s in range(0, len(rows), 2048):
-        res = signature(examples=tf.constant(rows[s:s + 2048]))
-        for t in TASKS:
-            out[t].append(res[t].numpy().reshape(-1))
-    return {t: np.concatenate(v) for t, v in out.items()}
-
-
-def auc_table(pred, table, key=None):
-    key = key or (lambda t: pred[t])
-    result = {}
-    for s in ["ALL"] + sorted(set(table["scenario"].tolist())):
-        m = np.ones(len(table["scenario"]), bool) if s == "ALL" else table["scenario"] == s
-        per = {}
-        for t in TASKS:
-            mt = m if t == "click" else m & (table["click"] == 1)
-            y = table[t][mt]
-            per[t] = float(roc_auc_score(y, key(t)[mt])) if len(set(y.tolist())) == 2 else None
-        result[s] = per
-    return result
+def auc_table(pred, table):
+    """{slice: {task: AUC}} from the evaluator's metrics (conversion and cart over clicks)."""
+    return {s: {t: m["auc"] for t, m in per.items()} for s, per in M.evaluate(table, pred).items()}
 
 
 def train_grec_routing(run, routing, steps, epochs=6):
@@ -113,13 +79,14 @@ def main(argv=None):
     a = p.parse_args(argv)
     rows, table = load_eval(a.run)
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "eval_rows": len(rows), "models": {}}
-    results["oracle"] = auc_table(None, table, key=lambda t: table[ORACLE[t]])
+    results["oracle"] = {s: {t: m["oracle_auc"] for t, m in per.items()}
+                         for s, per in M.evaluate(table, {t: table[M.ORACLE[t]] for t in TASKS}).items()}
     for name in MODELS:
         versions = sorted(glob.glob(os.path.join(a.run, "serving", name, "*", "saved_model.pb")))
         if not versions:
             continue
         serve = tf.saved_model.load(os.path.dirname(versions[-1])).signatures["serving_default"]
-        entry = {"auc": auc_table(score(serve, rows), table)}
+        entry = {"auc": auc_table(M.score(serve, rows), table)}
         title = "".join(part.capitalize() for part in name.split("_"))
         hist = glob.glob(os.path.join(a.run, "pipelines", "keep_samd", f"{title}Trainer", "model_run", "*",
                                       "history.json"))
@@ -130,7 +97,7 @@ def main(argv=None):
         for routing in ("token", "sentence", "task", "task_sentence"):
             path, eps = train_grec_routing(a.run, routing, a.steps)
             serve = tf.saved_model.load(path).signatures["serving_default"]
-            results["models"][f"grec[{routing}]"] = {"auc": auc_table(score(serve, rows), table),
+            results["models"][f"grec[{routing}]"] = {"auc": auc_table(M.score(serve, rows), table),
                                                      "examples_per_second": round(eps)}
     os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
     with open(os.path.join(os.path.dirname(__file__), "results", "unified.json"), "w") as f:

@@ -105,6 +105,8 @@ def run_fn(fn_args):
     with open(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
         json.dump({"model": name, "train_seconds": seconds, "examples_per_second": trained_steps * batch / seconds,
                    "history": {k: [float(x) for x in v] for k, v in history.history.items()}}, f, indent=1)
-    export.export_saved_model(model, tft_output, fn_args.serving_model_dir,
-                              outputs={"serving_default": ("click", "conversion", "cart")},
+    outputs = {"serving_default": ("click", "conversion", "cart")}
+    if hasattr(model, "cluster_assignment"):  # ADL: which cluster each example is routed to, for the report
+        outputs["routing"] = ("cluster",)
+    export.export_saved_model(model, tft_output, fn_args.serving_model_dir, outputs=outputs,
                               model_name=custom.get("model_name", name))

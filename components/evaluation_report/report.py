@@ -8,7 +8,8 @@ when SAMD ran, its transfer report (transfer.json). Output files in one folder:
   model beside the oracle AUC; GAUC, LogLoss and calibration on ALL; the blessings;
 - auc_<task>.png: AUC per scenario per model;
 - samd_transfer_weights.png: SAMD's W_T^i per scenario as heatmaps (SAMD Fig. 8);
-- samd_representations.png: T_i and C_i projected to 2-D by PCA (SAMD Fig. 7).
+- samd_representations.png: T_i and C_i projected to 2-D by PCA (SAMD Fig. 7);
+- <model>_clusters.png: a routed model's (ADL's) share of each scenario per cluster.
 """
 
 import html
@@ -188,6 +189,22 @@ def plot_representations(transfer, roles, path):
     plt.close(fig)
 
 
+def plot_clusters(name, counts, path):
+    plt = _plt()
+    scen = list(counts)
+    share = np.asarray([counts[s] for s in scen], np.float64)
+    share = share / np.maximum(share.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * share.shape[1], 0.5 + 0.4 * len(scen)))
+    im = ax.imshow(share, vmin=0, vmax=1, cmap="magma", aspect="auto")
+    ax.set_yticks(range(len(scen)), scen, fontsize=8)
+    ax.set_xlabel("cluster")
+    ax.set_title(f"{name}: share of each scenario routed to each cluster", fontsize=9)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def write_report(evaluations: Dict, out_dir: str, transfer: Optional[Dict] = None,
                  base: Optional[str] = "shared_bottom") -> Dict[str, str]:
     """Writes every file; returns {kind: path}."""
@@ -199,6 +216,10 @@ def write_report(evaluations: Dict, out_dir: str, transfer: Optional[Dict] = Non
         for task in TASKS:
             plot_auc(evaluations, task, os.path.join(out_dir, f"auc_{task}.png"))
             images.append(f"auc_{task}.png")
+    for name, record in evaluations.items():
+        if record.get("cluster_by_scenario"):
+            plot_clusters(name, record["cluster_by_scenario"], os.path.join(out_dir, f"{name}_clusters.png"))
+            images.append(f"{name}_clusters.png")
     if transfer:
         plot_transfer_weights(transfer, os.path.join(out_dir, "samd_transfer_weights.png"))
         roles = next(iter(evaluations.values()))["roles"] if evaluations else {}

@@ -58,6 +58,19 @@ def _previous_value(config, serving_path, rows, table, mask, slice_name) -> Opti
         return None
 
 
+def cluster_by_scenario(model_dir, rows, table) -> Dict[str, list]:
+    """{scenario: examples routed to each cluster} from a `routing` signature (ADL), else {}."""
+    import tensorflow as tf
+
+    signatures = tf.saved_model.load(model_dir).signatures
+    if "routing" not in signatures:
+        return {}
+    cluster = M.score(signatures["routing"], rows, ("cluster",))["cluster"].astype(np.int64)
+    k = int(cluster.max()) + 1 if len(cluster) else 0
+    return {s: np.bincount(cluster[table["scenario"] == s], minlength=k).tolist()
+            for s in sorted(set(table["scenario"].tolist()))}
+
+
 def evaluate_model(model_dir: str, rows, table, roles: Dict[str, str], model_name: str, serving_dir: str,
                    config: BlessingConfig, baseline: Optional[Dict] = None) -> Dict:
     """The evaluation record: metrics, group means and one blessing per served model."""
@@ -90,7 +103,10 @@ def evaluate_model(model_dir: str, rows, table, roles: Dict[str, str], model_nam
                                  baseline_name=baseline["model_name"] if baseline else "chance")
         blessings[name] = {"blessed": blessed, "reason": reason, "slice": slice_name, "previous": previous}
         logging.info("%s: %s (%s)", name, "BLESSED" if blessed else "NOT BLESSED", reason)
-    return {"model_name": model_name, "tasks": ordered, "eval_rows": n, "metrics": per_slice,
+    routing = {}
+    if M.ALL in {sl for _, sl, _ in students.values()}:
+        routing = cluster_by_scenario(model_dir, rows, table)
+    return {"model_name": model_name, "tasks": ordered, "cluster_by_scenario": routing, "eval_rows": n, "metrics": per_slice,
             "groups": {m: M.group_means(per_slice, roles, m) for m in ("auc", "gauc")}, "roles": roles,
             "blessing_config": config.__dict__, "baseline": baseline["model_name"] if baseline else "chance",
             "blessings": blessings}

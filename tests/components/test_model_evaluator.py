@@ -104,9 +104,18 @@ class _Scorer(tf.Module):
         return out
 
 
-def _save(kind, path):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def route(self, examples):  # like ADL's `routing` signature: cluster 1 when noise > 0.5
+        f = tf.io.parse_example(examples, {"noise": tf.io.FixedLenFeature([], tf.float32)})
+        return {"cluster": tf.cast(f["noise"] > 0.5, tf.int64)}
+
+
+def _save(kind, path, routing=False):
     module = _Scorer(kind)
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    signatures = {"serving_default": module.serve}
+    if routing:
+        signatures["routing"] = module.route
+    tf.saved_model.save(module, str(path), signatures=signatures)
     return str(path)
 
 
@@ -164,21 +173,29 @@ def test_students_are_scored_and_blessed_on_their_own_scenario(eval_split, tmp_p
 
 def test_report_has_every_model_table_and_png(eval_split, tmp_path):
     rows, table = eval_split
+    noise = np.array([tf.train.Example.FromString(r).features.feature["noise"].float_list.value[0] for r in rows])
     serving = str(tmp_path / "serving")
     evaluations = {name: evaluate_model(_save(kind, tmp_path / name), rows, table, ROLES, name, serving,
                                         BlessingConfig())
                    for name, kind in (("keep_general", "noisy"), ("shared_bottom", "oracle"))}
+    evaluations["adl"] = evaluate_model(_save("oracle", tmp_path / "adl", routing=True), rows, table, ROLES, "adl",
+                                        serving, BlessingConfig())
+    counts = evaluations["adl"]["cluster_by_scenario"]
+    assert set(counts) == set(ROLES) and evaluations["keep_general"]["cluster_by_scenario"] == {}
+    assert counts["pay"] == [int(((table["scenario"] == "pay") & (noise <= 0.5)).sum()),
+                             int(((table["scenario"] == "pay") & (noise > 0.5)).sum())]
     transfer = {"scenarios": {s: {"transfer_weights": np.full((3, 2), 0.5).tolist(),
                                   "scenario_representation": np.random.default_rng(i).normal(size=4).tolist(),
                                   "cluster_representation": np.random.default_rng(9 + i).normal(size=4).tolist()}
                               for i, s in enumerate(ROLES)}}
     files = write_report(evaluations, str(tmp_path / "report"), transfer, base="shared_bottom")
-    for key in ("auc_click.png", "auc_cart.png", "samd_transfer_weights.png", "samd_representations.png"):
+    for key in ("auc_click.png", "auc_cart.png", "samd_transfer_weights.png", "samd_representations.png",
+                "adl_clusters.png"):
         with open(files[key], "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", key
     with open(files["markdown"]) as f:
         md = f.read()
-    assert "| scenario | role | oracle | keep_general | shared_bottom |" in md
+    assert "| scenario | role | oracle | keep_general | shared_bottom | adl |" in md
     assert "mean homogeneous" in md and "RelaImpr vs shared_bottom" in md
     with open(files["metrics"]) as f:
         saved = json.load(f)

@@ -204,7 +204,7 @@ def test_run_writes_the_report_and_its_plots(pipeline_run):
     assert "RelaImpr vs shared_bottom" in out.stdout
     folder = out.stdout.strip().split("files (HTML, PNG plots, metrics.json): ")[-1]
     for name in ("report.md", "report.html", "metrics.json", "auc_click.png", "auc_conversion.png", "auc_cart.png",
-                 "samd_transfer_weights.png", "samd_representations.png"):
+                 "samd_transfer_weights.png", "samd_representations.png", "adl_clusters.png"):
         assert os.path.getsize(os.path.join(folder, name)) > 0, name
     shutil.copytree(folder, os.path.join(REPORTS, "evaluation"), dirs_exist_ok=True)
 
