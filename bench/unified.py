@@ -1,4 +1,4 @@
-"""Benchmark: AUC per scenario and task of every pushed unified model, and training examples/s.
+"""Benchmark: AUC per scenario and task of every pushed unified model, training examples/s, latency.
 
 Reads a finished pipeline run (its pushed SavedModels, ExampleGen's raw eval split and
 each Trainer's history.json), scores the raw eval examples through each SavedModel and
@@ -71,6 +71,25 @@ def train_grec_routing(run, routing, steps, epochs=6):
     return out, trained / seconds
 
 
+def latency_ms(serve, rows, batches=(1, 64), calls=60):
+    """In-process p50 / p99 of the serving signature per batch size (after a warm-up)."""
+    import numpy as np
+
+    out = {}
+    for b in batches:
+        batch = tf.constant(list(rows[:b]))
+        for _ in range(5):
+            serve(examples=batch)
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            serve(examples=batch)
+            times.append((time.perf_counter() - t0) * 1000)
+        out[f"batch_{b}"] = {"p50": round(float(np.percentile(times, 50)), 2),
+                             "p99": round(float(np.percentile(times, 99)), 2)}
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--run", default="runs")
@@ -86,7 +105,7 @@ def main(argv=None):
         if not versions:
             continue
         serve = tf.saved_model.load(os.path.dirname(versions[-1])).signatures["serving_default"]
-        entry = {"auc": auc_table(M.score(serve, rows), table)}
+        entry = {"auc": auc_table(M.score(serve, rows), table), "latency_ms": latency_ms(serve, rows)}
         title = "".join(part.capitalize() for part in name.split("_"))
         hist = glob.glob(os.path.join(a.run, "pipelines", "keep_samd", f"{title}Trainer", "model_run", "*",
                                       "history.json"))
@@ -98,7 +117,8 @@ def main(argv=None):
             path, eps = train_grec_routing(a.run, routing, a.steps)
             serve = tf.saved_model.load(path).signatures["serving_default"]
             results["models"][f"grec[{routing}]"] = {"auc": auc_table(M.score(serve, rows), table),
-                                                     "examples_per_second": round(eps)}
+                                                     "examples_per_second": round(eps),
+                                                     "latency_ms": latency_ms(serve, rows)}
     os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
     with open(os.path.join(os.path.dirname(__file__), "results", "unified.json"), "w") as f:
         json.dump(results, f, indent=1)
@@ -110,6 +130,11 @@ def main(argv=None):
             cells = "".join((f"{entry['auc'][s][t]:.3f}" if entry["auc"][s][t] is not None else "n/a").rjust(13)
                             for s in scenarios)
             print(name.ljust(22) + cells + f"   {entry.get('examples_per_second', '')}")
+    print("-- in-process latency, ms p50/p99: batch 1 | batch 64")
+    for name, entry in results["models"].items():
+        lat = entry["latency_ms"]
+        print(f"{name.ljust(22)}{lat['batch_1']['p50']}/{lat['batch_1']['p99']} | "
+              f"{lat['batch_64']['p50']}/{lat['batch_64']['p99']}")
 
 
 if __name__ == "__main__":
