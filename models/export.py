@@ -9,7 +9,7 @@ requests TF Serving replays at load (`assets.extra/tf_serving_warmup_requests`).
 """
 
 import os
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 
@@ -77,11 +77,13 @@ def warmup_examples(feature_spec: Dict) -> list:
     return [full.SerializeToString(), tf.train.Example().SerializeToString()]
 
 
-def write_warmup_requests(export_dir: str, model_name: str, signatures: Sequence[str], feature_spec: Dict) -> str:
+def write_warmup_requests(export_dir: str, model_name: str, signatures: Sequence[str], feature_spec: Dict,
+                          extra_inputs: Optional[Dict[str, Dict[str, int]]] = None) -> str:
     """assets.extra/tf_serving_warmup_requests: PredictionLogs TF Serving replays at load.
 
     Replaying them traces and runs every signature before the version takes traffic,
-    so the first real request does not pay for it.
+    so the first real request does not pay for it. `extra_inputs`: {signature: {input
+    name: width}} of float inputs besides `examples` (zeros in the warm-up).
     """
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
@@ -95,6 +97,8 @@ def write_warmup_requests(export_dir: str, model_name: str, signatures: Sequence
                     model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
                 )
                 request.inputs["examples"].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
+                for name, width in (extra_inputs or {}).get(signature, {}).items():
+                    request.inputs[name].CopyFrom(tf.make_tensor_proto([[0.0] * width] * len(batch), dtype=tf.float32))
                 log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
                 writer.write(log.SerializeToString())
     return path

@@ -250,3 +250,15 @@ class KnowledgeCache(tf.Module):
 
     def save(self, export_dir: str) -> None:
         tf.saved_model.save(self, export_dir, signatures={"serving_default": self.lookup})
+
+
+def lookup_knowledge(cache_dir: str, user_ids, item_ids, category_ids, batch_size: int = 8192) -> np.ndarray:
+    """K̂ for rows of raw string ids from a saved KnowledgeCache, in batches (as a serving client gets it)."""
+    lookup = tf.saved_model.load(cache_dir).signatures["serving_default"]
+    out = []
+    for s in range(0, len(user_ids), batch_size):
+        res = lookup(user_id=tf.constant(np.asarray(user_ids[s:s + batch_size], dtype=bytes)),
+                     item_id=tf.constant(np.asarray(item_ids[s:s + batch_size], dtype=bytes)),
+                     category_id=tf.constant(np.asarray(category_ids[s:s + batch_size], dtype=bytes)))
+        out.append(res["knowledge"].numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -185,8 +185,8 @@ class DownstreamModel(tf_keras.Model):
 NOT_WEIGHTS = ("model/optimizer/", "model/auc/", "model/loss_tracker/")  # training state, not the model
 
 
-def _variable_keys(checkpoint: str):
-    return {name for name, _ in tf.train.list_variables(checkpoint)
+def _variable_shapes(checkpoint: str):
+    return {name: tuple(shape) for name, shape in tf.train.list_variables(checkpoint)
             if name.startswith("model/") and not name.startswith(NOT_WEIGHTS)}
 
 
@@ -195,16 +195,17 @@ def warm_start(model: DownstreamModel, checkpoint: str):
 
     Returns (restored, new): the checkpoint keys of the model's variables read from
     the checkpoint, and of those it does not hold. Raises if a non-plug-in variable is
-    new or if the checkpoint holds a variable the model has no place for (another
-    architecture), before anything is assigned.
+    new, if the checkpoint holds a variable the model has no place for, or one of
+    another shape (another architecture), before anything is assigned.
     """
     import tempfile
 
     if not model.built:
         raise ValueError("build the model (call it on a batch) before warm-starting it")
-    saved = _variable_keys(checkpoint)
+    saved_shapes = _variable_shapes(checkpoint)
     with tempfile.TemporaryDirectory() as tmp:  # the model's own keys, as the checkpoint names them
-        own = _variable_keys(tf.train.Checkpoint(model=model).write(f"{tmp}/own"))
+        own_shapes = _variable_shapes(tf.train.Checkpoint(model=model).write(f"{tmp}/own"))
+    saved, own = set(saved_shapes), set(own_shapes)
     unplaced = sorted(saved - own)
     if unplaced:
         raise ValueError(f"{checkpoint}: holds variables this model has no place for: {unplaced[:5]}")
@@ -212,6 +213,10 @@ def warm_start(model: DownstreamModel, checkpoint: str):
     not_plugin = [k for k in new if not k.startswith("model/plugin/")]
     if not_plugin:
         raise ValueError(f"{checkpoint}: lacks variables of the base model: {not_plugin[:5]}")
+    reshaped = sorted(k for k in saved & own if saved_shapes[k] != own_shapes[k])
+    if reshaped:
+        raise ValueError(f"{checkpoint}: variables of another shape: "
+                         + ", ".join(f"{k} {saved_shapes[k]} vs {own_shapes[k]}" for k in reshaped[:3]))
     tf.train.Checkpoint(model=model).read(checkpoint).expect_partial()
     return sorted(own & saved), new
 

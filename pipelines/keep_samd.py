@@ -10,6 +10,12 @@ blessing) and a pusher that pushes it only when blessed: KEEP and the unified
 models as one TF Serving model each, SAMD as one model `samd_<scenario>` per
 student; each push rewrites <output>/serving/models.config. EvaluationReport
 ends the run: report.md/.html, PNG plots and metrics.json.
+
+KEEP stage two, unless disabled: KnowledgeCenter (the cacheable knowledge heads and
+their cache) -> KnowledgePusher (`keep_knowledge`, a version per run, the newest 5
+served) -> DownstreamTrainer (the sub-scenarios' model with the knowledge plug-in,
+warm-started from the last pushed one when incremental) -> its evaluator and pusher
+(`keep_downstream`).
 """
 
 import os
@@ -18,7 +24,10 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
+from components.downstream_trainer import DownstreamTrainer
 from components.evaluation_report.component import EvaluationReport
+from components.knowledge_center import KnowledgeCenter
+from components.knowledge_pusher import KnowledgePusher
 from components.model_evaluator.component import ModelEvaluator
 from components.raw_data_check import RawDataCheck
 from components.samd_pusher import SamdPusher
@@ -30,6 +39,7 @@ from components.serving_pusher import executor as serving_pusher
 from pipelines.options import PIPELINE_NAME, PipelineOptions
 
 KEEP_MODEL_NAME = "keep_general"
+DOWNSTREAM_MODEL_NAME = "keep_downstream"
 SAMD_MODEL_NAME = "samd"  # its students are served as samd_<scenario>
 
 
@@ -78,6 +88,8 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
     ).with_id("KeepTrainer")
     evaluations = {}
 
+    knowledge_inputs = {}  # model name -> the cache its evaluator looks its input up in
+
     def evaluator(name, model, component_id):
         """A ModelEvaluator for `name`; its baseline (if any) must have been evaluated before."""
         base = options.blessing_baselines.get(name)
@@ -85,6 +97,7 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
             examples=example_gen.outputs["examples"], model=model, model_name=name, data_root=options.data_root,
             serving_dir=options.serving_dir, blessing_config=options.blessing_config(name),
             baseline_evaluation=evaluations[base].outputs["evaluation"] if base else None,
+            knowledge=knowledge_inputs.get(name),
         ).with_id(component_id)
         evaluations[name] = node
         return node
@@ -120,6 +133,41 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
         trained[SAMD_MODEL_NAME] = (samd_trainer, "Samd")
         components += [similarity, samd_trainer]
 
+    if options.downstream_enabled:
+        steps = int(options.downstream.get("train_steps", options.train_steps))
+        knowledge_center = KnowledgeCenter(
+            examples=transform.outputs["transformed_examples"], transform_graph=transform.outputs["transform_graph"],
+            train_steps=int(options.downstream.get("knowledge_train_steps", steps)),
+            custom_config={"knowledge": options.downstream.get("knowledge", {}),
+                           "epochs": options.downstream.get("epochs", 3)})
+        knowledge_pusher = KnowledgePusher(knowledge=knowledge_center.outputs["knowledge"],
+                                           serving_dir=options.serving_dir)
+        plugged = bool(options.downstream.get("plugged", True))
+        base_model = None
+        components += [knowledge_center, knowledge_pusher]
+        if options.downstream_spans:
+            # Incremental: warm-start from the last blessed (so pushed) downstream model of earlier runs.
+            latest = tfx.dsl.Resolver(
+                strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+                model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
+                                      producer_component_id="DownstreamTrainer", output_key="model"),
+                model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                               producer_component_id="DownstreamEvaluator", output_key="blessing"),
+            ).with_id("LatestDownstreamModel")
+            base_model = latest.outputs["model"]
+            components.append(latest)
+        downstream = DownstreamTrainer(
+            examples=transform.outputs["transformed_examples"], transform_graph=transform.outputs["transform_graph"],
+            data_root=options.data_root, train_steps=steps,
+            knowledge=knowledge_center.outputs["knowledge"] if plugged else None, base_model=base_model,
+            custom_config={**options.downstream_config(), "model_name": DOWNSTREAM_MODEL_NAME},
+        ).with_id("DownstreamTrainer")
+        downstream.add_upstream_node(knowledge_pusher)  # trained on a cache version that is served
+        if plugged:
+            knowledge_inputs[DOWNSTREAM_MODEL_NAME] = knowledge_center.outputs["knowledge"]
+        trained[DOWNSTREAM_MODEL_NAME] = (downstream, "Downstream")
+        components.append(downstream)
+
     corrupted = dict(options.unified.get("corrupt_labels", {}))
     bad = {m: c for m, c in corrupted.items() if m not in options.unified_models or c not in ("shuffle", "invert")}
     if bad:
@@ -151,7 +199,7 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
             node, title = trained[name]
             components.append(evaluator(name, node.outputs["model"], f"{title}Evaluator"))
             pending.remove(name)
-    previous_pusher = None
+    previous_pusher = knowledge_pusher if options.downstream_enabled else None
     for name, (node, title) in trained.items():
         blessing = evaluations[name].outputs["blessing"]
         if name == SAMD_MODEL_NAME:

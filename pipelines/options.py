@@ -19,6 +19,17 @@ runner reads its options from environment variables (all optional):
                            "configs": {model: {config overrides}}, "train_steps": n,
                            "corrupt_labels": {model: "shuffle" | "invert"}}  (a planted
                            worse model, trained on corrupted labels: it must not be blessed)
+    KEEP_SAMD_DOWNSTREAM   JSON object for KEEP stage two (General Knowledge Center and
+                           the downstream model of the sub-scenarios):
+                           {"enabled": true, "plugged": true, "spans": 0,
+                           "knowledge": {CacheableKnowledgeConfig overrides, e.g.
+                           "strategy": "both" | "decomposition" | "degeneration"},
+                           "downstream": {DownstreamConfig overrides},
+                           "scenarios": [sub-scenarios] (default: all but the super one),
+                           "train_steps": n, "knowledge_train_steps": n, "epochs": n}.
+                           "spans": n > 0 makes the downstream training incremental: it
+                           trains on the latest n days and warm-starts from the last
+                           pushed downstream model.
     KEEP_SAMD_BLESSING     JSON object for the evaluators' blessing rule:
                            {"metric": "auc_click", "margin": 0.01, "tolerance": 0.01,
                            "baselines": {model: baseline model}, (default baseline: chance)
@@ -49,6 +60,7 @@ class PipelineOptions:
     samd: Dict = dataclasses.field(default_factory=dict)  # SAMD run options (see KEEP_SAMD_SAMD)
     unified: Dict = dataclasses.field(default_factory=dict)  # unified models (see KEEP_SAMD_UNIFIED)
     blessing: Dict = dataclasses.field(default_factory=dict)  # blessing rule (see KEEP_SAMD_BLESSING)
+    downstream: Dict = dataclasses.field(default_factory=dict)  # KEEP stage two (see KEEP_SAMD_DOWNSTREAM)
     similarity_alpha: float = 1.0
     schema_file: str = SCHEMA_FILE
 
@@ -71,6 +83,22 @@ class PipelineOptions:
     @property
     def samd_train_steps(self) -> int:
         return int(self.samd.get("train_steps", self.train_steps))
+
+    @property
+    def downstream_enabled(self) -> bool:
+        return bool(self.downstream.get("enabled", True))
+
+    @property
+    def downstream_spans(self) -> int:
+        spans = self.downstream.get("spans", 0)
+        if not isinstance(spans, int) or spans < 0:
+            raise ValueError(f"KEEP_SAMD_DOWNSTREAM spans={spans!r}: a number of days >= 0 (0: every day)")
+        return spans
+
+    def downstream_config(self) -> Dict:
+        """The DownstreamTrainer's custom_config (models/downstream_trainer.py)."""
+        keys = ("plugged", "downstream", "scenarios", "epochs")
+        return {**{k: self.downstream[k] for k in keys if k in self.downstream}, "spans": self.downstream_spans}
 
     @property
     def unified_models(self) -> Tuple[str, ...]:
@@ -99,6 +127,7 @@ class PipelineOptions:
         """{model: the model it must beat}; a baseline must be a trained model of this run."""
         baselines = dict(self.blessing.get("baselines", {}))
         trained = set(self.unified_models) | {"keep_general"} | ({"samd"} if self.samd_enabled else set())
+        trained |= {"keep_downstream"} if self.downstream_enabled else set()
         for model, base in baselines.items():
             if model not in trained or base not in trained or model == base:
                 raise ValueError(f"KEEP_SAMD_BLESSING baselines: {model!r} -> {base!r}: both must be trained models "
@@ -126,7 +155,7 @@ class PipelineOptions:
                 except ValueError:
                     raise ValueError(f"{key}={env[key]!r} is not an integer") from None
         for key, field in (("KEEP_SAMD_KEEP", "keep"), ("KEEP_SAMD_SAMD", "samd"), ("KEEP_SAMD_UNIFIED", "unified"),
-                           ("KEEP_SAMD_BLESSING", "blessing")):
+                           ("KEEP_SAMD_BLESSING", "blessing"), ("KEEP_SAMD_DOWNSTREAM", "downstream")):
             if env.get(key):
                 try:
                     kw[field] = json.loads(env[key])

@@ -6,6 +6,12 @@ them to Predict over gRPC (official stub) or REST, and prints one JSON document.
 
     python -m serving.client rows.csv --model keep_general --port 8500
     python -m serving.client rows.json --model keep_general --rest --port 8501 --signature knowledge
+    python -m serving.client rows.csv --model keep_downstream --plugged   # KEEP's plugged path
+
+A KEEP-plugged model (`--plugged`, `ServingClient.predict_plugged`) is one call: the
+client asks the model which knowledge version it was trained with (its
+`knowledge_version` signature), fetches K(u, i, c) for the rows' raw ids from that
+version of `keep_knowledge`, then predicts with both, on the same model version.
 """
 
 import argparse
@@ -35,6 +41,8 @@ INT_COLUMNS = frozenset({"day", "user_age_bucket", "hour", "member_level", "clic
 FLOAT_COLUMNS = frozenset({"item_price", "coupon_amount", "watch_seconds", "p_click", "p_conversion", "p_cart"})
 
 DEFAULT_SIGNATURE = "serving_default"
+KNOWLEDGE_VERSION_SIGNATURE = "knowledge_version"  # a KEEP-plugged model's: which cache version it needs
+KNOWLEDGE_KEYS = ("user_id", "item_id", "category_id")  # the knowledge cache's inputs
 Outputs = Dict[str, np.ndarray]
 
 
@@ -119,6 +127,28 @@ def predict_request(serialized: Sequence[bytes], model: str, signature: str = DE
     return request
 
 
+def _as_array(values) -> np.ndarray:
+    """REST's JSON values as an array: numbers as float32, strings as they came."""
+    array = np.asarray(values)
+    return array.astype(np.float32) if array.dtype.kind in "iuf" else array
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _raw_id(serialized: bytes, name: str) -> bytes:
+    """A raw id column of a serialized tf.Example, as the knowledge cache keys it ("" if absent)."""
+    feature = tf.train.Example.FromString(serialized).features.feature.get(name)
+    if feature is None:
+        return b""
+    for kind in ("bytes_list", "int64_list"):
+        values = getattr(feature, kind).value
+        if len(values):
+            return values[0] if isinstance(values[0], bytes) else str(values[0]).encode()
+    return b""
+
+
 # ---- transport ----------------------------------------------------------------------------
 
 class ServingClient:
@@ -171,6 +201,61 @@ class ServingClient:
         request = predict_request(serialized, model, signature, version, label)
         return self._with_retries(lambda: self._predict_grpc(request))
 
+    def predict_inputs(self, inputs: Dict[str, np.ndarray], model: str, signature: str = DEFAULT_SIGNATURE,
+                       version: Optional[int] = None) -> Tuple[Optional[int], Outputs]:
+        """Predict with named input tensors (any dtype, first dimension = batch)."""
+        if self.rest:
+            body = {"signature_name": signature,
+                    "inputs": {k: [{"b64": base64.b64encode(x).decode("ascii")} for x in v]
+                               if np.asarray(v).dtype.kind in "SO" else np.asarray(v).tolist()
+                               for k, v in inputs.items()}}
+
+            def call():
+                payload, headers = self._http(self._url(model, version, None, ":predict"), body)
+                served = headers.get("X-Model-Version")
+                outputs = payload["outputs"]
+                if not isinstance(outputs, dict):
+                    outputs = {self._single_output_name(model, signature, version, None)[0]: outputs}
+                return (int(served) if served else version), {k: np.asarray(v) for k, v in outputs.items()}
+
+            return self._with_retries(call)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model
+        request.model_spec.signature_name = signature
+        if version is not None:
+            request.model_spec.version.value = version
+        for name, value in inputs.items():
+            value = np.asarray(value)
+            dtype = tf.string if value.dtype.kind in "SOU" else tf.as_dtype(value.dtype)
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(
+                value.astype(bytes) if value.dtype.kind == "U" else value, dtype=dtype))
+        return self._with_retries(lambda: self._predict_grpc(request))
+
+    def predict_plugged(self, serialized: Sequence[bytes], model: str = "keep_downstream",
+                        version: Optional[int] = None) -> Tuple[int, int, Outputs]:
+        """A KEEP-plugged model's prediction: (model version, knowledge version, outputs).
+
+        Reads user_id, item_id and category_id from the tf.Examples, fetches their
+        knowledge from the `keep_knowledge` version the model was trained with, and
+        predicts with the same model version that named it.
+        """
+        served, names = self.predict(serialized[:1], model, KNOWLEDGE_VERSION_SIGNATURE, version)
+        knowledge_version = int(_text(names["knowledge_version"].reshape(-1)[0]))
+        knowledge_model = _text(names["knowledge_model"].reshape(-1)[0])
+        ids = {k: np.array([_raw_id(s, k) for s in serialized], dtype=object) for k in KNOWLEDGE_KEYS}
+        try:
+            _, looked_up = self.predict_inputs(ids, knowledge_model, DEFAULT_SIGNATURE, knowledge_version)
+        except PredictError as e:
+            if e.code == "NOT_FOUND":
+                raise PredictError(e.code, f"{model} version {served} was trained with {knowledge_model} version "
+                                           f"{knowledge_version}, which the server does not serve (it keeps the "
+                                           f"newest 5): retrain or push a newer {model} ({e.message})") from e
+            raise
+        inputs = {"examples": np.array(list(serialized), dtype=object),
+                  "knowledge": looked_up["knowledge"].astype(np.float32)}
+        _, outputs = self.predict_inputs(inputs, model, DEFAULT_SIGNATURE, served)
+        return served, knowledge_version, outputs
+
     def _predict_grpc(self, request) -> Tuple[Optional[int], Outputs]:
         try:
             response = self.stub.Predict(request, timeout=self.timeout)
@@ -217,7 +302,7 @@ class ServingClient:
             # One output: TF Serving drops its name, so ask the metadata for it.
             names = self._single_output_name(model, signature, version, label)
             predictions = [{names[0]: p} for p in predictions]
-        return served, {k: np.asarray([p[k] for p in predictions], dtype=np.float32) for k in names}
+        return served, {k: _as_array([p[k] for p in predictions]) for k in names}
 
     def _single_output_name(self, model, signature, version, label) -> List[str]:
         key = (model, signature)
@@ -255,6 +340,8 @@ def main(argv=None) -> int:
     p.add_argument("--retries", type=int, default=3, help="retries on UNAVAILABLE, with backoff")
     p.add_argument("--batch_size", type=int, default=256, help="rows per request")
     p.add_argument("--max_rows", type=int, default=0, help="only the first N rows (0: all)")
+    p.add_argument("--plugged", action="store_true",
+                   help="a KEEP-plugged model: fetch its knowledge from keep_knowledge first")
     a = p.parse_args(argv)
     if a.version is not None and a.label:
         p.error("give --version or --label, not both")
@@ -272,7 +359,10 @@ def main(argv=None) -> int:
         for start in range(0, len(serialized), max(1, a.batch_size)):
             chunk = serialized[start:start + a.batch_size]
             try:
-                version, outputs = client.predict(chunk, a.model, a.signature, a.version, a.label)
+                if a.plugged:
+                    version, _, outputs = client.predict_plugged(chunk, a.model, a.version)
+                else:
+                    version, outputs = client.predict(chunk, a.model, a.signature, a.version, a.label)
             except PredictError as e:
                 print(f"error: rows {start}-{start + len(chunk) - 1}: {e}", file=sys.stderr)
                 return 1

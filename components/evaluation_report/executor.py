@@ -11,7 +11,7 @@ from components.evaluation_report.report import write_report
 from components.model_evaluator.executor import EVALUATION_FILE
 from models.unified_trainer import MODELS
 
-MODEL_NAMES = ("keep_general", "samd", *MODELS)  # also the report's column order
+MODEL_NAMES = ("keep_general", "samd", *MODELS, "keep_downstream")  # also the report's column order
 
 
 class Executor(base_executor.BaseExecutor):

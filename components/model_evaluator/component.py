@@ -22,11 +22,13 @@ class ModelEvaluatorSpec(component_spec.ComponentSpec):
         "data_root": ExecutionParameter(type=str),  # for scenarios.csv (the roles of the scenario groups)
         "serving_dir": ExecutionParameter(type=str),  # where the pushed versions to compare with live
         "blessing_config": ExecutionParameter(type=str, optional=True),  # JSON of BlessingConfig
+        "scenarios": ExecutionParameter(type=str, optional=True),  # JSON list: score only these scenarios
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),  # raw (ExampleGen)
         "model": ChannelParameter(type=standard_artifacts.Model),
         "baseline_evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
+        "knowledge": ChannelParameter(type=standard_artifacts.Model, optional=True),  # for a KEEP-plugged model
     }
     OUTPUTS = {
         "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
@@ -45,15 +47,18 @@ class ModelEvaluator(base_component.BaseComponent):
       serving_dir: the serving root; a pushed version there is the regression reference.
       blessing_config: BlessingConfig fields (metric, margin, tolerance).
       baseline_evaluation: another model's evaluation to beat instead of chance.
+      knowledge: the KnowledgeCenter's cache, for a model with a `knowledge` input.
+      scenarios: score only these scenarios' rows (e.g. KEEP's downstream model).
     """
 
     SPEC_CLASS = ModelEvaluatorSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, examples, model, model_name: str, data_root: str, serving_dir: str,
-                 blessing_config=None, baseline_evaluation=None):
+                 blessing_config=None, baseline_evaluation=None, knowledge=None, scenarios=None):
         super().__init__(spec=ModelEvaluatorSpec(
-            examples=examples, model=model, baseline_evaluation=baseline_evaluation, model_name=model_name,
+            examples=examples, model=model, baseline_evaluation=baseline_evaluation, knowledge=knowledge,
+            scenarios=json.dumps(list(scenarios)) if scenarios else None, model_name=model_name,
             data_root=data_root, serving_dir=serving_dir, blessing_config=json.dumps(blessing_config or {}),
             evaluation=tfx_types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=tfx_types.Channel(type=standard_artifacts.ModelBlessing)))

@@ -42,7 +42,20 @@ def _tasks(signature):
     return [t for t in M.TASKS if t in signature.structured_outputs]
 
 
-def _previous_value(config, serving_path, rows, table, mask, slice_name) -> Optional[float]:
+def _extra_inputs(signature, table, mask, knowledge_dir) -> Optional[Dict]:
+    """A KEEP-plugged model's `knowledge` input, looked up in the cache by raw ids as a client would."""
+    if "knowledge" not in signature.structured_input_signature[1]:
+        return None
+    if not knowledge_dir:
+        raise ValueError("the model takes a `knowledge` input but the evaluator was given no knowledge cache")
+    from models.keep_cache import lookup_knowledge
+
+    return {"knowledge": lookup_knowledge(knowledge_dir, table["user"][mask], table["item"][mask],
+                                          table["category"][mask])}
+
+
+def _previous_value(config, serving_path, rows, table, mask, slice_name, knowledge_dir=None) -> Optional[float]:
+    """The pushed version's metric on the same rows (a plugged one with this run's cache)."""
     previous = latest_version(serving_path) if serving_path else None
     if not previous:
         return None
@@ -50,7 +63,7 @@ def _previous_value(config, serving_path, rows, table, mask, slice_name) -> Opti
         sig = _signature(previous)
         pred = {t: np.zeros(len(rows)) for t in M.TASKS}
         tasks = _tasks(sig)
-        for t, v in M.score(sig, rows[mask], tasks).items():
+        for t, v in M.score(sig, rows[mask], tasks, extra=_extra_inputs(sig, table, mask, knowledge_dir)).items():
             pred[t][mask] = v
         return config.value(M.evaluate(table, pred, tasks, covered=mask), slice_name)
     except Exception as e:  # an unreadable old version must not block a good new one; say so
@@ -72,14 +85,20 @@ def cluster_by_scenario(model_dir, rows, table) -> Dict[str, list]:
 
 
 def evaluate_model(model_dir: str, rows, table, roles: Dict[str, str], model_name: str, serving_dir: str,
-                   config: BlessingConfig, baseline: Optional[Dict] = None) -> Dict:
-    """The evaluation record: metrics, group means and one blessing per served model."""
+                   config: BlessingConfig, baseline: Optional[Dict] = None, knowledge_dir: Optional[str] = None,
+                   scenarios: Optional[list] = None) -> Dict:
+    """The evaluation record: metrics, group means and one blessing per served model.
+
+    `scenarios`: score only these scenarios' rows (a model of some scenarios only);
+    `knowledge_dir`: the knowledge cache a KEEP-plugged model's input is looked up in.
+    """
     n = len(rows)
     pred = {t: np.zeros(n) for t in M.TASKS}
     tasks = set()
     students = {}  # served model name -> (scenario or ALL, rows it scores)
     if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
-        students[model_name] = (model_dir, M.ALL, np.ones(n, bool))
+        scope = np.isin(table["scenario"], list(scenarios)) if scenarios else np.ones(n, bool)
+        students[model_name] = (model_dir, M.ALL, scope)
     else:
         for sub in sorted(os.listdir(model_dir)):
             if os.path.isfile(os.path.join(model_dir, sub, "saved_model.pb")):
@@ -90,7 +109,7 @@ def evaluate_model(model_dir: str, rows, table, roles: Dict[str, str], model_nam
     for name, (path, _, mask) in students.items():
         sig = _signature(path)
         tasks.update(_tasks(sig))
-        for t, v in M.score(sig, rows[mask], _tasks(sig)).items():
+        for t, v in M.score(sig, rows[mask], _tasks(sig), extra=_extra_inputs(sig, table, mask, knowledge_dir)).items():
             pred[t][mask] = v
             covered[t] |= mask
     ordered = [t for t in M.TASKS if t in tasks]
@@ -98,7 +117,8 @@ def evaluate_model(model_dir: str, rows, table, roles: Dict[str, str], model_nam
     blessings = {}
     for name, (_, slice_name, mask) in students.items():
         base = config.value(baseline["metrics"], slice_name) if baseline else None
-        previous = _previous_value(config, os.path.join(serving_dir, name), rows, table, mask, slice_name)
+        previous = _previous_value(config, os.path.join(serving_dir, name), rows, table, mask, slice_name,
+                                   knowledge_dir)
         blessed, reason = decide(config, config.value(per_slice, slice_name), base, previous,
                                  baseline_name=baseline["model_name"] if baseline else "chance")
         blessings[name] = {"blessed": blessed, "reason": reason, "slice": slice_name, "previous": previous}
@@ -113,6 +133,17 @@ def evaluate_model(model_dir: str, rows, table, roles: Dict[str, str], model_nam
 
 
 class Executor(base_executor.BaseExecutor):
+    @staticmethod
+    def _scenarios(exec_properties, input_dict):
+        """The `scenarios` parameter, else those the trainer recorded (training.json), else None: all."""
+        if exec_properties.get("scenarios"):
+            return json.loads(exec_properties["scenarios"])
+        record = os.path.join(artifact_utils.get_single_uri(input_dict["model"]), "training.json")
+        if os.path.isfile(record):
+            with open(record) as f:
+                return json.load(f).get("scenarios")
+        return None
+
     def Do(self, input_dict, output_dict, exec_properties):
         from components.raw_data_check.checks import read_scenarios
 
@@ -128,8 +159,12 @@ class Executor(base_executor.BaseExecutor):
                  read_scenarios(os.path.join(exec_properties["data_root"], "scenarios.csv")).items()}
         rows, table = M.load_examples(M.eval_files(examples))
         logging.info("evaluating %s on %d eval rows", exec_properties["model_name"], len(rows))
+        knowledge_dir = None
+        if input_dict.get("knowledge"):
+            knowledge_dir = path_utils.serving_model_path(artifact_utils.get_single_uri(input_dict["knowledge"]))
         record = evaluate_model(model_dir, rows, table, roles, exec_properties["model_name"],
-                                exec_properties["serving_dir"], config, baseline)
+                                exec_properties["serving_dir"], config, baseline, knowledge_dir=knowledge_dir,
+                                scenarios=self._scenarios(exec_properties, input_dict))
 
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
         os.makedirs(evaluation.uri, exist_ok=True)
@@ -143,4 +178,7 @@ class Executor(base_executor.BaseExecutor):
         # TFX's Evaluator writes these marker files; the Pusher reads the `blessed` property.
         open(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w").close()
         blessing.set_int_custom_property("blessed", int(blessed))
-        blessing.set_string_custom_property("current_model", artifact_utils.get_single_uri(input_dict["model"]))
+        model = artifact_utils.get_single_instance(input_dict["model"])
+        blessing.set_string_custom_property("current_model", model.uri)
+        # What TFX's LatestBlessedModelStrategy matches a blessing to its model by.
+        blessing.set_int_custom_property("current_model_id", model.id)

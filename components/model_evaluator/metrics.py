@@ -54,7 +54,9 @@ def load_examples(files: Iterable[str]):
     rows = [r.numpy() for r in tf.data.TFRecordDataset(list(files), compression_type="GZIP")]
     exs = [tf.train.Example.FromString(r) for r in rows]
     table = {"scenario": np.array([_value(e, "scenario_id") for e in exs], dtype=object),
-             "user": np.array([str(_value(e, "user_id")) for e in exs], dtype=object)}
+             "user": np.array([str(_value(e, "user_id")) for e in exs], dtype=object),
+             "item": np.array([str(_value(e, "item_id")) for e in exs], dtype=object),
+             "category": np.array([str(_value(e, "category_id")) for e in exs], dtype=object)}
     for t in TASKS:
         table[t] = np.array([_value(e, t) or 0 for e in exs], dtype=np.int64)
         oracle = [_value(e, ORACLE[t]) for e in exs]
@@ -63,13 +65,18 @@ def load_examples(files: Iterable[str]):
     return np.array(rows, dtype=object), table
 
 
-def score(signature, rows, tasks=TASKS, batch_size: int = 2048) -> Dict[str, np.ndarray]:
-    """Probabilities per task from a `serving_default` signature on serialized tf.Examples."""
+def score(signature, rows, tasks=TASKS, batch_size: int = 2048, extra=None) -> Dict[str, np.ndarray]:
+    """Probabilities per task from a `serving_default` signature on serialized tf.Examples.
+
+    `extra`: {input name: array aligned with rows} for inputs besides `examples`
+    (a KEEP-plugged model's `knowledge`).
+    """
     import tensorflow as tf
 
     out = {t: [] for t in tasks}
     for s in range(0, len(rows), batch_size):
-        res = signature(examples=tf.constant(list(rows[s:s + batch_size])))
+        more = {k: tf.constant(v[s:s + batch_size]) for k, v in (extra or {}).items()}
+        res = signature(examples=tf.constant(list(rows[s:s + batch_size])), **more)
         for t in tasks:
             out[t].append(res[t].numpy().reshape(-1))
     return {t: np.concatenate(v) if v else np.zeros(0) for t, v in out.items()}

@@ -17,6 +17,11 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 DEFAULT_VERSIONS_KEPT = 1
+# The knowledge cache keeps 5 versions served at once (KEEP's limit), whichever
+# pusher rewrites the file: downstream models name the version they were trained with.
+KNOWLEDGE_MODEL_NAME = "keep_knowledge"
+KNOWLEDGE_VERSIONS_KEPT = 5
+VERSIONS_KEPT = {KNOWLEDGE_MODEL_NAME: KNOWLEDGE_VERSIONS_KEPT}
 CONFIG_FILE = "models.config"
 DOCKER_CONFIG_FILE = "models.docker.config"
 DOCKER_ROOT = "/models"
@@ -42,7 +47,7 @@ def pushed_models(serving_root: str) -> Dict[str, list]:
 
 def build_config(serving_root: str, versions_kept: Optional[Mapping[str, int]] = None,
                  base_root: Optional[str] = None) -> model_server_config_pb2.ModelServerConfig:
-    versions_kept = dict(versions_kept or {})
+    versions_kept = {**VERSIONS_KEPT, **(versions_kept or {})}
     config = model_server_config_pb2.ModelServerConfig()
     for name in pushed_models(serving_root):
         entry = config.model_config_list.config.add()

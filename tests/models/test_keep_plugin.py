@@ -119,6 +119,9 @@ def test_warm_start_refuses_another_architecture(plain_checkpoint, tmp_path):
     shallower = model(hidden_units=(8, 6))
     with pytest.raises(ValueError, match="no place for: .*dense_layers/2"):
         warm_start(shallower, checkpoint)
+    wider = model(hidden_units=(9, 4, 2))
+    with pytest.raises(ValueError, match="another shape: .*dense_layers/0"):
+        warm_start(wider, checkpoint)
     with pytest.raises(ValueError, match="build the model"):
         warm_start(DownstreamModel(DownstreamConfig(**SMALL), VOCAB), checkpoint)
 

@@ -26,7 +26,8 @@ def test_compiles_a_kfp_v2_pipeline_spec(tmp_path):
     assert set(parsed.root.dag.tasks) == {
         "ImportSchemaGen", "RawDataCheck", "CsvExampleGen", "StatisticsGen", "ExampleValidator", "ValidationGate",
         "ScenarioSimilarity", "Transform", "KeepTrainer", "KeepEvaluator", "KeepPusher", "SamdTrainer",
-        "SamdEvaluator", "SamdPusher", "EvaluationReport"} | unified
+        "SamdEvaluator", "SamdPusher", "EvaluationReport", "KnowledgeCenter", "KnowledgePusher", "DownstreamTrainer",
+        "DownstreamEvaluator", "DownstreamPusher"} | unified
     text = out.read_text()
     assert "registry.example/keep_samd:1" in text and "DataflowRunner" in text
 

@@ -4,6 +4,7 @@ Slow (minutes): it runs ExampleGen, StatisticsGen, ExampleValidator and Transfor
 Beam, trains KEEP and pushes it, on a small generated data set.
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -41,7 +42,15 @@ def _env(tmp, data, **extra):
         # A margin of 3 standard errors of a chance AUC on ~3k eval rows. The students are
         # judged on their own scenario's rows (~40 for a minor one here, too few for any
         # margin): they are only required to have a computable AUC.
-        "KEEP_SAMD_BLESSING": json.dumps({"metric": "auc_click", "margin": 0.03, "models": {"samd": {"margin": -1.0}}}),
+        # The downstream model is evaluated on the sub-scenarios' ~2.5k eval rows. Its
+        # second (incremental) run may not beat the first: what is tested there is the
+        # warm start, so any non-chance model is pushed.
+        "KEEP_SAMD_BLESSING": json.dumps({"metric": "auc_click", "margin": 0.03, "models": {
+            "samd": {"margin": -1.0}, "keep_downstream": {"tolerance": 1.0}}}),
+        # KEEP stage two, incremental: the downstream model trains on the latest day.
+        "KEEP_SAMD_DOWNSTREAM": json.dumps({"spans": 1, "train_steps": 150, "knowledge_train_steps": 150,
+                                            "epochs": 2, "downstream": {"batch_size": 256},
+                                            "knowledge": {"batch_size": 256}}),
     })
     env.update(extra)
     return env
@@ -199,7 +208,7 @@ def test_run_writes_the_report_and_its_plots(pipeline_run):
     out = _run([sys.executable, "-m", "pipelines.report", "--output", os.path.join(tmp, "runs")], _env(tmp, ""))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "== click AUC" in out.stdout and "mean heterogeneous" in out.stdout
-    for model in ("keep_general", "samd", "pepnet", "adl", "grec", "shared_bottom", PLANTED):
+    for model in ("keep_general", "samd", "pepnet", "adl", "grec", "shared_bottom", PLANTED, "keep_downstream"):
         assert model in out.stdout
     assert "RelaImpr vs shared_bottom" in out.stdout
     folder = out.stdout.strip().split("files (HTML, PNG plots, metrics.json): ")[-1]
@@ -215,7 +224,8 @@ def test_every_pushed_model_uses_only_stock_tensorflow_ops(pipeline_run):
     tmp, _ = pipeline_run
     models = [d for d in os.listdir(os.path.join(tmp, "runs", "serving"))
               if os.path.isdir(os.path.join(tmp, "runs", "serving", d))]
-    assert len(models) >= 1 + 8 + 4  # KEEP, the students, the unified models but the planted one
+    # KEEP, the students, the unified models but the planted one, the knowledge cache and the downstream model
+    assert len(models) >= 1 + 8 + 4 + 2
     for model in models:
         assert unsupported_ops(_latest(tmp, model)) == set(), model
 
@@ -226,9 +236,25 @@ def test_pushed_models_answer_grpc_and_rest_like_in_process(pipeline_run):
     from serving.client import ServingClient
 
     tmp, _ = pipeline_run
-    config = os.path.join(tmp, "runs", "serving", "models.config")
+    with _server(tmp) as ports:
+        examples = _eval_examples(tmp, 16)
+        for model, task in (("keep_general", "cart"), ("samd_banner", "click")):
+            expected = tf.saved_model.load(_latest(tmp, model)).signatures["serving_default"](
+                examples=tf.constant(examples))[task].numpy()
+            with ServingClient(host="127.0.0.1", port=int(ports["grpc_port"])) as client:
+                _, grpc_out = client.predict(examples, model=model)
+            np.testing.assert_allclose(np.asarray(grpc_out[task]).reshape(-1), expected, atol=1e-5)
+            with ServingClient(host="127.0.0.1", port=int(ports["rest_port"]), rest=True) as client:
+                _, rest_out = client.predict(examples, model=model)
+            np.testing.assert_allclose(np.asarray(rest_out[task]).reshape(-1), expected, atol=1e-5)
+
+
+@contextlib.contextmanager
+def _server(tmp):
+    """The embedded model server on the run's models.config, in its own process: yields its ports."""
     import socket
 
+    config = os.path.join(tmp, "runs", "serving", "models.config")
     with socket.socket() as sock:  # a free port for REST (--rest_api_port=0 disables REST, as in TF Serving)
         sock.bind(("127.0.0.1", 0))
         rest_port = sock.getsockname()[1]
@@ -243,21 +269,45 @@ def test_pushed_models_answer_grpc_and_rest_like_in_process(pipeline_run):
             assert line or server.poll() is None, "server exited before it was ready"
         ports = dict(kv.split("=") for kv in line.split()[1:])
         assert int(ports["rest_port"]) == rest_port
-        files = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "CsvExampleGen", "examples", "*",
-                                       "Split-eval", "*"))
-        examples = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(16)]
-        for model, task in (("keep_general", "cart"), ("samd_banner", "click")):
-            expected = tf.saved_model.load(_latest(tmp, model)).signatures["serving_default"](
-                examples=tf.constant(examples))[task].numpy()
-            with ServingClient(host="127.0.0.1", port=int(ports["grpc_port"])) as client:
-                _, grpc_out = client.predict(examples, model=model)
-            np.testing.assert_allclose(np.asarray(grpc_out[task]).reshape(-1), expected, atol=1e-5)
-            with ServingClient(host="127.0.0.1", port=int(ports["rest_port"]), rest=True) as client:
-                _, rest_out = client.predict(examples, model=model)
-            np.testing.assert_allclose(np.asarray(rest_out[task]).reshape(-1), expected, atol=1e-5)
+        yield ports
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _eval_examples(tmp, n):
+    import tensorflow as tf
+
+    files = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "CsvExampleGen", "examples", "*",
+                                   "Split-eval", "*"))
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(n)]
+
+
+def test_plugged_prediction_over_grpc_equals_knowledge_lookup_then_model_in_process(pipeline_run):
+    import numpy as np
+    import tensorflow as tf
+    from serving.client import ServingClient, _raw_id
+
+    tmp, _ = pipeline_run
+    with open(os.path.join(tmp, "runs", "serving", "models.config")) as f:
+        config = f.read()
+    assert 'name: "keep_knowledge"' in config and "num_versions: 5" in config and 'name: "keep_downstream"' in config
+    examples = _eval_examples(tmp, 32)
+    cache = tf.saved_model.load(_latest(tmp, "keep_knowledge")).signatures["serving_default"]
+    looked_up = cache(**{k: tf.constant([_raw_id(e, k) for e in examples]) for k in ("user_id", "item_id", "category_id")})
+    assert looked_up["found_user"].numpy().all()  # the eval rows' users are in the cache
+    model = tf.saved_model.load(_latest(tmp, "keep_downstream")).signatures
+    expected = model["serving_default"](examples=tf.constant(examples), knowledge=looked_up["knowledge"])["click"]
+    cache_version = int(os.path.basename(_latest(tmp, "keep_knowledge")))
+    with _server(tmp) as ports:
+        with ServingClient(host="127.0.0.1", port=int(ports["grpc_port"])) as client:
+            served, knowledge_version, out = client.predict_plugged(examples)
+    assert served == int(os.path.basename(_latest(tmp, "keep_downstream")))
+    assert knowledge_version == cache_version
+    np.testing.assert_allclose(out["click"].reshape(-1), expected.numpy(), atol=1e-5)
+    record = _evaluation(tmp, "DownstreamEvaluator")
+    assert record["blessings"]["keep_downstream"]["blessed"]
+    assert "super" not in {record["roles"].get(s) for s in record["metrics"] if s != "ALL"}
 
 
 def _small_data(tmp, rows=2500):
@@ -298,3 +348,48 @@ def test_missing_data_folder_is_named(tmp_path):
     assert run.returncode == 1
     assert "no_such_data: data folder does not exist" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def _add_day(data, source_day, new_day):
+    """A new daily span: the rows of `source_day` again, as day `new_day`."""
+    import csv
+
+    os.makedirs(os.path.join(data, f"day={new_day}"))
+    with open(os.path.join(data, f"day={source_day}", "part-00000.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(os.path.join(data, f"day={new_day}", "part-00000.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "day": str(new_day)})
+    return len(rows)
+
+
+# Last in the module: it adds a second run to the first one's output folder.
+def test_second_run_with_a_new_span_adds_a_knowledge_version_and_warm_starts_the_downstream_model(pipeline_run):
+    tmp, _ = pipeline_run
+    serving = os.path.join(tmp, "runs", "serving")
+    first_cache = sorted(os.listdir(os.path.join(serving, "keep_knowledge")))
+    first_model = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "DownstreamTrainer", "model", "*"))
+    assert len(first_cache) == 1 and len(first_model) == 1
+    data = os.path.join(tmp, "data")
+    _add_day(data, 1, 2)
+    # Only what this test is about: KEEP, the knowledge cache, the downstream model.
+    env = _env(tmp, data, KEEP_SAMD_TRAIN_STEPS="60", KEEP_SAMD_EPOCHS="1",
+               KEEP_SAMD_SAMD=json.dumps({"enabled": False}), KEEP_SAMD_UNIFIED=json.dumps({"models": []}))
+    run = _run([os.path.join(BIN, "tfx"), "run", "create", "--pipeline_name=keep_samd", "--engine=local"], env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+
+    caches = sorted(os.listdir(os.path.join(serving, "keep_knowledge")), key=int)
+    assert len(caches) == 2 and caches[0] == first_cache[0]
+    models = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "DownstreamTrainer", "model", "*"))
+    second = [m for m in models if m not in first_model]
+    assert len(second) == 1
+    with open(os.path.join(second[0], "training.json")) as f:
+        record = json.load(f)
+    assert record["warm_start"]["base_model"] == first_model[0]
+    assert record["warm_start"]["restored"] > 0 and record["warm_start"]["new"] == []
+    assert record["latest_day"] == 2 and record["knowledge_version"] == int(caches[1])
+    with open(os.path.join(first_model[0], "training.json")) as f:
+        first = json.load(f)
+    assert first["warm_start"]["base_model"] is None and first["latest_day"] == 1

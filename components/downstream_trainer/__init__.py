@@ -1,0 +1,1 @@
+from components.downstream_trainer.component import DownstreamTrainer  # noqa: F401

@@ -1,0 +1,1 @@
+from components.knowledge_center.component import KnowledgeCenter  # noqa: F401

@@ -1,0 +1,1 @@
+from components.knowledge_pusher.component import KnowledgePusher  # noqa: F401

@@ -1,0 +1,184 @@
+"""Trains and exports KEEP's downstream model of the sub-scenarios, plain or knowledge-plugged.
+
+KEEP section 3.2 / 4.3: a production downstream model (models/keep_plugin.py) keeps its
+architecture and is trained incrementally, each run warm-starting from the last
+pushed one, while the General Knowledge Center's cache feeds its plug-in (Eq. 5).
+
+`run` options (`custom`, from the pipeline's KEEP_SAMD_DOWNSTREAM):
+    {"downstream": {DownstreamConfig overrides}, "scenarios": [...] (default: every
+     scenario of scenarios.csv but the super one), "plugged": true (with a cache),
+     "spans": 0 (incremental: train on the latest n days only; 0 = every day),
+     "epochs": 2}
+
+Training rows get their knowledge exactly as serving does: a lookup of the cache by
+raw (user, item, category) ids, so what the model learns from is what it is served.
+
+Export (one SavedModel, raw tf.Example in, nothing of KEEP inside but the cached
+vectors it is given):
+* `serving_default`: `examples` (serialized raw tf.Example) [+ `knowledge` [B, W] when
+  plugged] -> `click`;
+* `knowledge_version` (plugged only): `examples` -> `knowledge_version` (the cache
+  version it was trained with) and `knowledge_model` (`keep_knowledge`), per row, so
+  a client asks TF Serving for that version of the cache (serving/client.py).
+Next to it: `checkpoint/` (what the next run warm-starts from) and `training.json`.
+"""
+
+import csv
+import json
+import os
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras
+from absl import logging
+
+from models import export
+from models import features as F
+from models.keep_cache import lookup_knowledge
+from models.keep_plugin import KNOWLEDGE, DownstreamConfig, DownstreamModel, save_checkpoint, warm_start
+from models.transformed_data import load_transformed, raw_ids, select, transformed_index
+
+KNOWLEDGE_MODEL = "keep_knowledge"
+CHECKPOINT = os.path.join("checkpoint", "model")
+TRAINING_FILE = "training.json"
+RAW_KEYS = ("user_id", "item_id", "category_id")
+
+
+def sub_scenarios(scenarios_csv: str, chosen=None):
+    with open(scenarios_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    known = [r["scenario_id"] for r in rows]
+    if chosen:
+        unknown = sorted(set(chosen) - set(known))
+        if unknown:
+            raise ValueError(f"KEEP_SAMD_DOWNSTREAM scenarios {unknown} are not in {scenarios_csv}")
+        return list(chosen)
+    return [r["scenario_id"] for r in rows if r.get("role") != "super"]
+
+
+def model_inputs(config: DownstreamConfig):
+    names = list(config.id_features) + list(config.numeric_features) + [s for s, _ in config.sequence_features]
+    return names + ([KNOWLEDGE] if config.plugged else [])
+
+
+def _rows(pattern, tft_output, scenario_index, cache_dir, spans=0, latest_day=None):
+    rows = load_transformed(pattern, tft_output)
+    mask = np.isin(rows["scenario_id"], list(scenario_index.values()))
+    if spans:
+        mask &= rows[F.DAY] > latest_day - spans
+    rows = select(rows, mask)
+    if cache_dir:
+        raw = {k: raw_ids(tft_output, k, rows[k]) for k in RAW_KEYS}
+        rows[KNOWLEDGE] = lookup_knowledge(cache_dir, raw["user_id"], raw["item_id"], raw["category_id"])
+    return rows
+
+
+class DownstreamServing(export.ServingModule):
+    """The downstream model's signatures: prediction (with the knowledge input when plugged) and its cache version."""
+
+    def __init__(self, model, tf_transform_output, features, knowledge_version: str):
+        super().__init__(model, tf_transform_output, features)
+        self._version = str(knowledge_version)
+
+    def predict_signature(self):
+        c = self.model.config
+        if not c.plugged:
+            return self.signature(("click",))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples"),
+                                      tf.TensorSpec([None, c.knowledge_width], tf.float32, name=KNOWLEDGE)])
+        def serve(examples, knowledge):
+            features = dict(self.transformed(examples))
+            features[KNOWLEDGE] = knowledge
+            return {"click": tf.identity(self.model(features, training=False)["click"], name="click")}
+
+        return serve.get_concrete_function()
+
+    def version_signature(self):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve(examples):
+            n = tf.shape(examples)[:1]
+            return {"knowledge_version": tf.fill(n, tf.constant(self._version)),
+                    "knowledge_model": tf.fill(n, tf.constant(KNOWLEDGE_MODEL))}
+
+        return serve.get_concrete_function()
+
+
+def export_model(model: DownstreamModel, tft_output, export_dir: str, knowledge_version: Optional[int],
+                 model_name: str) -> None:
+    c = model.config
+    raw_features = list(c.id_features) + list(c.numeric_features) + [s for s, _ in c.sequence_features]
+    module = DownstreamServing(model, tft_output, raw_features, knowledge_version or "")
+    signatures = {"serving_default": module.predict_signature()}
+    if c.plugged:
+        signatures["knowledge_version"] = module.version_signature()
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+    export.write_warmup_requests(export_dir, model_name, list(signatures),
+                                 export.serving_feature_spec(tft_output, raw_features),
+                                 extra_inputs={"serving_default": {KNOWLEDGE: c.knowledge_width}} if c.plugged else None)
+
+
+def _dataset(rows, names, batch_size, shuffle):
+    ds = tf.data.Dataset.from_tensor_slices({k: rows[k] for k in names + ["click"]})
+    if shuffle:
+        ds = ds.shuffle(20_000, seed=0).repeat()
+    return ds.batch(batch_size, drop_remainder=shuffle).prefetch(2)
+
+
+def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_csv: str, output_dir: str,
+        record_dir: str, train_steps: int, custom: Optional[Mapping] = None, knowledge_dir: Optional[str] = None,
+        knowledge_version: Optional[int] = None, base_model_dir: Optional[str] = None) -> Dict:
+    """Trains (warm-started from `base_model_dir`'s checkpoint when given) and exports at `output_dir`."""
+    custom = dict(custom or {})
+    plugged = bool(custom.get("plugged", True)) and knowledge_dir is not None
+    tft_output = tft.TFTransformOutput(transform_graph)
+    scenarios = sub_scenarios(scenarios_csv, custom.get("scenarios"))
+    index = {s: transformed_index(tft_output, "scenario_id", s) for s in scenarios}
+    spans = int(custom.get("spans", 0))
+    latest_day = None
+    if spans:
+        latest_day = int(load_transformed(train_pattern, tft_output)[F.DAY].max())
+    cache = knowledge_dir if plugged else None
+    train_rows = _rows(train_pattern, tft_output, index, cache, spans, latest_day)
+    eval_rows = _rows(eval_pattern, tft_output, index, cache)
+    if not len(train_rows["click"]):
+        raise ValueError(f"no training rows for scenarios {scenarios} in the latest {spans} day(s)")
+    width = int(train_rows[KNOWLEDGE].shape[1]) if plugged else 0
+    config = DownstreamConfig.from_dict({**custom.get("downstream", {}), "knowledge_width": width})
+    vocab_sizes = {n: F.vocab_size(tft_output, n) for n in config.id_features}
+    model = DownstreamModel(config, vocab_sizes, name="keep_downstream")
+    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    names = model_inputs(config)
+    model(next(iter(_dataset(train_rows, names, 8, False))))  # build, so a checkpoint can be restored
+
+    warm = {"base_model": base_model_dir, "restored": 0, "new": [], "skipped": None}
+    if base_model_dir:
+        checkpoint = os.path.join(base_model_dir, CHECKPOINT)
+        try:
+            restored, new = warm_start(model, checkpoint)
+            warm.update(restored=len(restored), new=new)
+            logging.info("warm-started from %s: %d variables restored, new: %s", checkpoint, len(restored), new)
+        except (ValueError, tf.errors.NotFoundError) as e:  # another architecture: train afresh, and say so
+            warm["skipped"] = str(e)
+            logging.warning("not warm-starting from %s: %s", checkpoint, e)
+
+    epochs = max(1, min(int(custom.get("epochs", 2)), train_steps))
+    history = model.fit(_dataset(train_rows, names, config.batch_size, True), epochs=epochs,
+                        steps_per_epoch=max(1, train_steps // epochs),
+                        validation_data=_dataset(eval_rows, names, 2048, False), verbose=2,
+                        # Id embeddings overfit within a few passes: keep the best epoch.
+                        callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max", patience=1,
+                                                                    restore_best_weights=True)])
+    export_model(model, tft_output, output_dir, knowledge_version if plugged else None,
+                 custom.get("model_name", "keep_downstream"))
+    save_checkpoint(model, os.path.join(record_dir, CHECKPOINT))
+    record = {"plugged": plugged, "knowledge_version": knowledge_version if plugged else None,
+              "knowledge_width": width, "scenarios": scenarios, "spans": spans, "latest_day": latest_day,
+              "train_rows": int(len(train_rows["click"])), "eval_rows": int(len(eval_rows["click"])),
+              "warm_start": warm, "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+              "config": json.loads(json.dumps(config.__dict__))}
+    with open(os.path.join(record_dir, TRAINING_FILE), "w") as f:
+        json.dump(record, f, indent=1)
+    return record

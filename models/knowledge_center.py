@@ -1,0 +1,105 @@
+"""The General Knowledge Center's work (KEEP section 4.3, Figure 5): train the cacheable
+knowledge heads, compute the cache for every key of the data, export it as a servable.
+
+One run:
+1. trains `CacheableKnowledgeModel` (decomposition, degeneration or both, Equation 6)
+   on KEEP's three tasks over the transformed train split;
+2. computes K̂_u for every user, K̂_i for every item and K̂_uc for every user-category
+   pair of the train and eval splits, oldest day first, so a key seen on several days
+   keeps its latest value (the user's freshest behaviour sequence);
+3. saves the `KnowledgeCache` SavedModel (raw ids in, knowledge out, `version` out),
+   `cache.json` (version, strategy, width, number of keys per part, eval AUCs) and the
+   heads' weights (`heads/`, to recompute or audit any cached entry).
+
+The version is chosen by the caller (the component uses the push time, in seconds):
+it is both the TF Serving version folder the cache is pushed to and the value the
+servable answers, so a downstream model records which cache it was trained with.
+"""
+
+import json
+import os
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras
+from absl import logging
+
+from models import export
+from models import features as F
+from models.keep_cache import CacheableKnowledgeConfig, CacheableKnowledgeModel, KnowledgeCache, cache_tables
+from models.transformed_data import load_transformed, raw_ids
+
+CACHE_FILE = "cache.json"
+HEADS_DIR = "heads"
+RAW_KEYS = ("user_id", "item_id", "category_id")
+
+
+def _model_inputs(config: CacheableKnowledgeConfig):
+    names = set(config.user_features) | set(config.item_features) | set(config.item_numeric)
+    names |= {s for s, _ in config.history}
+    return sorted(names) + list(F.LABELS)
+
+
+def train(config: CacheableKnowledgeConfig, tf_transform_output, train_rows, eval_rows, train_steps: int,
+          epochs: int = 3) -> CacheableKnowledgeModel:
+    vocab_sizes = {n: F.vocab_size(tf_transform_output, n) for n in set(config.user_features) | set(config.item_features)}
+    model = CacheableKnowledgeModel(config, vocab_sizes, name="keep_knowledge_heads")
+    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    names = _model_inputs(config)
+    data = tf.data.Dataset.from_tensor_slices({k: train_rows[k] for k in names})
+    data = data.shuffle(20_000, seed=0).repeat().batch(config.batch_size, drop_remainder=True)
+    evaluation = tf.data.Dataset.from_tensor_slices({k: eval_rows[k] for k in names}).batch(2048)
+    epochs = max(1, min(epochs, train_steps))
+    model.fit(data, epochs=epochs, steps_per_epoch=max(1, train_steps // epochs), validation_data=evaluation,
+              verbose=2)
+    return model
+
+
+def knowledge_batches(model: CacheableKnowledgeModel, tf_transform_output, rows: Mapping[str, np.ndarray],
+                      batch_size: int = 4096):
+    """(features, raw ids) batches over `rows`, oldest day first (cache_tables keeps the last value)."""
+    order = np.argsort(rows[F.DAY], kind="stable")
+    names = [n for n in _model_inputs(model.config) if n not in F.LABELS]
+    raw = {k: raw_ids(tf_transform_output, k, rows[k][order]) for k in RAW_KEYS}
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        yield ({k: tf.constant(rows[k][idx]) for k in names},
+               {k: raw[k][s:s + batch_size] for k in RAW_KEYS})
+
+
+def run(train_pattern: str, eval_pattern: str, transform_graph: str, output_dir: str, record_dir: str,
+        train_steps: int, version: int, custom: Optional[Mapping] = None) -> Dict:
+    """Trains the heads, saves the cache's SavedModel at `output_dir` and cache.json in `record_dir`."""
+    custom = dict(custom or {})
+    config = CacheableKnowledgeConfig.from_dict(custom.get("knowledge"))
+    tft_output = tft.TFTransformOutput(transform_graph)
+    train_rows = load_transformed(train_pattern, tft_output)
+    eval_rows = load_transformed(eval_pattern, tft_output)
+    logging.info("GKC: training %s knowledge heads on %d rows, %d steps", config.strategy,
+                 len(train_rows[F.DAY]), train_steps)
+    model = train(config, tft_output, train_rows, eval_rows, train_steps, int(custom.get("epochs", 3)))
+    scores = model.evaluate(tf.data.Dataset.from_tensor_slices(
+        {k: eval_rows[k] for k in _model_inputs(config)}).batch(2048), return_dict=True, verbose=0)
+    every = {k: np.concatenate([train_rows[k], eval_rows[k]]) for k in train_rows}
+    tables = cache_tables(model, knowledge_batches(model, tft_output, every))
+    cache = KnowledgeCache(config.strategy, tables, version=str(version))
+    os.makedirs(record_dir, exist_ok=True)
+    cache.save(output_dir)
+    export.save_keras_model(model, os.path.join(record_dir, HEADS_DIR))
+    record = {"version": int(version), "strategy": config.strategy, "width": config.knowledge_width(),
+              "part_width": int(cache.width), "keys": {part: len(keys) for part, (keys, _) in tables.items()},
+              "eval": {k: float(v) for k, v in scores.items()}, "config": json.loads(json.dumps(config.__dict__))}
+    with open(os.path.join(record_dir, CACHE_FILE), "w") as f:
+        json.dump(record, f, indent=1)
+    logging.info("GKC: version %s, %s", version, record["keys"])
+    return record
+
+
+def load_heads(record_dir: str) -> CacheableKnowledgeModel:
+    """The knowledge heads a run trained (its `heads/`)."""
+    with open(os.path.join(record_dir, HEADS_DIR, "config.json")) as f:
+        model = CacheableKnowledgeModel.from_config(json.load(f))
+    model.load_weights(os.path.join(record_dir, HEADS_DIR, "weights")).expect_partial()
+    return model
