@@ -38,7 +38,10 @@ def auc_table(pred, table):
 
 
 def train_grec_routing(run, routing, steps, epochs=6):
-    """GRec with one routing strategy, trained like the pipeline's Trainer; returns a SavedModel path."""
+    """GRec with one routing strategy, trained like the pipeline's Trainer.
+
+    Returns (SavedModel path, training examples/s, MoE FLOPs per example on an eval batch).
+    """
     import tensorflow_transform as tft
     import tf_keras
 
@@ -68,7 +71,12 @@ def train_grec_routing(run, routing, steps, epochs=6):
     out = tempfile.mkdtemp()
     export.export_saved_model(model, tft_output, out, outputs={"serving_default": TASKS}, model_name="grec")
     trained = len(history.history["loss"]) * max(1, steps // epochs) * config.batch_size
-    return out, trained / seconds
+    from models.grec import count_expert_flops
+
+    batch = next(iter(dataset("eval", False)))
+    rows = int(tf.shape(batch["click"])[0])
+    flops = {k: (v / rows if k.endswith("flops") else v) for k, v in count_expert_flops(model, batch).items()}
+    return out, trained / seconds, flops
 
 
 def latency_ms(serve, rows, batches=(1, 64), calls=60):
@@ -114,10 +122,11 @@ def main(argv=None):
         results["models"][name] = entry
     if a.grec_routings:
         for routing in ("token", "sentence", "task", "task_sentence"):
-            path, eps = train_grec_routing(a.run, routing, a.steps)
+            path, eps, flops = train_grec_routing(a.run, routing, a.steps)
             serve = tf.saved_model.load(path).signatures["serving_default"]
             results["models"][f"grec[{routing}]"] = {"auc": auc_table(M.score(serve, rows), table),
                                                      "examples_per_second": round(eps),
+                                                     "moe_flops_per_example": flops,
                                                      "latency_ms": latency_ms(serve, rows)}
     os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
     with open(os.path.join(os.path.dirname(__file__), "results", "unified.json"), "w") as f:
@@ -135,6 +144,12 @@ def main(argv=None):
         lat = entry["latency_ms"]
         print(f"{name.ljust(22)}{lat['batch_1']['p50']}/{lat['batch_1']['p99']} | "
               f"{lat['batch_64']['p50']}/{lat['batch_64']['p99']}")
+    flops = {n: e["moe_flops_per_example"] for n, e in results["models"].items() if "moe_flops_per_example" in e}
+    if flops:
+        print("-- GRec MoE FLOPs per example (inference; router + experts)")
+        for name, f in flops.items():
+            print(f"{name.ljust(22)}{f['flops']:,.0f} = router {f['router_flops']:,.0f} + experts "
+                  f"{f['expert_flops']:,.0f}")
 
 
 if __name__ == "__main__":

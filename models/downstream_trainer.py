@@ -127,6 +127,33 @@ def _dataset(rows, names, batch_size, shuffle):
     return ds.batch(batch_size, drop_remainder=shuffle).prefetch(2)
 
 
+def build_model(config: DownstreamConfig, vocab_sizes, rows) -> DownstreamModel:
+    """A compiled downstream model, built on a few of `rows` (so a checkpoint can be restored into it)."""
+    model = DownstreamModel(config, vocab_sizes, name="keep_downstream")
+    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    model(next(iter(_dataset(rows, model_inputs(config), 8, False))))
+    return model
+
+
+def fit(model: DownstreamModel, train_rows, eval_rows, train_steps: int, epochs: int = 2, verbose: int = 2):
+    """Trains `train_steps` steps over `epochs`, keeping the best epoch by eval click AUC."""
+    names = model_inputs(model.config)
+    epochs = max(1, min(epochs, train_steps))
+    return model.fit(_dataset(train_rows, names, model.config.batch_size, True), epochs=epochs,
+                     steps_per_epoch=max(1, train_steps // epochs),
+                     validation_data=_dataset(eval_rows, names, 2048, False), verbose=verbose,
+                     # Id embeddings overfit within a few passes: keep the best epoch.
+                     callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max", patience=1,
+                                                                 restore_best_weights=True)])
+
+
+def predict(model: DownstreamModel, rows, batch_size: int = 4096) -> np.ndarray:
+    """Click probabilities over `rows`."""
+    out = [model(batch, training=False)["click"].numpy()
+           for batch in _dataset(rows, model_inputs(model.config), batch_size, False)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_csv: str, output_dir: str,
         record_dir: str, train_steps: int, custom: Optional[Mapping] = None, knowledge_dir: Optional[str] = None,
         knowledge_version: Optional[int] = None, base_model_dir: Optional[str] = None) -> Dict:
@@ -148,10 +175,7 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
     width = int(train_rows[KNOWLEDGE].shape[1]) if plugged else 0
     config = DownstreamConfig.from_dict({**custom.get("downstream", {}), "knowledge_width": width})
     vocab_sizes = {n: F.vocab_size(tft_output, n) for n in config.id_features}
-    model = DownstreamModel(config, vocab_sizes, name="keep_downstream")
-    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
-    names = model_inputs(config)
-    model(next(iter(_dataset(train_rows, names, 8, False))))  # build, so a checkpoint can be restored
+    model = build_model(config, vocab_sizes, train_rows)
 
     warm = {"base_model": base_model_dir, "restored": 0, "new": [], "skipped": None}
     if base_model_dir:
@@ -164,13 +188,7 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
             warm["skipped"] = str(e)
             logging.warning("not warm-starting from %s: %s", checkpoint, e)
 
-    epochs = max(1, min(int(custom.get("epochs", 2)), train_steps))
-    history = model.fit(_dataset(train_rows, names, config.batch_size, True), epochs=epochs,
-                        steps_per_epoch=max(1, train_steps // epochs),
-                        validation_data=_dataset(eval_rows, names, 2048, False), verbose=2,
-                        # Id embeddings overfit within a few passes: keep the best epoch.
-                        callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max", patience=1,
-                                                                    restore_best_weights=True)])
+    history = fit(model, train_rows, eval_rows, train_steps, int(custom.get("epochs", 2)))
     export_model(model, tft_output, output_dir, knowledge_version if plugged else None,
                  custom.get("model_name", "keep_downstream"))
     save_checkpoint(model, os.path.join(record_dir, CHECKPOINT))

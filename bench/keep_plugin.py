@@ -1,0 +1,222 @@
+"""Benchmark: KEEP's knowledge plug-in (the paper's Tables 2/3 and 8) and the plugged serving
+path against a SAMD student (Figure 6).
+
+Quality, on a pipeline run's transformed examples: the downstream model of the
+sub-scenarios trained without knowledge (base) and with knowledge from
+* full: KEEP's K(u, i) from the run's general model, per (user, item) pair (not
+  cacheable: a forward pass per pair);
+* decomposition, degeneration, both: heads trained here on all the run's rows, their
+  cache built and looked up by raw ids, as the pipeline serves them.
+Every variant: the same rows, steps and seeds; click GAUC (and AUC) per sub-scenario
+on the eval split, averaged over seeds.
+
+Latency, on the run's pushed models (in-process, and over gRPC to the embedded server
+in its own process): a SAMD student's one Predict vs the plugged path (knowledge
+lookup + downstream Predict; over gRPC also the client's version call).
+
+    .venv/bin/python -m bench.keep_plugin --run runs --data data/default [--steps 300] [--seeds 2] [--scenario banner]
+
+Writes bench/results/keep_plugin.json.
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VARIANTS = ("base", "full", "decomposition", "degeneration", "both")
+
+
+def _latest(*parts):
+    found = sorted(glob.glob(os.path.join(*parts, "*")), key=lambda p: int(os.path.basename(p)))
+    if not found:
+        raise SystemExit(f"nothing under {os.path.join(*parts)}: run the pipeline first")
+    return found[-1]
+
+
+def _knowledge_full(keras_dir, rows, batch=4096):
+    from models.samd_trainer import load_teacher
+
+    teacher = load_teacher(keras_dir)
+    names = list(rows)
+    out = []
+    for s in range(0, len(rows["click"]), batch):
+        out.append(teacher({k: tf.constant(rows[k][s:s + batch]) for k in names}, training=False)["knowledge"].numpy())
+    return np.concatenate(out)
+
+
+def _knowledge_cached(strategy, tft_output, train_all, eval_all, steps, targets):
+    """Trains the strategy's heads on all rows, caches them, looks up every `targets` row by raw ids."""
+    from models import knowledge_center as KC
+    from models.keep_cache import CacheableKnowledgeConfig, KnowledgeCache, cache_tables
+    from models.transformed_data import raw_ids
+
+    tf.random.set_seed(0)
+    heads = KC.train(CacheableKnowledgeConfig(strategy=strategy), tft_output, train_all, eval_all, steps)
+    every = {k: np.concatenate([train_all[k], eval_all[k]]) for k in train_all}
+    cache = KnowledgeCache(strategy, cache_tables(heads, KC.knowledge_batches(heads, tft_output, every)))
+    out = []
+    for rows in targets:
+        ids = {k: raw_ids(tft_output, k, rows[k]).astype(bytes) for k in KC.RAW_KEYS}
+        out.append(cache.lookup(user_id=tf.constant(ids["user_id"]), item_id=tf.constant(ids["item_id"]),
+                                category_id=tf.constant(ids["category_id"]))["knowledge"].numpy())
+    return out
+
+
+def quality(run_dir, data_root, steps, seeds, knowledge_steps):
+    import tensorflow_transform as tft
+
+    from components.model_evaluator.metrics import auc, gauc
+    from models import downstream_trainer as D
+    from models import features as F
+    from models.keep_plugin import KNOWLEDGE, DownstreamConfig
+    from models.keep_trainer import keras_model_dir
+    from models.transformed_data import load_transformed, raw_ids, select, transformed_index
+
+    root = os.path.join(run_dir, "pipelines", "keep_samd")
+    examples = _latest(root, "Transform", "transformed_examples")
+    tft_output = tft.TFTransformOutput(_latest(root, "Transform", "transform_graph"))
+    train_all = load_transformed(os.path.join(examples, "Split-train", "*"), tft_output)
+    eval_all = load_transformed(os.path.join(examples, "Split-eval", "*"), tft_output)
+    sub = D.sub_scenarios(os.path.join(data_root, "scenarios.csv"))
+    sub_index = [transformed_index(tft_output, "scenario_id", s) for s in sub]
+    train = select(train_all, np.isin(train_all["scenario_id"], sub_index))
+    evaluation = select(eval_all, np.isin(eval_all["scenario_id"], sub_index))
+    eval_scenario = raw_ids(tft_output, "scenario_id", evaluation["scenario_id"])
+
+    knowledge = {"base": (None, None)}
+    t = time.perf_counter()
+    keras_dir = keras_model_dir(os.path.join(_latest(root, "KeepTrainer", "model"), "Format-Serving"))
+    knowledge["full"] = (_knowledge_full(keras_dir, train), _knowledge_full(keras_dir, evaluation))
+    for strategy in ("decomposition", "degeneration", "both"):
+        knowledge[strategy] = tuple(_knowledge_cached(strategy, tft_output, train_all, eval_all, knowledge_steps,
+                                                      (train, evaluation)))
+    print(f"keep_plugin: knowledge computed in {time.perf_counter() - t:.0f} s", flush=True)
+
+    vocab_sizes = {n: F.vocab_size(tft_output, n) for n in DownstreamConfig().id_features}
+    results = {}
+    for variant in VARIANTS:
+        k_train, k_eval = knowledge[variant]
+        tr, ev = dict(train), dict(evaluation)
+        if k_train is not None:
+            tr[KNOWLEDGE], ev[KNOWLEDGE] = k_train, k_eval
+        per_seed = []
+        for seed in range(seeds):
+            tf.random.set_seed(seed)
+            config = DownstreamConfig(knowledge_width=0 if k_train is None else int(k_train.shape[1]))
+            model = D.build_model(config, vocab_sizes, tr)
+            D.fit(model, tr, ev, steps, epochs=3, verbose=0)
+            pred = D.predict(model, ev)
+            scores = {"ALL": {"auc": auc(ev["click"], pred), "gauc": gauc(ev["user_id"], ev["click"], pred)}}
+            for s in sub:
+                m = eval_scenario == s
+                scores[s] = {"auc": auc(ev["click"][m], pred[m]), "gauc": gauc(ev["user_id"][m], ev["click"][m], pred[m])}
+            per_seed.append(scores)
+        results[variant] = {s: {m: _mean([r[s][m] for r in per_seed]) for m in ("auc", "gauc")} for s in per_seed[0]}
+        print(f"keep_plugin: {variant:<13} click GAUC ALL {results[variant]['ALL']['gauc']:.4f} "
+              f"AUC {results[variant]['ALL']['auc']:.4f}", flush=True)
+    return {"train_rows": int(len(train["click"])), "eval_rows": int(len(evaluation["click"])), "scenarios": sub,
+            "steps": steps, "seeds": seeds, "knowledge_steps": knowledge_steps, "click": results}
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def _timed(fn, seconds):
+    fn()
+    lat, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        fn()
+        lat.append(time.perf_counter() - t)
+    lat = np.asarray(lat) * 1000
+    return {"p50_ms": round(float(np.percentile(lat, 50)), 3), "p99_ms": round(float(np.percentile(lat, 99)), 3),
+            "requests": len(lat)}
+
+
+def latency(run_dir, scenario, seconds, batches=(1, 64)):
+    from serving.client import KNOWLEDGE_KEYS, ServingClient, _raw_id
+    from bench.serving import latest_version, load_examples
+
+    serving = os.path.join(run_dir, "serving")
+    pool = [e for e in load_examples(os.path.join(run_dir, "pipelines", "keep_samd", "CsvExampleGen", "examples",
+                                                  "*", "Split-eval", "*"), 20000)
+            if tf.train.Example.FromString(e).features.feature["scenario_id"].bytes_list.value[0] == scenario.encode()]
+    student = tf.saved_model.load(latest_version(os.path.join(serving, f"samd_{scenario}"))).signatures["serving_default"]
+    cache = tf.saved_model.load(latest_version(os.path.join(serving, "keep_knowledge"))).signatures["serving_default"]
+    downstream = tf.saved_model.load(latest_version(os.path.join(serving, "keep_downstream"))).signatures[
+        "serving_default"]
+    out = []
+    for b in batches:
+        examples = (pool * (b // len(pool) + 1))[:b]
+
+        def plugged():
+            ids = {k: tf.constant([_raw_id(e, k) for e in examples]) for k in KNOWLEDGE_KEYS}
+            knowledge = cache(**ids)["knowledge"]
+            return downstream(examples=tf.constant(examples), knowledge=knowledge)["click"].numpy()
+
+        out.append({"mode": "in_process", "path": f"samd_{scenario}", "batch": b,
+                    **_timed(lambda: student(examples=tf.constant(examples))["click"].numpy(), seconds)})
+        out.append({"mode": "in_process", "path": "keep_knowledge + keep_downstream", "batch": b,
+                    **_timed(plugged, seconds)})
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "serving.model_server",
+                             f"--model_config_file={os.path.join(serving, 'models.config')}", "--port=0",
+                             "--rest_api_port=0", "--file_system_poll_wait_seconds=0", "--log_level=WARNING"],
+                            cwd=REPO, env=dict(os.environ, TF_USE_LEGACY_KERAS="1"), stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        port = int(dict(kv.split("=") for kv in line.split()[1:])["grpc_port"])
+        with ServingClient(port=port) as client:
+            for b in batches:
+                examples = (pool * (b // len(pool) + 1))[:b]
+                out.append({"mode": "grpc", "path": f"samd_{scenario}", "batch": b,
+                            **_timed(lambda: client.predict(examples, f"samd_{scenario}"), seconds)})
+                out.append({"mode": "grpc", "path": "predict_plugged (version + lookup + predict)", "batch": b,
+                            **_timed(lambda: client.predict_plugged(examples), seconds)})
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    for r in out:
+        print(f"keep_plugin latency: {r['mode']:<10} batch {r['batch']:>3} {r['path']:<46} p50 {r['p50_ms']:7.2f} ms "
+              f"p99 {r['p99_ms']:7.2f} ms", flush=True)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", default="runs", help="a pipeline run's output folder (KEEP_SAMD_OUTPUT)")
+    p.add_argument("--data", default="data/default", help="the run's data folder (its scenarios.csv)")
+    p.add_argument("--steps", type=int, default=300, help="downstream training steps per variant and seed")
+    p.add_argument("--knowledge_steps", type=int, default=300, help="training steps of each strategy's heads")
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--scenario", default="banner", help="the SAMD student the plugged path is compared with")
+    p.add_argument("--seconds", type=float, default=3.0, help="per latency setting")
+    p.add_argument("--skip_quality", action="store_true")
+    p.add_argument("--output", default=os.path.join(REPO, "bench", "results", "keep_plugin.json"))
+    a = p.parse_args(argv)
+    out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+                      f"TF {tf.__version__}", "run": os.path.abspath(a.run)}
+    if not a.skip_quality:
+        out["quality"] = quality(a.run, a.data, a.steps, a.seeds, a.knowledge_steps)
+    out["latency"] = latency(a.run, a.scenario, a.seconds)
+    os.makedirs(os.path.dirname(a.output), exist_ok=True)
+    with open(a.output, "w") as f:
+        json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
