@@ -6,7 +6,7 @@ Transform component alone (from ML Metadata's execution timestamps).
 
     .venv/bin/python -m bench.transform [--rows 100000 1000000] [--beam-args "..."]
 
-Writes bench/results/transform.json. On the DirectRunner expect ~17 s fixed plus
+Writes bench/results/transform.json (sizes measured before on the same machine are kept). On the DirectRunner expect ~17 s fixed plus
 ~0.5 ms per row per worker; real sizes belong on Flink, Spark or Dataflow.
 """
 
@@ -46,11 +46,17 @@ def main(argv=None):
                         "pipeline_seconds": round(total, 1)})
         print(f"transform: {rows:,} rows in {seconds:.1f} s = {rows / seconds:,.0f} rows/s "
               f"(ExampleGen + Transform pipeline {total:.1f} s)", flush=True)
-    out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-           "beam_args": a.beam_args, "results": results}
-    os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-    with open(os.path.join(os.path.dirname(__file__), "results", "transform.json"), "w") as f:
-        json.dump(out, f, indent=1)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    path = os.path.join(os.path.dirname(__file__), "results", "transform.json")
+    if os.path.exists(path):  # keep other sizes measured on the same machine and Beam args
+        with open(path) as f:
+            before = json.load(f)
+        if before.get("machine") == machine and before.get("beam_args") == a.beam_args:
+            sizes = {r["rows"] for r in results}
+            results = sorted([r for r in before["results"] if r["rows"] not in sizes] + results, key=lambda r: r["rows"])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"machine": machine, "beam_args": a.beam_args, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":
