@@ -128,10 +128,14 @@ def plot_auc(evaluations, task, path):
     fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(slices)), 4))
     x = np.arange(len(slices))
     oracle = [_oracle(evaluations, s, task) or np.nan for s in slices]
-    ax.bar(x, oracle, width, label="oracle", color="#bbbbbb")
+    ax.bar(x, oracle, width, label="oracle", color="#dddddd", hatch="//", edgecolor="#999999", lw=0)
+    # tab10 then tab20's light shades, without grey: grey is the oracle's
+    palette = [c for i, c in enumerate(plt.cm.tab10.colors) if i != 7]
+    palette += [c for i, c in enumerate(plt.cm.tab20.colors) if i % 2 and i != 15]
     for k, n in enumerate(names):
         vals = [evaluations[n]["metrics"].get(s, {}).get(task, {}).get("auc") for s in slices]
-        ax.bar(x + (k + 1) * width, [np.nan if v is None else v for v in vals], width, label=n)
+        ax.bar(x + (k + 1) * width, [np.nan if v is None else v for v in vals], width, label=n,
+               color=palette[k % len(palette)])
     ax.set_xticks(x + 0.4 - width / 2, slices, rotation=30, ha="right")
     ax.set_ylim(0.45, 1.0)
     ax.axhline(0.5, color="k", lw=0.5)
@@ -194,11 +198,11 @@ def plot_clusters(name, counts, path):
     scen = list(counts)
     share = np.asarray([counts[s] for s in scen], np.float64)
     share = share / np.maximum(share.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * share.shape[1], 0.5 + 0.4 * len(scen)))
+    fig, ax = plt.subplots(figsize=(max(4.5, 2.5 + 0.6 * share.shape[1]), 0.8 + 0.4 * len(scen)))
     im = ax.imshow(share, vmin=0, vmax=1, cmap="magma", aspect="auto")
     ax.set_yticks(range(len(scen)), scen, fontsize=8)
     ax.set_xlabel("cluster")
-    ax.set_title(f"{name}: share of each scenario routed to each cluster", fontsize=9)
+    ax.set_title(f"{name}: share of each scenario\nrouted to each cluster", fontsize=9)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
