@@ -1,17 +1,23 @@
 """Benchmark: rows/s of the Transform step (tf.Transform on Beam) as the data grows.
 
-For each size: generate a data set, run the pipeline's head (pipelines/transform_only.py:
-CsvExampleGen -> ImportSchemaGen -> Transform, the pipeline's Beam args) and time the
-Transform component alone (from ML Metadata's execution timestamps).
+For each size: generate a data set, write it as ExampleGen's output (split 4:1) and run
+Transform on it with the pipeline's preprocessing_fn, schema and Beam args
+(pipelines/transform_only.py), timing the Transform component alone from ML Metadata's
+execution timestamps.
 
-    .venv/bin/python -m bench.transform [--rows 100000 1000000] [--beam-args "..."]
+    .venv/bin/python -m bench.transform [--rows 100000 1000000 10000000] [--beam-args "..."]
+                                         [--examples written|example_gen]
 
-Writes bench/results/transform.json (sizes measured before on the same machine are kept).
+--examples written (default) writes the examples with pipelines.transform_only.write_examples
+(no Beam); example_gen runs CsvExampleGen first, as the pipeline does. Both give the same
+examples, but on the DirectRunner CsvExampleGen's reshuffle holds every example in the
+driver's memory: it was OOM-killed at 22.7 GB on 10M rows (24 GiB machine; 3M rows peaked
+at ~12 GB), so sizes past a few million rows need written examples here, and a real Beam
+runner (Flink, Spark, Dataflow; KEEP_SAMD_BEAM_ARGS) in production. Transform alone fits:
+10M rows took 1,020 s (9.8k rows/s) with the machine's memory peaking at ~20 GB.
 
-Measured on the 2-core, 24 GiB machine: 100k rows 47 s, 1M 151 s, 3M 309 s (peak RSS of
-the runner and its workers ~12 GB at 3M). 10M rows do not fit: the DirectRunner keeps
-each stage's output in the driver's memory and CsvExampleGen was OOM-killed at 22.7 GB.
-Real sizes belong on Flink, Spark or Dataflow (KEEP_SAMD_BEAM_ARGS).
+Writes bench/results/transform.json (transform_example_gen.json with --examples example_gen);
+sizes measured before on the same machine and Beam args are kept.
 """
 
 import argparse
@@ -25,8 +31,19 @@ import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from pipelines.transform_only import run_transform  # noqa: E402
+from pipelines.transform_only import run_transform, write_examples  # noqa: E402
 from synthetic import generate as G  # noqa: E402
+
+
+def _every_tenth(rows):
+    shown = [0]
+
+    def progress(n):
+        if n * 10 // rows > shown[0]:
+            shown[0] = n * 10 // rows
+            print(f"  examples written: {n:,}/{rows:,}", flush=True)
+
+    return progress
 
 
 def main(argv=None):
@@ -35,32 +52,39 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--beam-args", default=" ".join(DEFAULT_BEAM_ARGS))
+    p.add_argument("--examples", choices=["written", "example_gen"], default="written")
     a = p.parse_args(argv)
     results = []
     for rows in a.rows:
         tmp = tempfile.mkdtemp()
         try:
-            G.generate(os.path.join(tmp, "data"), G.GeneratorConfig(rows=rows), progress=False)
+            data = os.path.join(tmp, "data")
+            G.generate(data, G.GeneratorConfig(rows=rows), progress=False)
             t0 = time.perf_counter()
-            seconds = run_transform(os.path.join(tmp, "data"), tmp, shlex.split(a.beam_args)).transform_seconds
+            examples = None
+            if a.examples == "written":
+                examples = os.path.join(tmp, "examples")
+                write_examples(data, examples, progress=_every_tenth(rows))
+            seconds = run_transform(data, tmp, shlex.split(a.beam_args), examples_uri=examples).transform_seconds
             total = time.perf_counter() - t0
         finally:
             shutil.rmtree(tmp)
         results.append({"rows": rows, "transform_seconds": round(seconds, 1), "rows_per_second": round(rows / seconds),
                         "pipeline_seconds": round(total, 1)})
         print(f"transform: {rows:,} rows in {seconds:.1f} s = {rows / seconds:,.0f} rows/s "
-              f"(ExampleGen + Transform pipeline {total:.1f} s)", flush=True)
+              f"(examples + Transform {total:.1f} s)", flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    path = os.path.join(os.path.dirname(__file__), "results", "transform.json")
+    name = "transform.json" if a.examples == "written" else "transform_example_gen.json"
+    path = os.path.join(os.path.dirname(__file__), "results", name)
     if os.path.exists(path):  # keep other sizes measured on the same machine and Beam args
         with open(path) as f:
             before = json.load(f)
-        if before.get("machine") == machine and before.get("beam_args") == a.beam_args:
+        if (before.get("machine"), before.get("beam_args")) == (machine, a.beam_args):
             sizes = {r["rows"] for r in results}
             results = sorted([r for r in before["results"] if r["rows"] not in sizes] + results, key=lambda r: r["rows"])
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        json.dump({"machine": machine, "beam_args": a.beam_args, "results": results}, f, indent=1)
+        json.dump({"machine": machine, "beam_args": a.beam_args, "examples": a.examples, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,18 @@ trainers that read transformed examples.
 
     result = run_transform(data_root, workdir)
     result.transformed_examples, result.transform_graph, result.raw_examples, result.transform_seconds
+
+`write_examples` turns the raw CSVs into ExampleGen's output layout without Beam, and
+`run_transform(..., examples_uri=...)` imports that instead of running CsvExampleGen.
+Why: CsvExampleGen reshuffles every example before writing (tfx write_split.py), and the
+DirectRunner holds a reshuffle in the driver's memory, so 10M rows are OOM-killed on a
+24 GiB machine before Transform starts. Transform itself streams.
 """
 
 import dataclasses
 import glob
 import os
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 from pipelines.options import DEFAULT_BEAM_ARGS, SCHEMA_FILE
 
@@ -24,19 +30,91 @@ class TransformResult:
     transform_seconds: float  # the Transform component alone, from ML Metadata's timestamps
 
 
-def run_transform(data_root: str, workdir: str, beam_args: Sequence[str] = DEFAULT_BEAM_ARGS) -> TransformResult:
+def _schema_types():
+    import pyarrow as pa
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from tfx.utils import io_utils
+
+    schema = io_utils.parse_pbtxt_file(SCHEMA_FILE, schema_pb2.Schema())
+    arrow = {schema_pb2.INT: pa.int64(), schema_pb2.FLOAT: pa.float32(), schema_pb2.BYTES: pa.binary()}
+    return {f.name: arrow[f.type] for f in schema.feature}
+
+
+def write_examples(data_root: str, uri: str, shards: int = 4, progress: Optional[Callable[[int], None]] = None) -> int:
+    """Writes data_root's day=*/*.csv as tf.Examples under uri/Split-train and uri/Split-eval.
+
+    Like CsvExampleGen: 4 of 5 hash buckets of the serialized example go to train, 1 to eval;
+    an empty cell is an empty value list. Types come from the schema (ExampleGen infers them).
+    Files are uncompressed TFRecords, `shards` per split, streamed block by block.
+    Returns the number of rows written; `progress(rows_so_far)` is called per block.
+    """
+    import zlib
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import tensorflow as tf
+    from tfx_bsl.coders import example_coder
+
+    files = sorted(glob.glob(os.path.join(data_root, "day=*", "*.csv")))
+    if not files:
+        raise FileNotFoundError(f"{data_root}: no day=*/*.csv files")
+    types = _schema_types()
+    encoder = example_coder.RecordBatchToExamplesEncoder()
+    writers = {}
+    for split in ("train", "eval"):
+        os.makedirs(os.path.join(uri, f"Split-{split}"), exist_ok=True)
+        writers[split] = [tf.io.TFRecordWriter(os.path.join(uri, f"Split-{split}", f"data_tfrecord-{k:05d}-of-{shards:05d}"))
+                          for k in range(shards)]
+    rows = 0
+    try:
+        for path in files:
+            reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24),
+                                    convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
+            unknown = [n for n in reader.schema.names if n not in types]
+            if unknown:
+                raise ValueError(f"{path}: columns not in {SCHEMA_FILE}: {unknown}")
+            for batch in reader:
+                lists = []
+                for column in batch.columns:
+                    valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+                    offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int32)
+                    lists.append(pa.ListArray.from_arrays(pa.array(offsets), column.drop_null()))
+                records = encoder.encode(pa.RecordBatch.from_arrays(lists, batch.schema.names))
+                for n, record in enumerate(records):
+                    split = "eval" if zlib.crc32(record) % 5 == 4 else "train"
+                    writers[split][(rows + n) % shards].write(record)
+                rows += len(records)
+                if progress:
+                    progress(rows)
+    finally:
+        for split_writers in writers.values():
+            for w in split_writers:
+                w.close()
+    return rows
+
+
+def run_transform(data_root: str, workdir: str, beam_args: Sequence[str] = DEFAULT_BEAM_ARGS,
+                  examples_uri: Optional[str] = None) -> TransformResult:
+    """examples_uri: examples written by write_examples, imported instead of running CsvExampleGen."""
     from ml_metadata.metadata_store import metadata_store
     from tfx import v1 as tfx
     from tfx.proto import example_gen_pb2
 
-    example_gen = tfx.components.CsvExampleGen(
-        input_base=data_root,
-        input_config=example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="all", pattern="day=*/*.csv")]),
-        output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-            example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
-            example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)])))
+    if examples_uri is None:
+        example_gen = tfx.components.CsvExampleGen(
+            input_base=data_root,
+            input_config=example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="all", pattern="day=*/*.csv")]),
+            output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+                example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
+                example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)])))
+        examples = example_gen.outputs["examples"]
+    else:
+        example_gen = tfx.dsl.Importer(source_uri=examples_uri, artifact_type=tfx.types.standard_artifacts.Examples,
+                                       properties={"split_names": '["train", "eval"]'}).with_id("ExamplesImporter")
+        examples = example_gen.outputs["result"]
     schema = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
-    transform = tfx.components.Transform(examples=example_gen.outputs["examples"], schema=schema.outputs["schema"],
+    transform = tfx.components.Transform(examples=examples, schema=schema.outputs["schema"],
                                          preprocessing_fn="models.preprocessing.preprocessing_fn")
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(os.path.join(workdir, "metadata.sqlite"))
     root = os.path.join(workdir, "root")
@@ -57,6 +135,6 @@ def run_transform(data_root: str, workdir: str, beam_args: Sequence[str] = DEFAU
             raise FileNotFoundError(os.path.join(root, *parts))
         return found[-1]
 
-    return TransformResult(raw_examples=latest("CsvExampleGen", "examples"),
+    return TransformResult(raw_examples=examples_uri or latest("CsvExampleGen", "examples"),
                            transformed_examples=latest("Transform", "transformed_examples"),
                            transform_graph=latest("Transform", "transform_graph"), transform_seconds=seconds)

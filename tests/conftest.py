@@ -1,6 +1,8 @@
 import os
 import sys
 
+import pytest
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -9,6 +11,18 @@ REPORTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 _STARTED = [0.0]
+
+
+@pytest.fixture(scope="session")
+def transformed(tmp_path_factory):
+    """(data root, TransformResult) of a small generated data set (slow: one Transform run)."""
+    from pipelines.transform_only import run_transform
+    from synthetic import generate as G
+
+    tmp = str(tmp_path_factory.mktemp("transformed"))
+    data = os.path.join(tmp, "data")
+    G.generate(data, G.GeneratorConfig(rows=4000, days=3, seed=11), progress=False)
+    return data, run_transform(data, tmp)
 
 
 def pytest_sessionstart(session):
