@@ -10,7 +10,7 @@ execution timestamps.
 
 --examples written (default) writes the examples with pipelines.transform_only.write_examples
 (no Beam); example_gen runs CsvExampleGen first, as the pipeline does. Both give the same
-examples, but on the DirectRunner CsvExampleGen's reshuffle holds every example in the
+examples split 4:1 (by different hashes), but on the DirectRunner CsvExampleGen's reshuffle holds every example in the
 driver's memory: it was OOM-killed at 22.7 GB on 10M rows (24 GiB machine; 3M rows peaked
 at ~12 GB), so sizes past a few million rows need written examples here, and a real Beam
 runner (Flink, Spark, Dataflow; KEEP_SAMD_BEAM_ARGS) in production. Transform alone fits:

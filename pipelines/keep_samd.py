@@ -22,7 +22,6 @@ import os
 
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
-from tfx.proto import example_gen_pb2
 
 from components.downstream_trainer import DownstreamTrainer
 from components.evaluation_report.component import EvaluationReport
@@ -36,7 +35,7 @@ from components.scenario_similarity.component import ScenarioSimilarity
 from components.validation_gate import ValidationGate
 from components.raw_data_check.checks import RawDataError
 from components.serving_pusher import executor as serving_pusher
-from pipelines.options import PIPELINE_NAME, PipelineOptions
+from pipelines.options import PIPELINE_NAME, PipelineOptions, example_gen_configs
 
 KEEP_MODEL_NAME = "keep_general"
 DOWNSTREAM_MODEL_NAME = "keep_downstream"
@@ -52,18 +51,9 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
         raise FileNotFoundError(f"{options.schema_file}: schema file not found")
 
     raw_check = RawDataCheck(data_root=options.data_root)
-    example_gen = tfx.components.CsvExampleGen(
-        input_base=options.data_root,
-        input_config=example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="all", pattern="day=*/*.csv")]),
-        output_config=example_gen_pb2.Output(
-            split_config=example_gen_pb2.SplitConfig(
-                splits=[
-                    example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
-                    example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
-                ]
-            )
-        ),
-    )
+    input_config, output_config = example_gen_configs()
+    example_gen = tfx.components.CsvExampleGen(input_base=options.data_root, input_config=input_config,
+                                               output_config=output_config)
     example_gen.add_upstream_node(raw_check)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=options.schema_file)

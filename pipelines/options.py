@@ -46,6 +46,17 @@ PIPELINE_NAME = "keep_samd"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_FILE = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
 DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=0")
+RAW_PATTERN = "day=*/*.csv"  # impression logs under the data root
+SPLIT_BUCKETS = (("train", 4), ("eval", 1))  # ExampleGen's split of the rows by hash
+
+
+def example_gen_configs():
+    """(input_config, output_config) of the pipeline's CsvExampleGen: every day, split by SPLIT_BUCKETS."""
+    from tfx.proto import example_gen_pb2
+
+    return (example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="all", pattern=RAW_PATTERN)]),
+            example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+                example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=n) for name, n in SPLIT_BUCKETS])))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,10 +16,11 @@ DirectRunner holds a reshuffle in the driver's memory, so 10M rows are OOM-kille
 
 import dataclasses
 import glob
+import json
 import os
 from typing import Callable, Optional, Sequence
 
-from pipelines.options import DEFAULT_BEAM_ARGS, SCHEMA_FILE
+from pipelines.options import DEFAULT_BEAM_ARGS, RAW_PATTERN, SCHEMA_FILE, SPLIT_BUCKETS, example_gen_configs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +44,9 @@ def _schema_types():
 def write_examples(data_root: str, uri: str, shards: int = 4, progress: Optional[Callable[[int], None]] = None) -> int:
     """Writes data_root's day=*/*.csv as tf.Examples under uri/Split-train and uri/Split-eval.
 
-    Like CsvExampleGen: 4 of 5 hash buckets of the serialized example go to train, 1 to eval;
-    an empty cell is an empty value list. Types come from the schema (ExampleGen infers them).
+    Like CsvExampleGen: the splits take SPLIT_BUCKETS of a hash of the serialized example
+    (crc32, not ExampleGen's fingerprint, so the same proportions but not the same rows per
+    split); an empty cell is an empty value list. Types come from the schema (ExampleGen infers them).
     Files are uncompressed TFRecords, `shards` per split, streamed block by block.
     Returns the number of rows written; `progress(rows_so_far)` is called per block.
     """
@@ -56,13 +58,14 @@ def write_examples(data_root: str, uri: str, shards: int = 4, progress: Optional
     import tensorflow as tf
     from tfx_bsl.coders import example_coder
 
-    files = sorted(glob.glob(os.path.join(data_root, "day=*", "*.csv")))
+    files = sorted(glob.glob(os.path.join(data_root, RAW_PATTERN)))
     if not files:
-        raise FileNotFoundError(f"{data_root}: no day=*/*.csv files")
+        raise FileNotFoundError(f"{data_root}: no {RAW_PATTERN} files")
+    bucket_split = [name for name, n in SPLIT_BUCKETS for _ in range(n)]
     types = _schema_types()
     encoder = example_coder.RecordBatchToExamplesEncoder()
     writers = {}
-    for split in ("train", "eval"):
+    for split, _ in SPLIT_BUCKETS:
         os.makedirs(os.path.join(uri, f"Split-{split}"), exist_ok=True)
         writers[split] = [tf.io.TFRecordWriter(os.path.join(uri, f"Split-{split}", f"data_tfrecord-{k:05d}-of-{shards:05d}"))
                           for k in range(shards)]
@@ -77,13 +80,12 @@ def write_examples(data_root: str, uri: str, shards: int = 4, progress: Optional
             for batch in reader:
                 lists = []
                 for column in batch.columns:
-                    valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+                    valid = ~column.is_null().to_numpy(zero_copy_only=False)
                     offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int32)
                     lists.append(pa.ListArray.from_arrays(pa.array(offsets), column.drop_null()))
                 records = encoder.encode(pa.RecordBatch.from_arrays(lists, batch.schema.names))
                 for n, record in enumerate(records):
-                    split = "eval" if zlib.crc32(record) % 5 == 4 else "train"
-                    writers[split][(rows + n) % shards].write(record)
+                    writers[bucket_split[zlib.crc32(record) % len(bucket_split)]][(rows + n) % shards].write(record)
                 rows += len(records)
                 if progress:
                     progress(rows)
@@ -99,19 +101,15 @@ def run_transform(data_root: str, workdir: str, beam_args: Sequence[str] = DEFAU
     """examples_uri: examples written by write_examples, imported instead of running CsvExampleGen."""
     from ml_metadata.metadata_store import metadata_store
     from tfx import v1 as tfx
-    from tfx.proto import example_gen_pb2
-
     if examples_uri is None:
-        example_gen = tfx.components.CsvExampleGen(
-            input_base=data_root,
-            input_config=example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="all", pattern="day=*/*.csv")]),
-            output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-                example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
-                example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)])))
+        input_config, output_config = example_gen_configs()
+        example_gen = tfx.components.CsvExampleGen(input_base=data_root, input_config=input_config,
+                                                   output_config=output_config)
         examples = example_gen.outputs["examples"]
     else:
+        split_names = json.dumps([name for name, _ in SPLIT_BUCKETS])
         example_gen = tfx.dsl.Importer(source_uri=examples_uri, artifact_type=tfx.types.standard_artifacts.Examples,
-                                       properties={"split_names": '["train", "eval"]'}).with_id("ExamplesImporter")
+                                       properties={"split_names": split_names}).with_id("ExamplesImporter")
         examples = example_gen.outputs["result"]
     schema = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
     transform = tfx.components.Transform(examples=examples, schema=schema.outputs["schema"],
