@@ -21,7 +21,8 @@ seed fixes the data set byte for byte):
   scenario's features; `heterogeneous` ones that drop most of them (feature overlap
   with the super scenario below 50%), carry features of their own and click for their
   own reasons (coupons, membership, watch time, device; no behaviour-sequence effect);
-  `minor` ones with a tenth of a homogeneous scenario's data.
+  `minor` ones with a tenth of a homogeneous scenario's data (a quarter in the `rich`
+  preset, see below).
 * Behaviour sequences come from the user's own past: a pre-period history of items
   drawn by the user's affinity, then every click of day d is prepended (most recent
   first) before day d+1 is generated. Histories refresh daily, as feature pipelines
@@ -32,9 +33,31 @@ seed fixes the data set byte for byte):
   with their own item vectors: P(conversion | click) and P(cart | click). The true
   probabilities are written as `p_click`, `p_conversion`, `p_cart` (conditional on a
   click for the last two), so the oracle AUC is computable.
+* Impressions: a scenario's row count is a multinomial draw over the scenario weights;
+  each row's day is uniform over the days (so every day expects rows / days rows), its
+  user is a visitor of the scenario drawn by activity, its item drawn by popularity.
+
+Presets (`PRESETS`, `--preset NAME`; flags given explicitly override the preset):
+
+* `default`: 40,000 rows over 4 days; users and items scale with rows (rows // 40,
+  at least 500), so every user has about 40 impressions at any size and little beyond
+  popularity is learnable.
+* `rich`: a quality benchmark that must tell recommendation methods apart. 510,000
+  rows over 5 days, 1,000 users, 2,000 items, minor scenarios at a quarter of a
+  homogeneous one (weight 0.035 against 0.14; the heterogeneous ones have 0.07, so the
+  minor ones stay clearly the smallest). Meant for a split by day: days 0-2 train,
+  day 3 validation, day 4 test. Expected rows on the test day: every scenario at least
+  3,466 (the minor ones; 3,000 needed plus a 15% margin; home_feed 39,612, homogeneous
+  13,864, heterogeneous 6,932), 102,000 in all. Impressions per user over the three
+  train days: 306 on average, about 215 for the median user (activity is log-normal),
+  510 over all days (1,000 users rather than 2,000: at this total, 2,000 would have
+  153 train impressions each, 107 for the median user). `rows` is the smallest round figure meeting the minimum with
+  margin: 3,000 x 1.15 x 5 days x 1.03 (weight sum) / 0.035 = 507,643 -> 510,000.
+  `--seed` draws other data sets of the same shape (a benchmark's data seeds).
 
 Usage:
     python -m synthetic.generate --output data/default --rows 40000 --seed 7
+    python -m synthetic.generate --preset rich --output data/rich --seed 7
 """
 
 from __future__ import annotations
@@ -48,7 +71,8 @@ import os
 import shutil
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+import types
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -115,6 +139,41 @@ class GeneratorConfig:
         items = self.items or max(500, self.rows // 40)
         shops = self.shops or max(100, items // 8)
         return dataclasses.replace(self, users=users, items=items, shops=shops)
+
+
+def expected_rows_per_day(cfg: GeneratorConfig) -> Dict[str, float]:
+    """{scenario_id: expected rows on any one day}: rows x weight share / days.
+
+    `generate` draws each scenario's rows as a multinomial over the weights and each
+    row's day uniformly, so this holds for every day, the last (test) day included.
+    """
+    total = sum(s.weight for s in cfg.scenarios)
+    return {s.scenario_id: cfg.rows * s.weight / total / cfg.days for s in cfg.scenarios}
+
+
+# The `rich` preset's scenarios: the default ones with the minor scenarios at a quarter
+# of a homogeneous scenario (0.035 against 0.14) instead of a tenth, so that their test
+# day reaches 3,000 rows at the smallest total; still half a heterogeneous one (0.07).
+RICH_SCENARIOS = tuple(
+    dataclasses.replace(s, weight=0.035) if s.role == "minor" else s for s in DEFAULT_SCENARIOS
+)
+
+# Named, frozen configurations; `--preset NAME` picks one and explicit flags override it.
+# The module docstring documents them (what for, sizes, impressions per user).
+PRESETS: Mapping[str, GeneratorConfig] = types.MappingProxyType({
+    "default": GeneratorConfig(),
+    # 3,000 x 1.15 x 5 days x 1.03 / 0.035 = 507,643 -> 510,000 rows: >= 3,466 expected
+    # rows per scenario on the test day; 1,000 users -> 306 impressions a user on the
+    # 3 train days (rows x 3/5 / users).
+    "rich": GeneratorConfig(rows=510_000, days=5, users=1_000, items=2_000, scenarios=RICH_SCENARIOS),
+})
+
+
+def preset_config(name: str = "default", **overrides) -> GeneratorConfig:
+    """The preset `name` with the given fields replaced (None values are ignored)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
 def feature_overlap(scenario: Scenario, super_scenario: Scenario) -> float:
@@ -492,6 +551,7 @@ def generate(output: str, cfg: GeneratorConfig = GeneratorConfig(), progress: bo
                 "latent_cluster": sc.cluster,
                 "features": list(sc.features),
                 "feature_overlap_with_super": feature_overlap(sc, super_sc),
+                "weight": sc.weight,
                 "rows": int(per_scenario[i]),
             }
             for i, sc in enumerate(cfg.scenarios)
@@ -509,19 +569,57 @@ def generate(output: str, cfg: GeneratorConfig = GeneratorConfig(), progress: bo
     return truth
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def _presets_help() -> str:
+    lines = ["presets (--preset NAME; --rows, --days, --users, --items, --seed given explicitly override it):"]
+    for name, cfg in PRESETS.items():
+        r = cfg.resolved()
+        lines.append(
+            f"  {name}: {r.rows:,} rows over {r.days} days, {r.users:,} users, {r.items:,} items"
+            f"{'' if cfg.users else ' (scaling with rows)'}:\n"
+            f"    {r.rows / r.users:,.0f} impressions a user in all, smallest scenario "
+            f"{min(expected_rows_per_day(r).values()):,.0f} expected rows a day"
+        )
+    rich = PRESETS["rich"].resolved()
+    train_days = rich.days - 2
+    lines.append(
+        f"  rich is the quality benchmark's data, split by day (days 0-{train_days - 1} train, day {train_days} "
+        f"validation,\n  day {train_days + 1} test): users have {rich.rows * train_days / rich.days / rich.users:,.0f} "
+        f"impressions each on the train days on average\n"
+        f"  (median about 215; activity is log-normal); every scenario has at least 3,000 test-day rows\n"
+        f"  (the minor ones, at a quarter of a homogeneous one instead of a tenth: "
+        f"{min(expected_rows_per_day(rich).values()):,.0f} expected);\n"
+        f"  --seed draws other data sets of the same shape."
+    )
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], epilog=_presets_help(), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--output", required=True, help="data folder to write (replaced if it exists)")
-    p.add_argument("--rows", type=int, default=GeneratorConfig.rows)
-    p.add_argument("--days", type=int, default=GeneratorConfig.days)
-    p.add_argument("--users", type=int, default=None)
-    p.add_argument("--items", type=int, default=None)
-    p.add_argument("--seed", type=int, default=GeneratorConfig.seed)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                   help="named configuration (default: %(default)s); see below")
+    p.add_argument("--rows", type=int, default=None, help="total rows (default: the preset's)")
+    p.add_argument("--days", type=int, default=None, help="days (default: the preset's)")
+    p.add_argument("--users", type=int, default=None, help="users (default: the preset's, or rows // 40)")
+    p.add_argument("--items", type=int, default=None, help="items (default: the preset's, or rows // 40)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's, 7)")
     p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    """(GeneratorConfig, parsed arguments): the preset with the flags given explicitly applied."""
+    p = _parser()
     a = p.parse_args(argv)
-    if a.rows <= 0 or a.days <= 0:
+    if (a.rows is not None and a.rows <= 0) or (a.days is not None and a.days <= 0):
         p.error("--rows and --days must be positive")
-    cfg = GeneratorConfig(rows=a.rows, days=a.days, users=a.users, items=a.items, seed=a.seed)
+    return preset_config(a.preset, rows=a.rows, days=a.days, users=a.users, items=a.items, seed=a.seed), a
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    cfg, a = parse_args(argv)
     truth = generate(a.output, cfg, progress=not a.no_progress)
     rate = truth["rows"] / max(truth["seconds"], 1e-9)
     print(

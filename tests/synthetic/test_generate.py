@@ -1,3 +1,4 @@
+import dataclasses
 import filecmp
 import glob
 import json
@@ -137,3 +138,100 @@ def test_truth_file_and_cli(tmp_path):
     assert not glob.glob(str(tmp_path / "cli.tmp-*"))  # no half-written folder left behind
     with pytest.raises(SystemExit):
         G.main(["--output", str(out), "--rows", "0"])
+
+
+# --- presets -----------------------------------------------------------------------------
+
+RICH = G.PRESETS["rich"]
+MIN_TEST_DAY_ROWS = 3000  # the quality benchmark's minimum per scenario on the test (last) day
+
+
+def test_rich_preset_gives_every_scenario_3000_test_day_rows_with_a_small_margin():
+    per_day = G.expected_rows_per_day(RICH)  # generate: multinomial over weights, uniform days
+    smallest = min(per_day.values())
+    assert smallest >= 1.15 * MIN_TEST_DAY_ROWS  # the 3,000 minimum with a 15% margin
+    # ... and no more than that: the total is the smallest round figure meeting it.
+    assert smallest <= 1.20 * MIN_TEST_DAY_ROWS
+    # 3 sd of the binomial draw of the smallest scenario's test day still clear the minimum.
+    assert smallest - 3 * smallest ** 0.5 > MIN_TEST_DAY_ROWS
+    assert RICH.rows == 510_000 and RICH.days == 5 and sum(per_day.values()) * RICH.days == pytest.approx(RICH.rows)
+
+
+def test_rich_preset_minor_scenarios_are_a_quarter_of_a_homogeneous_one_and_the_smallest():
+    by_role = {}
+    for s in RICH.scenarios:
+        by_role.setdefault(s.role, []).append(s.weight)
+    assert by_role["minor"] == [0.035, 0.035]
+    assert max(by_role["minor"]) / min(by_role["homogeneous"]) == pytest.approx(0.25)
+    assert max(by_role["minor"]) < 0.6 * min(w for r, ws in by_role.items() if r != "minor" for w in ws)
+    # Everything but the minor weights is the default set.
+    assert [dataclasses.replace(s, weight=0) for s in RICH.scenarios] == \
+        [dataclasses.replace(s, weight=0) for s in G.DEFAULT_SCENARIOS]
+
+
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_rich_preset_users_have_hundreds_of_train_day_impressions(seed):
+    """Days 0-2 train, 3 validation, 4 test: expected impressions per user on the train days."""
+    cfg = dataclasses.replace(RICH, seed=seed).resolved()
+    train_share = (cfg.days - 2) / cfg.days
+    assert cfg.rows * train_share / cfg.users >= 300  # on average
+    # Per user, from the latent world generate draws first (same rng, same order):
+    # a scenario's rows go to its visitors in proportion to their activity.
+    world = G._World(cfg, np.random.default_rng(cfg.seed))
+    w = np.array([s.weight for s in cfg.scenarios])
+    expected = np.zeros(cfg.users)
+    for s, share in enumerate(w / w.sum()):
+        act = world.user_activity * world.member[:, s]
+        expected += cfg.rows * train_share * share * act / act.sum()
+    assert np.median(expected) >= 200  # the median user too (activity is log-normal)
+    assert np.mean(expected >= 100) > 0.75
+
+
+def test_presets_are_frozen_and_the_default_preset_is_the_old_default():
+    assert G.PRESETS["default"] == G.GeneratorConfig()
+    with pytest.raises(TypeError):
+        G.PRESETS["rich"] = G.GeneratorConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RICH.rows = 1
+    with pytest.raises(ValueError):
+        G.preset_config("nope")
+
+
+def test_cli_preset_parses_and_explicit_flags_override_it():
+    cfg, _ = G.parse_args(["--output", "x", "--preset", "rich"])
+    assert cfg == RICH
+    cfg, _ = G.parse_args(["--output", "x", "--preset", "rich", "--seed", "8"])
+    assert cfg == dataclasses.replace(RICH, seed=8)
+    cfg, _ = G.parse_args(["--output", "x", "--preset", "rich", "--rows", "20000", "--days", "3",
+                           "--users", "300", "--items", "400", "--seed", "3"])
+    assert (cfg.rows, cfg.days, cfg.users, cfg.items, cfg.seed) == (20_000, 3, 300, 400, 3)
+    assert cfg.scenarios == G.RICH_SCENARIOS  # what no flag names stays the preset's
+    # Without --preset: the old defaults, users and items scaling with rows.
+    cfg, _ = G.parse_args(["--output", "x", "--rows", "80000"])
+    assert cfg == G.GeneratorConfig(rows=80_000) and cfg.resolved().users == 2000
+    with pytest.raises(SystemExit):
+        G.parse_args(["--output", "x", "--preset", "huge"])
+    help_text = G._parser().format_help()
+    assert "rich: 510,000 rows over 5 days, 1,000 users, 2,000 items" in help_text
+    assert "306 impressions each on the train days" in help_text
+    assert "`rich`" in G.__doc__ and "3,466" in G.__doc__
+
+
+def test_rich_preset_scaled_down_splits_rows_across_days_as_expected(tmp_path):
+    """The preset at 1/17 of its rows through the CLI: days and scenario shares as computed."""
+    out = tmp_path / "rich_small"
+    assert G.main(["--output", str(out), "--preset", "rich", "--rows", "30000", "--users", "200",
+                   "--no-progress"]) == 0
+    truth = json.load(open(out / "truth.json"))
+    assert truth["config"]["days"] == 5 and truth["rows"] == 30_000
+    assert {s["scenario_id"]: s["weight"] for s in truth["scenarios"]} == \
+        {s.scenario_id: s.weight for s in G.RICH_SCENARIOS}
+    rows = pd.concat([pd.read_csv(f, usecols=["scenario_id", "day"])
+                      for f in sorted(glob.glob(str(out / "day=*" / "*.csv")))])
+    expected = G.expected_rows_per_day(dataclasses.replace(RICH, rows=30_000))
+    last = rows[rows.day == 4].scenario_id.value_counts()
+    for scenario, e in expected.items():  # binomial draws: within 5 sd
+        assert abs(last[scenario] - e) < 5 * e ** 0.5, (scenario, last[scenario], e)
+    assert last.nsmallest(2).index.sort_values().tolist() == ["coupon_center", "flash_sale"]
+    per_day = rows.day.value_counts()
+    assert (abs(per_day - 6000) < 5 * 6000 ** 0.5).all()
