@@ -1,13 +1,15 @@
-"""Metrics of a model on the raw eval split, per scenario and task.
+"""Metrics of a model on the raw test split, per scenario and task.
 
-The eval split is ExampleGen's output (raw tf.Examples), scored through the
+The test split (ExampleGen's last day, raw tf.Examples) is scored through the
 exported SavedModel exactly as a serving client would. Per slice (ALL and each
 scenario) and task:
 
-- `auc`: scikit-learn's ROC AUC;
+- `auc`: ROC AUC (ties count half), with `auc_ci`, its 95% DeLong interval;
 - `gauc`: user-weighted AUC over the users that have both labels in the slice
-  (KEEP's and SAMD's GAUC), each user's AUC by scikit-learn, weighted by the
-  user's impressions;
+  (KEEP's and SAMD's GAUC), each user's AUC weighted by the user's impressions,
+  with `gauc_ci`, its 95% bootstrap interval over users;
+- `positives`, `negatives` and `readable`: whether the slice has at least
+  MIN_CLASS of each class (a cell with fewer is too small to read);
 - `logloss`, `calibration` (mean prediction / mean label), `oracle_auc` (the AUC
   of the generator's true probabilities, when the data carries them).
 
@@ -17,15 +19,19 @@ as they are trained. A metric that cannot be computed (one class only) is None.
 
 import glob
 import os
-from typing import Dict, Iterable, List, Optional
+from statistics import NormalDist
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import log_loss
 
 TASKS = ("click", "conversion", "cart")
 ORACLE = {"click": "p_click", "conversion": "p_conversion", "cart": "p_cart"}
 ALL = "ALL"
 GROUPS = ("homogeneous", "heterogeneous", "minor")  # SAMD Table 1's groups (roles in scenarios.csv)
+# With fewer positives or negatives than this, a 95% AUC interval is about +-0.07 or wider: too wide to rank by.
+MIN_CLASS = 50
+Interval = Tuple[float, float, float]  # (value, low, high)
 
 
 def _value(example, name):
@@ -40,7 +46,7 @@ def _value(example, name):
     return None
 
 
-def eval_files(examples_uri: str, split: str = "eval") -> List[str]:
+def eval_files(examples_uri: str, split: str = "test") -> List[str]:
     files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
     if not files:
         raise FileNotFoundError(f"{examples_uri}: no Split-{split} files to evaluate on")
@@ -82,33 +88,172 @@ def score(signature, rows, tasks=TASKS, batch_size: int = 2048, extra=None) -> D
     return {t: np.concatenate(v) if v else np.zeros(0) for t, v in out.items()}
 
 
+def _midranks(x, groups) -> np.ndarray:
+    """1-based ranks of x within each (int) group, ties sharing their mean rank."""
+    x, groups = np.asarray(x, np.float64), np.asarray(groups, np.int64)
+    order = np.lexsort((x, groups))
+    xs, gs = x[order], groups[order]
+    new_group = np.r_[True, gs[1:] != gs[:-1]]
+    starts = np.flatnonzero(new_group | np.r_[True, xs[1:] != xs[:-1]])
+    ends = np.r_[starts[1:], len(x)]
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(x)), 0))
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0 - group_start[starts], ends - starts)
+    return ranks
+
+
+def _below(groups, y, s) -> np.ndarray:
+    """Per row, how many rows of the other class in its group score below it (ties count half).
+
+    Rank among the group minus rank among its own class (Sun & Xu 2014), so no
+    pairwise comparison is made.
+    """
+    return _midranks(s, groups) - _midranks(s, 2 * groups + y)
+
+
+def _placements(y, s):
+    """DeLong's structural components: V10, per positive the share of negatives it outranks, and
+    V01, per negative the share of positives that outrank it (ties count half). Both average to the AUC."""
+    below = _below(np.zeros(len(y), np.int64), y, s)
+    return below[y] / (~y).sum(), 1.0 - below[~y] / y.sum()
+
+
+def _binary(labels) -> np.ndarray:
+    return np.asarray(labels) > 0
+
+
 def auc(labels, scores) -> Optional[float]:
-    labels = np.asarray(labels)
-    if labels.size == 0 or labels.min() == labels.max():
+    """ROC AUC, ties counting half (scikit-learn's); None with one class."""
+    y = _binary(labels)
+    if y.all() or not y.any():
         return None
-    return float(roc_auc_score(labels, scores))
+    return float(_placements(y, np.asarray(scores))[0].mean())
+
+
+def _delong(labels, *scores):
+    """(AUC per score vector, their DeLong covariance), or None without two rows of each class."""
+    y = _binary(labels)
+    m, n = int(y.sum()), int((~y).sum())
+    if m < 2 or n < 2:  # a single row of a class leaves its components' variance undefined
+        return None
+    v10, v01 = (np.array(v) for v in zip(*(_placements(y, np.asarray(s)) for s in scores)))
+    return v10.mean(1), np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+
+
+def _normal_interval(value, variance, level, low, high) -> Interval:
+    half = NormalDist().inv_cdf((1 + level) / 2) * np.sqrt(max(variance, 0.0))  # rounding can dip below 0
+    return float(value), float(max(low, value - half)), float(min(high, value + half))
+
+
+def auc_interval(labels, scores, level: float = 0.95) -> Optional[Interval]:
+    """(AUC, low, high): DeLong's asymptotic normal interval, clipped to [0, 1].
+
+    DeLong's variance is exact for the AUC as a U-statistic and costs two sorts
+    (Sun & Xu's midrank algorithm), where a bootstrap would cost a thousand AUCs.
+    None when a class has fewer than two rows (with one class there is no AUC).
+    """
+    d = _delong(labels, scores)
+    return None if d is None else _normal_interval(d[0][0], d[1][0, 0], level, 0.0, 1.0)
+
+
+def paired_auc_difference(labels, scores_a, scores_b, level: float = 0.95) -> Optional[Interval]:
+    """(AUC(a) - AUC(b), low, high) of two models on the same rows: DeLong's paired test.
+
+    The two AUCs are correlated (same rows), so the difference's variance is
+    var(a) + var(b) - 2 cov(a, b), much tighter than two separate intervals suggest.
+    """
+    d = _delong(labels, scores_a, scores_b)
+    if d is None:
+        return None
+    (a, b), cov = d
+    return _normal_interval(a - b, cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], level, -1.0, 1.0)
+
+
+def _user_aucs(users, labels, *scores):
+    """(AUC per user and score vector [k x users], impressions per user) over users with both labels."""
+    users = np.asarray(users)
+    if users.dtype == object:  # numpy sorts fixed-width strings in C, Python objects one comparison at a time
+        users = users.astype(str)
+    _, codes = np.unique(users, return_inverse=True)
+    codes = codes.reshape(-1)
+    y = _binary(labels)
+    rows = np.bincount(codes)
+    pos = np.bincount(codes, weights=y, minlength=len(rows))
+    neg = rows - pos
+    both = (pos > 0) & (neg > 0)  # a single-class user says nothing about ranking
+    if not both.any():
+        return np.zeros((len(scores), 0)), np.zeros(0)
+    aucs = np.array([np.bincount(codes, weights=_below(codes, y, np.asarray(s)) * y, minlength=len(rows))[both]
+                     for s in scores]) / (pos * neg)[both]
+    return aucs, rows[both].astype(np.float64)
+
+
+def _weighted_mean(aucs, weights):
+    return aucs @ weights / weights.sum()
 
 
 def gauc(users, labels, scores) -> Optional[float]:
     """Impression-weighted mean of per-user AUC over users with both labels."""
-    users, labels, scores = np.asarray(users), np.asarray(labels), np.asarray(scores)
-    order = np.argsort(users, kind="stable")
-    users, labels, scores = users[order], labels[order], scores[order]
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    ends = np.r_[starts[1:], len(users)]
-    total = weight = 0.0
-    for s, e in zip(starts, ends):
-        value = auc(labels[s:e], scores[s:e])
-        if value is not None:  # a single-class user says nothing about ranking
-            total += (e - s) * value
-            weight += e - s
-    return total / weight if weight else None
+    aucs, weights = _user_aucs(users, labels, scores)
+    return float(_weighted_mean(aucs, weights)[0]) if len(weights) else None
+
+
+def _bootstrap_users(aucs, weights, resamples: int, seed: int) -> np.ndarray:
+    """GAUC of each score vector [resamples x k] over users drawn with replacement (same draws for all)."""
+    rng = np.random.default_rng(seed)
+    n = len(weights)
+    terms = np.vstack([aucs * weights, weights])  # numerators, then the denominator
+    out = []
+    chunk = max(1, 2 ** 22 // n)  # bounds the (chunk x users) index matrix to 32 MB
+    for done in range(0, resamples, chunk):
+        sums = terms[:, rng.integers(0, n, size=(min(chunk, resamples - done), n))].sum(-1)
+        out.append((sums[:-1] / sums[-1]).T)
+    return np.concatenate(out)
+
+
+def _percentile_interval(value, samples, level) -> Interval:
+    low, high = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
+    return float(value), float(low), float(high)
+
+
+def gauc_interval(users, labels, scores, level: float = 0.95, resamples: int = 1000,
+                  seed: int = 0) -> Optional[Interval]:
+    """(GAUC, low, high): percentile bootstrap over users.
+
+    Users, not rows, are GAUC's unit (each user's AUC is one observation, weighted
+    by impressions), and a user's rows are not independent, so users are resampled;
+    there is no closed form for a weighted mean of per-user AUCs. Per-user AUCs are
+    computed once, so a resample costs a weighted mean. None when no user has both labels.
+    """
+    aucs, weights = _user_aucs(users, labels, scores)
+    if not len(weights):
+        return None
+    boot = _bootstrap_users(aucs, weights, resamples, seed)[:, 0]
+    return _percentile_interval(_weighted_mean(aucs, weights)[0], boot, level)
+
+
+def paired_gauc_difference(users, labels, scores_a, scores_b, level: float = 0.95, resamples: int = 1000,
+                           seed: int = 0) -> Optional[Interval]:
+    """(GAUC(a) - GAUC(b), low, high): the same bootstrap draws of users for both models,
+    so the users both models find easy or hard cancel out of the difference."""
+    aucs, weights = _user_aucs(users, labels, scores_a, scores_b)
+    if not len(weights):
+        return None
+    boot = _bootstrap_users(aucs, weights, resamples, seed)
+    a, b = _weighted_mean(aucs, weights)
+    return _percentile_interval(a - b, boot[:, 0] - boot[:, 1], level)
 
 
 def slice_metrics(table, pred, mask, task) -> Dict:
     m = mask if task == "click" else mask & (table["click"] == 1)
     y, p = table[task][m], np.clip(pred[task][m], 1e-7, 1 - 1e-7)
-    out = {"rows": int(m.sum()), "positives": int(y.sum()), "auc": auc(y, p), "gauc": gauc(table["user"][m], y, p),
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    auc_ci, gauc_ci = auc_interval(y, p), gauc_interval(table["user"][m], y, p)
+    out = {"rows": int(m.sum()), "positives": positives, "negatives": negatives,
+           "auc": auc_ci[0] if auc_ci else auc(y, p), "auc_ci": list(auc_ci[1:]) if auc_ci else None,
+           "gauc": gauc_ci[0] if gauc_ci else None, "gauc_ci": list(gauc_ci[1:]) if gauc_ci else None,
+           "readable": min(positives, negatives) >= MIN_CLASS,
            "logloss": float(log_loss(y, p, labels=[0, 1])) if len(y) else None,
            "calibration": float(p.mean() / y.mean()) if len(y) and y.mean() > 0 else None,
            "oracle_auc": auc(y, table[ORACLE[task]][m]) if ORACLE[task] in table else None}

@@ -1,0 +1,114 @@
+"""TimeSplitExampleGen: train / validation / test by day, in the shape of TFX's example_gen executor tests."""
+
+import csv
+import glob
+import json
+import os
+
+import pytest
+
+from components.time_split_example_gen.split import SPLITS, SplitError, TimeSplit, day_of_path
+
+BEAM_ARGS = ["--runner=DirectRunner"]
+
+
+def test_default_rule_tests_on_the_last_day_and_validates_on_the_day_before():
+    rule = TimeSplit()
+    days = [3, 0, 2, 1, 4]
+    bounds = rule.boundaries(days)
+    assert bounds == (3, 4)
+    assert [SPLITS[rule.assign(d, bounds)] for d in range(5)] == ["train"] * 3 + ["validation", "test"]
+    assert rule.split_days(days) == {"train": [0, 1, 2], "validation": [3], "test": [4]}
+
+
+def test_gaps_between_days_and_longer_windows():
+    rule = TimeSplit(test_days=2, validation_days=2)
+    assert rule.split_days([10, 20, 30, 40, 50, 60]) == {"train": [10, 20], "validation": [30, 40],
+                                                          "test": [50, 60]}
+
+
+def test_too_few_days_name_the_data_and_the_need():
+    with pytest.raises(SplitError, match=r"/data: 2 day\(s\) \[0, 1\], but the time split needs at least 3"):
+        TimeSplit().boundaries([0, 1], "/data")
+
+
+def test_a_hash_validation_slice_takes_its_share_of_the_training_days_only():
+    rule = TimeSplit(validation_days=0, validation_percent=20)
+    bounds = rule.boundaries([0, 1, 2])
+    assigned = [rule.assign(d, bounds, f"row{n}".encode()) for n in range(5000) for d in (0, 1)]
+    share = sum(1 for a in assigned if a == 1) / len(assigned)
+    assert 0.17 < share < 0.23 and 2 not in assigned
+    assert all(rule.assign(2, bounds, f"row{n}".encode()) == 2 for n in range(100))
+    # the same row always lands in the same split
+    assert [rule.assign(0, bounds, b"x")] * 3 == [rule.assign(0, bounds, b"x") for _ in range(3)]
+
+
+def test_bad_options_and_paths_are_named():
+    with pytest.raises(SplitError, match="unknown option"):
+        TimeSplit.from_dict({"test_day": 1})
+    with pytest.raises(SplitError, match="test_days must be >= 1"):
+        TimeSplit.from_dict({"test_days": 0})
+    assert day_of_path("/d/day=12/part-0.csv") == 12
+    with pytest.raises(SplitError, match="/d/x/part-0.csv: not under a day=N folder"):
+        day_of_path("/d/x/part-0.csv")
+
+
+def _write_days(root, days, rows_per_day=6):
+    for d in days:
+        os.makedirs(os.path.join(root, f"day={d}"))
+        with open(os.path.join(root, f"day={d}", "part-0.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["user_id", "day", "click"])
+            for n in range(rows_per_day):
+                w.writerow([f"u{d}_{n}", d, n % 2])
+
+
+def _read_split(uri, split):
+    import tensorflow as tf
+
+    files = glob.glob(os.path.join(uri, f"Split-{split}", "*"))
+    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def test_executor_writes_three_splits_disjoint_by_day(tmp_path):
+    from tfx.dsl.io import fileio
+    from tfx.proto import example_gen_pb2
+    from tfx.types import artifact_utils, standard_artifacts
+    from tfx.utils import proto_utils
+
+    from components.time_split_example_gen import executor
+
+    root = str(tmp_path / "data")
+    _write_days(root, [0, 1, 2, 3])
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "out")
+    output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name=s, hash_buckets=1) for s in SPLITS]))
+    exec_properties = {
+        "input_base": root,
+        "input_config": proto_utils.proto_to_json(example_gen_pb2.Input(splits=[
+            example_gen_pb2.Input.Split(name="all", pattern="day=*/*.csv")])),
+        "output_config": proto_utils.proto_to_json(output_config),
+        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
+        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        "time_split": json.dumps({"test_days": 1, "validation_days": 1}),
+    }
+    executor.Executor(executor.Executor.Context(beam_pipeline_args=BEAM_ARGS, tmp_dir=str(tmp_path))).Do(
+        {}, {"examples": [examples]}, exec_properties)
+    assert artifact_utils.decode_split_names(examples.split_names) == list(SPLITS)
+    days = {s: sorted({e.features.feature["day"].int64_list.value[0] for e in _read_split(examples.uri, s)})
+            for s in SPLITS}
+    assert days == {"train": [0, 1], "validation": [2], "test": [3]}
+    assert sum(len(_read_split(examples.uri, s)) for s in SPLITS) == 24
+    assert fileio.exists(os.path.join(examples.uri, "Split-test"))
+
+
+def test_component_spec_carries_the_rule():
+    from pipelines.options import EXAMPLE_GEN_ID, example_gen
+
+    node = example_gen("/data", {"validation_days": 2})
+    assert node.id == EXAMPLE_GEN_ID
+    assert json.loads(node.exec_properties["time_split"]) == {"test_days": 1, "validation_days": 2,
+                                                              "validation_percent": 10}
+    with pytest.raises(SplitError):
+        example_gen("/data", {"validation_days": -1})
