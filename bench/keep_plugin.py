@@ -5,10 +5,12 @@ Quality, on a pipeline run's transformed examples: the downstream model of the
 sub-scenarios trained without knowledge (base) and with knowledge from
 * full: KEEP's K(u, i) from the run's general model, per (user, item) pair (not
   cacheable: a forward pass per pair);
-* decomposition, degeneration, both: heads trained here on all the run's rows, their
-  cache built and looked up by raw ids, as the pipeline serves them.
-Every variant: the same rows, steps and seeds; click GAUC (and AUC) per sub-scenario
-on the eval split, averaged over seeds.
+* decomposition, degeneration, both: heads trained here on the train split, their
+  cache built from the train days only; training rows joined point in time (each
+  key as of the day before the row's), validation and test rows looked up in the
+  cache by raw ids, as the pipeline serves them.
+Every variant: the same rows, steps and seeds; early stopping on the validation split;
+click GAUC (and AUC) per sub-scenario on the test split (the last day), averaged over seeds.
 
 Latency, on the run's pushed models (in-process, and over gRPC to the embedded server
 in its own process): a SAMD student's one Predict vs the plugged path (knowledge
@@ -54,21 +56,29 @@ def _knowledge_full(keras_dir, rows, batch=4096):
     return np.concatenate(out)
 
 
-def _knowledge_cached(strategy, tft_output, train_all, eval_all, steps, targets):
-    """Trains the strategy's heads on all rows, caches them, looks up every `targets` row by raw ids."""
+def _knowledge_cached(strategy, tft_output, train_all, validation_all, steps, train, others):
+    """Trains the strategy's heads on the train split and caches the train days; K̂ of `train`'s
+    rows point in time (as of the day before each), of each of `others` by cache lookup."""
+    from models import features as F
     from models import knowledge_center as KC
-    from models.keep_cache import CacheableKnowledgeConfig, KnowledgeCache, cache_tables
+    from models.keep_cache import CacheableKnowledgeConfig, KnowledgeCache, daily_tables, knowledge_as_of, \
+        latest_tables
     from models.transformed_data import raw_ids
 
     tf.random.set_seed(0)
-    heads = KC.train(CacheableKnowledgeConfig(strategy=strategy), tft_output, train_all, eval_all, steps)
-    every = {k: np.concatenate([train_all[k], eval_all[k]]) for k in train_all}
-    cache = KnowledgeCache(strategy, cache_tables(heads, KC.knowledge_batches(heads, tft_output, every)))
-    out = []
-    for rows in targets:
-        ids = {k: raw_ids(tft_output, k, rows[k]).astype(bytes) for k in KC.RAW_KEYS}
-        out.append(cache.lookup(user_id=tf.constant(ids["user_id"]), item_id=tf.constant(ids["item_id"]),
-                                category_id=tf.constant(ids["category_id"]))["knowledge"].numpy())
+    heads = KC.train(CacheableKnowledgeConfig(strategy=strategy), tft_output, train_all, validation_all, steps)
+    daily = daily_tables(heads, KC.knowledge_batches(heads, tft_output, train_all))
+    cache = KnowledgeCache(strategy, latest_tables(daily))
+
+    def ids(rows):
+        return {k: raw_ids(tft_output, k, rows[k]) for k in KC.RAW_KEYS}
+
+    t = ids(train)
+    out = [knowledge_as_of(daily, strategy, t["user_id"], t["item_id"], t["category_id"], train[F.DAY])]
+    for rows in others:
+        o = {k: v.astype(bytes) for k, v in ids(rows).items()}
+        out.append(cache.lookup(user_id=tf.constant(o["user_id"]), item_id=tf.constant(o["item_id"]),
+                                category_id=tf.constant(o["category_id"]))["knowledge"].numpy())
     return out
 
 
@@ -86,45 +96,48 @@ def quality(run_dir, data_root, steps, seeds, knowledge_steps):
     examples = _latest(root, "Transform", "transformed_examples")
     tft_output = tft.TFTransformOutput(_latest(root, "Transform", "transform_graph"))
     train_all = load_transformed(os.path.join(examples, "Split-train", "*"), tft_output)
-    eval_all = load_transformed(os.path.join(examples, "Split-eval", "*"), tft_output)
+    validation_all = load_transformed(os.path.join(examples, "Split-validation", "*"), tft_output)
+    test_all = load_transformed(os.path.join(examples, "Split-test", "*"), tft_output)
     sub = D.sub_scenarios(os.path.join(data_root, "scenarios.csv"))
     sub_index = [transformed_index(tft_output, "scenario_id", s) for s in sub]
     train = select(train_all, np.isin(train_all["scenario_id"], sub_index))
-    evaluation = select(eval_all, np.isin(eval_all["scenario_id"], sub_index))
-    eval_scenario = raw_ids(tft_output, "scenario_id", evaluation["scenario_id"])
+    validation = select(validation_all, np.isin(validation_all["scenario_id"], sub_index))
+    test = select(test_all, np.isin(test_all["scenario_id"], sub_index))
+    test_scenario = raw_ids(tft_output, "scenario_id", test["scenario_id"])
 
-    knowledge = {"base": (None, None)}
+    knowledge = {"base": (None, None, None)}
     t = time.perf_counter()
     keras_dir = keras_model_dir(os.path.join(_latest(root, "KeepTrainer", "model"), "Format-Serving"))
-    knowledge["full"] = (_knowledge_full(keras_dir, train), _knowledge_full(keras_dir, evaluation))
+    knowledge["full"] = tuple(_knowledge_full(keras_dir, rows) for rows in (train, validation, test))
     for strategy in ("decomposition", "degeneration", "both"):
-        knowledge[strategy] = tuple(_knowledge_cached(strategy, tft_output, train_all, eval_all, knowledge_steps,
-                                                      (train, evaluation)))
+        knowledge[strategy] = tuple(_knowledge_cached(strategy, tft_output, train_all, validation_all,
+                                                      knowledge_steps, train, (validation, test)))
     print(f"keep_plugin: knowledge computed in {time.perf_counter() - t:.0f} s", flush=True)
 
     vocab_sizes = {n: F.vocab_size(tft_output, n) for n in DownstreamConfig().id_features}
     results = {}
     for variant in VARIANTS:
-        k_train, k_eval = knowledge[variant]
-        tr, ev = dict(train), dict(evaluation)
+        k_train, k_validation, k_test = knowledge[variant]
+        tr, va, te = dict(train), dict(validation), dict(test)
         if k_train is not None:
-            tr[KNOWLEDGE], ev[KNOWLEDGE] = k_train, k_eval
+            tr[KNOWLEDGE], va[KNOWLEDGE], te[KNOWLEDGE] = k_train, k_validation, k_test
         per_seed = []
         for seed in range(seeds):
             tf.random.set_seed(seed)
             config = DownstreamConfig(knowledge_width=0 if k_train is None else int(k_train.shape[1]))
             model = D.build_model(config, vocab_sizes, tr)
-            D.fit(model, tr, ev, steps, epochs=3, verbose=0)
-            pred = D.predict(model, ev)
-            scores = {"ALL": {"auc": auc(ev["click"], pred), "gauc": gauc(ev["user_id"], ev["click"], pred)}}
+            D.fit(model, tr, va, steps, epochs=3, verbose=0)
+            pred = D.predict(model, te)
+            scores = {"ALL": {"auc": auc(te["click"], pred), "gauc": gauc(te["user_id"], te["click"], pred)}}
             for s in sub:
-                m = eval_scenario == s
-                scores[s] = {"auc": auc(ev["click"][m], pred[m]), "gauc": gauc(ev["user_id"][m], ev["click"][m], pred[m])}
+                m = test_scenario == s
+                scores[s] = {"auc": auc(te["click"][m], pred[m]), "gauc": gauc(te["user_id"][m], te["click"][m], pred[m])}
             per_seed.append(scores)
         results[variant] = {s: {m: _mean([r[s][m] for r in per_seed]) for m in ("auc", "gauc")} for s in per_seed[0]}
         print(f"keep_plugin: {variant:<13} click GAUC ALL {results[variant]['ALL']['gauc']:.4f} "
               f"AUC {results[variant]['ALL']['auc']:.4f}", flush=True)
-    return {"train_rows": int(len(train["click"])), "eval_rows": int(len(evaluation["click"])), "scenarios": sub,
+    return {"train_rows": int(len(train["click"])), "validation_rows": int(len(validation["click"])),
+            "test_rows": int(len(test["click"])), "scenarios": sub,
             "steps": steps, "seeds": seeds, "knowledge_steps": knowledge_steps, "click": results}
 
 
@@ -151,7 +164,7 @@ def latency(run_dir, scenario, seconds, batches=(1, 64)):
 
     serving = os.path.join(run_dir, "serving")
     pool = [e for e in load_examples(os.path.join(run_dir, "pipelines", "keep_samd", "CsvExampleGen", "examples",
-                                                  "*", "Split-eval", "*"), 20000)
+                                                  "*", "Split-test", "*"), 20000)
             if tf.train.Example.FromString(e).features.feature["scenario_id"].bytes_list.value[0] == scenario.encode()]
     student = tf.saved_model.load(latest_version(os.path.join(serving, f"samd_{scenario}"))).signatures["serving_default"]
     cache = tf.saved_model.load(latest_version(os.path.join(serving, "keep_knowledge"))).signatures["serving_default"]

@@ -41,8 +41,8 @@ def _artifacts(run):
     return {
         "transform_graph": one("Transform/transform_graph/*"),
         "train": os.path.join(examples, "Split-train", "*"),
-        "eval": os.path.join(examples, "Split-eval", "*"),
-        "raw_eval": os.path.join(one("CsvExampleGen/examples/*"), "Split-eval", "*"),
+        "eval": os.path.join(examples, "Split-validation", "*"),  # early stopping
+        "raw_eval": os.path.join(one("CsvExampleGen/examples/*"), "Split-test", "*"),  # scoring: the test day
         "teacher": one("KeepTrainer/model/*/Format-Keras"),
         "neighbours": json.load(open(sorted(sim)[-1]))["top_g"] if sim else None,
     }

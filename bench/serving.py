@@ -7,7 +7,7 @@ The server runs as a subprocess, as in production, so its Python threads do not 
 a GIL with the clients. Writes bench/results/serving.json.
 
     .venv/bin/python -m bench.serving runs/serving/keep_general \\
-        'runs/pipelines/keep_samd/CsvExampleGen/examples/*/Split-eval/*.gz' [--seconds 2]
+        'runs/pipelines/keep_samd/CsvExampleGen/examples/*/Split-test/*.gz' [--seconds 2]
 """
 
 import argparse

@@ -1,6 +1,6 @@
 """Benchmark: AUC per scenario and task of every pushed unified model, training examples/s, latency.
 
-Reads a finished pipeline run (its pushed SavedModels, ExampleGen's raw eval split and
+Reads a finished pipeline run (its pushed SavedModels, ExampleGen's raw test split and
 each Trainer's history.json), scores the raw eval examples through each SavedModel and
 compares with the oracle AUC from the generator's true probabilities. With
 `--grec-routings`, it also trains GRec once per routing strategy on the run's
@@ -24,7 +24,7 @@ import tensorflow as tf
 from components.model_evaluator import metrics as M
 
 TASKS = M.TASKS
-MODELS = ("keep_general", "pepnet", "adl", "grec", "shared_bottom", "mmoe")
+MODELS = ("keep_general", "pepnet", "adl", "grec", "shared_bottom", "mmoe", "logistic_regression")
 
 
 def load_eval(run):
@@ -64,7 +64,7 @@ def train_grec_routing(run, routing, steps, epochs=6):
 
     t0 = time.time()
     history = model.fit(dataset("train", True), epochs=epochs, steps_per_epoch=max(1, steps // epochs),
-                        validation_data=dataset("eval", False), verbose=0,
+                        validation_data=dataset("validation", False), verbose=0,
                         callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max", patience=2,
                                                                     restore_best_weights=True)])
     seconds = time.time() - t0
@@ -73,7 +73,7 @@ def train_grec_routing(run, routing, steps, epochs=6):
     trained = len(history.history["loss"]) * max(1, steps // epochs) * config.batch_size
     from models.grec import count_expert_flops
 
-    batch = next(iter(dataset("eval", False)))
+    batch = next(iter(dataset("test", False)))
     rows = int(tf.shape(batch["click"])[0])
     flops = {k: (v / rows if k.endswith("flops") else v) for k, v in count_expert_flops(model, batch).items()}
     return out, trained / seconds, flops

@@ -97,7 +97,7 @@ class ADLConfig:
     id_features: Tuple[str, ...] = (
         "user_id", "item_id", "category_id", "shop_id", "scenario_id", "user_gender", "user_age_bucket", "hour",
     )
-    numeric_features: Tuple[str, ...] = ("item_price",)
+    numeric_features: Tuple[str, ...] = ("item_price",) + F.DOMAIN_STATISTICS  # equal inputs across models
     sequence_features: Tuple[str, ...] = ("hist_item_ids", "hist_category_ids")  # mean-pooled
     # The user-wise routing input: user profile, user id and behaviour histories.
     user_features: Tuple[str, ...] = ("user_id", "user_gender", "user_age_bucket", "hist_item_ids",

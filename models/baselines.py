@@ -29,8 +29,9 @@ from models.keep import pointwise_loss
 from models.multitask import TASK_POPULATION, TASKS, MultiTaskSteps, task_metrics
 from models.students import StudentInput
 
+# PEPNet's domain statistics included: every unified model and baseline may read them (equal inputs).
 GENERAL_FEATURES = ("user_id", "item_id", "category_id", "shop_id", "scenario_id", "user_gender", "user_age_bucket",
-                    "hour", "item_price", "hist_item_ids", "hist_category_ids")
+                    "hour", "item_price", "hist_item_ids", "hist_category_ids") + F.DOMAIN_STATISTICS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,8 +10,12 @@ pushed one, while the General Knowledge Center's cache feeds its plug-in (Eq. 5)
      "spans": 0 (incremental: train on the latest n days only; 0 = every day),
      "epochs": 2}
 
-Training rows get their knowledge exactly as serving does: a lookup of the cache by
-raw (user, item, category) ids, so what the model learns from is what it is served.
+Knowledge is joined by raw (user, item, category) ids, point in time: a training row of
+day d gets each key's cached parts as of the latest train day before d
+(`keep_cache.knowledge_as_of` over the KnowledgeCenter's `daily.npz`), as a cache
+refreshed nightly would have served it; a day-d row never sees knowledge computed
+from histories that hold its own click. Validation rows (later than every train
+day) are looked up in the served cache itself, as a client does.
 
 Export (one SavedModel, raw tf.Example in, nothing of KEEP inside but the cached
 vectors it is given):
@@ -36,8 +40,9 @@ from absl import logging
 
 from models import export
 from models import features as F
-from models.keep_cache import lookup_knowledge
+from models.keep_cache import knowledge_as_of, lookup_knowledge
 from models.keep_plugin import KNOWLEDGE, DownstreamConfig, DownstreamModel, save_checkpoint, warm_start
+from models.multitask import budget_record, seed_everything
 from models.transformed_data import load_transformed, raw_ids, select, transformed_index
 
 KNOWLEDGE_MODEL = "keep_knowledge"
@@ -63,7 +68,9 @@ def model_inputs(config: DownstreamConfig):
     return names + ([KNOWLEDGE] if config.plugged else [])
 
 
-def _rows(pattern, tft_output, scenario_index, cache_dir, spans=0, latest_day=None):
+def _rows(pattern, tft_output, scenario_index, cache_dir, spans=0, latest_day=None, daily=None):
+    """The scenarios' rows; with a cache, their knowledge: point in time from `daily` ({"strategy", "tables"})
+    when given, else looked up in the served cache at `cache_dir`."""
     rows = load_transformed(pattern, tft_output)
     mask = np.isin(rows["scenario_id"], list(scenario_index.values()))
     if spans:
@@ -71,7 +78,11 @@ def _rows(pattern, tft_output, scenario_index, cache_dir, spans=0, latest_day=No
     rows = select(rows, mask)
     if cache_dir:
         raw = {k: raw_ids(tft_output, k, rows[k]) for k in RAW_KEYS}
-        rows[KNOWLEDGE] = lookup_knowledge(cache_dir, raw["user_id"], raw["item_id"], raw["category_id"])
+        if daily is not None:
+            rows[KNOWLEDGE] = knowledge_as_of(daily["tables"], daily["strategy"], raw["user_id"], raw["item_id"],
+                                              raw["category_id"], rows[F.DAY])
+        else:
+            rows[KNOWLEDGE] = lookup_knowledge(cache_dir, raw["user_id"], raw["item_id"], raw["category_id"])
     return rows
 
 
@@ -159,6 +170,7 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
         knowledge_version: Optional[int] = None, base_model_dir: Optional[str] = None) -> Dict:
     """Trains (warm-started from `base_model_dir`'s checkpoint when given) and exports at `output_dir`."""
     custom = dict(custom or {})
+    seed_everything(custom)
     plugged = bool(custom.get("plugged", True)) and knowledge_dir is not None
     tft_output = tft.TFTransformOutput(transform_graph)
     scenarios = sub_scenarios(scenarios_csv, custom.get("scenarios"))
@@ -168,7 +180,14 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
     if spans:
         latest_day = int(load_transformed(train_pattern, tft_output)[F.DAY].max())
     cache = knowledge_dir if plugged else None
-    train_rows = _rows(train_pattern, tft_output, index, cache, spans, latest_day)
+    daily = None
+    if plugged:  # the KnowledgeCenter artifact: <uri>/Format-Serving is the cache, <uri> its record
+        from models import knowledge_center
+
+        record_dir = os.path.dirname(os.path.normpath(knowledge_dir))
+        with open(os.path.join(record_dir, knowledge_center.CACHE_FILE)) as f:
+            daily = {"strategy": json.load(f)["strategy"], "tables": knowledge_center.load_daily(record_dir)}
+    train_rows = _rows(train_pattern, tft_output, index, cache, spans, latest_day, daily)
     eval_rows = _rows(eval_pattern, tft_output, index, cache)
     if not len(train_rows["click"]):
         raise ValueError(f"no training rows for scenarios {scenarios} in the latest {spans} day(s)")
@@ -188,14 +207,17 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
             warm["skipped"] = str(e)
             logging.warning("not warm-starting from %s: %s", checkpoint, e)
 
-    history = fit(model, train_rows, eval_rows, train_steps, int(custom.get("epochs", 2)))
+    epochs = max(1, min(int(custom.get("epochs", 2)), train_steps))
+    steps_per_epoch = max(1, train_steps // epochs)
+    history = fit(model, train_rows, eval_rows, train_steps, epochs)
     export_model(model, tft_output, output_dir, knowledge_version if plugged else None,
                  custom.get("model_name", "keep_downstream"))
     save_checkpoint(model, os.path.join(record_dir, CHECKPOINT))
     record = {"plugged": plugged, "knowledge_version": knowledge_version if plugged else None,
               "knowledge_width": width, "scenarios": scenarios, "spans": spans, "latest_day": latest_day,
               "train_rows": int(len(train_rows["click"])), "eval_rows": int(len(eval_rows["click"])),
-              "warm_start": warm, "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+              "warm_start": warm, **budget_record(model, history, config.batch_size, steps_per_epoch),
+              "history": {k: [float(x) for x in v] for k, v in history.history.items()},
               "config": json.loads(json.dumps(config.__dict__))}
     with open(os.path.join(record_dir, TRAINING_FILE), "w") as f:
         json.dump(record, f, indent=1)

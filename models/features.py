@@ -40,6 +40,8 @@ LABELS = contract.LABELS
 ORACLE_COLUMNS = contract.ORACLE_COLUMNS
 # Per-scenario exposure counts (z-scored log1p) of the user and the item: domain statistics.
 DOMAIN_STATISTICS = ("user_scenario_exposures", "item_scenario_exposures")
+# Float inputs a model reads as they are (z-scored by the transform), not embedded.
+DENSE_FEATURES = tuple(NUMERIC_FEATURES) + DOMAIN_STATISTICS
 # A hash of session_id, for the pairwise loss's "same session" pairs (training only).
 SESSION_KEY = "session_key"
 DAY = "day"

@@ -112,7 +112,7 @@ class GRecConfig:
     # Features (transformed names).
     scenario_feature: str = "scenario_id"
     context_features: Tuple[str, ...] = ("user_id", "user_gender", "user_age_bucket", "hour")
-    context_numeric_features: Tuple[str, ...] = ()
+    context_numeric_features: Tuple[str, ...] = F.DOMAIN_STATISTICS  # equal inputs across models
     item_features: Tuple[str, ...] = ("item_id", "category_id", "shop_id")
     item_numeric_features: Tuple[str, ...] = ("item_price",)
     sequence_features: Tuple[Tuple[str, str], ...] = (("hist_item_ids", "item_id"), ("hist_category_ids", "category_id"))

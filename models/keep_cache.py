@@ -24,6 +24,8 @@ Readings of the paper:
   K̂_u ⊙ K̂_i), not a dot product: it keeps the width of the parts.
 * K̂_u is computed from the user's profile and behaviour sequence at cache time; the
   cache keeps the latest value per user (an online system refreshes it per version).
+  Training rows are joined point in time (`knowledge_as_of`): a row of day d gets each
+  key's parts as of the latest day before d, as a cache refreshed nightly serves it.
 
 Example:
     model = CacheableKnowledgeModel(CacheableKnowledgeConfig(strategy="both"), vocab_sizes)
@@ -35,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
@@ -175,24 +178,77 @@ def pair_key(user_ids, category_ids):
     return np.array([f"{u}{KEY_SEPARATOR}{c}" for u, c in zip(user_ids, category_ids)], dtype=object)
 
 
-def cache_tables(model: CacheableKnowledgeModel, batches) -> Dict[str, Tuple[list, np.ndarray]]:
-    """{part: (keys, rows)} over every user, item and user-category pair in `batches`.
+def _strings(values) -> list:
+    return [str(v.decode() if isinstance(v, bytes) else v) for v in np.asarray(values).tolist()]
+
+
+def daily_tables(model: CacheableKnowledgeModel, batches) -> Dict[str, Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """{part: (keys, days, rows)}: each key's parts as of the end of each day it appears on.
 
     `batches` yields (transformed features, {"user_id", "item_id", "category_id": raw
-    string ids}); a key seen twice keeps its latest rows (the freshest history).
+    string ids, "day": the rows' days (optional, 0 if absent)}), oldest day first; within
+    a day the last row of a key wins (histories refresh daily, so its rows agree).
     """
     latest = {name: {} for name in ("user", "item", "user_category")}
     for features, raw in batches:
         parts = {k: v.numpy() for k, v in model.parts(features).items()}
-        users = [str(u.decode() if isinstance(u, bytes) else u) for u in np.asarray(raw["user_id"]).tolist()]
-        items = [str(i.decode() if isinstance(i, bytes) else i) for i in np.asarray(raw["item_id"]).tolist()]
-        cats = [str(c.decode() if isinstance(c, bytes) else c) for c in np.asarray(raw["category_id"]).tolist()]
-        for n, (u, i) in enumerate(zip(users, items)):
-            latest["user"][u] = parts["user"][n]
-            latest["item"][i] = parts["item"][n]
+        users, items, cats = _strings(raw["user_id"]), _strings(raw["item_id"]), _strings(raw["category_id"])
+        days = np.asarray(raw["day"], np.int64) if "day" in raw else np.zeros(len(users), np.int64)
+        for n, (u, i, d) in enumerate(zip(users, items, days.tolist())):
+            latest["user"][(u, d)] = parts["user"][n]
+            latest["item"][(i, d)] = parts["item"][n]
             if "user_category" in parts:
-                latest["user_category"][f"{u}{KEY_SEPARATOR}{cats[n]}"] = parts["user_category"][n]
-    return {name: (list(rows), np.stack(list(rows.values()))) for name, rows in latest.items() if rows}
+                latest["user_category"][(f"{u}{KEY_SEPARATOR}{cats[n]}", d)] = parts["user_category"][n]
+    return {name: (np.array([k for k, _ in rows], dtype=object), np.array([d for _, d in rows], np.int64),
+                   np.stack(list(rows.values())))
+            for name, rows in latest.items() if rows}
+
+
+def cache_tables(model: CacheableKnowledgeModel, batches) -> Dict[str, Tuple[list, np.ndarray]]:
+    """{part: (keys, rows)} over every user, item and user-category pair in `batches`
+    (as for `daily_tables`); a key seen on several days keeps its latest (the freshest history)."""
+    return latest_tables(daily_tables(model, batches))
+
+
+def latest_tables(daily: Mapping[str, Tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Dict[str, Tuple[list, np.ndarray]]:
+    """{part: (keys, rows)}: each key's rows of its latest day in `daily_tables`' output."""
+    out = {}
+    for name, (keys, days, rows) in daily.items():
+        last = {}
+        for n in np.lexsort((np.arange(len(days)), days)).tolist():
+            last[keys[n]] = n  # by day, then as seen: the latest overwrites
+        out[name] = (list(last), rows[list(last.values())])
+    return out
+
+
+def knowledge_as_of(tables: Mapping[str, Tuple[np.ndarray, np.ndarray, np.ndarray]], strategy: str,
+                    user_ids, item_ids, category_ids, days) -> np.ndarray:
+    """Point-in-time K̂ (Equation 6) for rows of raw ids on `days`: each part from its key's
+    latest day strictly before the row's day, zeros when there is none.
+
+    What a row of day d is served by a cache refreshed the night before: no knowledge
+    computed from day d or later (whose histories hold day d's clicks) reaches it.
+    """
+    days = np.asarray(days, np.int64)
+    queries = {"user": _strings(user_ids), "item": _strings(item_ids),
+               "user_category": list(pair_key(_strings(user_ids), _strings(category_ids)))}
+    parts = {}
+    for name, (keys, key_days, rows) in tables.items():
+        order = np.lexsort((key_days, keys.astype(str)))
+        index = {}  # key -> (its days ascending, row numbers)
+        for n in order.tolist():
+            index.setdefault(keys[n], ([], []))
+            index[keys[n]][0].append(int(key_days[n]))
+            index[keys[n]][1].append(n)
+        out = np.zeros((len(days), rows.shape[1]), np.float32)
+        for r, (key, d) in enumerate(zip(queries[name], days.tolist())):
+            found = index.get(key)
+            if found:
+                k = bisect.bisect_left(found[0], d) - 1
+                if k >= 0:
+                    out[r] = rows[found[1][k]]
+        parts[name] = tf.constant(out)
+    return assemble(parts, strategy).numpy()
 
 
 class KnowledgeCache(tf.Module):

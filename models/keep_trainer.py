@@ -6,7 +6,7 @@ and exports a standalone SavedModel through `models.export`.
 `custom_config` (from the pipeline) may hold:
     {"keep": {<KeepConfig field>: value, ...}, "epochs": int}
 
-The train steps are spread over `epochs`; after each, the eval split is scored and
+The train steps are spread over `epochs`; after each, the validation split is scored and
 training stops once the click AUC has not improved for `patience` epochs, keeping
 the best epoch's weights. Recommendation models overfit id embeddings within a few
 passes over the data, and the eval AUC, not the step count, says when.
@@ -24,6 +24,7 @@ from tfx_bsl.public import tfxio
 from models import export
 from models import features as F
 from models.keep import KeepConfig, KeepModel
+from models.multitask import budget_record, seed_everything, write_training_record
 
 
 def make_dataset(file_pattern, data_accessor, tf_transform_output, batch_size, shuffle=True, num_epochs=None):
@@ -45,6 +46,7 @@ def build_model(config: KeepConfig, tf_transform_output) -> KeepModel:
 
 def run_fn(fn_args):
     custom = dict(fn_args.custom_config or {})
+    seed_everything(custom)
     config = KeepConfig.from_dict(custom.get("keep"))
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, config.batch_size)
@@ -71,6 +73,8 @@ def run_fn(fn_args):
     os.makedirs(fn_args.model_run_dir, exist_ok=True)
     with open(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
         json.dump({k: [float(x) for x in v] for k, v in history.history.items()}, f, indent=1)
+    write_training_record(fn_args.serving_model_dir,
+                          {"model": "keep", **budget_record(model, history, config.batch_size, steps)})
     export.export_saved_model(
         model,
         tft_output,

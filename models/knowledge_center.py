@@ -3,13 +3,17 @@ knowledge heads, compute the cache for every key of the data, export it as a ser
 
 One run:
 1. trains `CacheableKnowledgeModel` (decomposition, degeneration or both, Equation 6)
-   on KEEP's three tasks over the transformed train split;
+   on KEEP's three tasks over the transformed train split (scored on validation);
 2. computes K̂_u for every user, K̂_i for every item and K̂_uc for every user-category
-   pair of the train and eval splits, oldest day first, so a key seen on several days
-   keeps its latest value (the user's freshest behaviour sequence);
+   pair of the train split only, oldest day first, so a key seen on several days
+   keeps its latest value (the user's freshest behaviour sequence). Validation and
+   test days are later than every train day and never enter the cache: the models
+   are chosen and scored on rows the cache has not seen;
 3. saves the `KnowledgeCache` SavedModel (raw ids in, knowledge out, `version` out),
-   `cache.json` (version, strategy, width, number of keys per part, eval AUCs) and the
-   heads' weights (`heads/`, to recompute or audit any cached entry).
+   `cache.json` (version, strategy, width, number of keys per part, validation AUCs),
+   `daily.npz` (each key's parts per train day, for point-in-time joins of training
+   rows: `load_daily`, `keep_cache.knowledge_as_of`) and the heads' weights (`heads/`,
+   to recompute or audit any cached entry).
 
 The version is chosen by the caller (the component uses the push time, in seconds):
 it is both the TF Serving version folder the cache is pushed to and the value the
@@ -28,10 +32,13 @@ from absl import logging
 
 from models import export
 from models import features as F
-from models.keep_cache import CacheableKnowledgeConfig, CacheableKnowledgeModel, KnowledgeCache, cache_tables
+from models.multitask import seed_everything
+from models.keep_cache import (CacheableKnowledgeConfig, CacheableKnowledgeModel, KnowledgeCache, daily_tables,
+                               latest_tables)
 from models.transformed_data import load_transformed, raw_ids
 
 CACHE_FILE = "cache.json"
+DAILY_FILE = "daily.npz"
 HEADS_DIR = "heads"
 RAW_KEYS = ("user_id", "item_id", "category_id")
 
@@ -59,20 +66,42 @@ def train(config: CacheableKnowledgeConfig, tf_transform_output, train_rows, eva
 
 def knowledge_batches(model: CacheableKnowledgeModel, tf_transform_output, rows: Mapping[str, np.ndarray],
                       batch_size: int = 4096):
-    """(features, raw ids) batches over `rows`, oldest day first (cache_tables keeps the last value)."""
+    """(features, raw ids and days) batches over `rows`, oldest day first (cache_tables keeps the last value)."""
     order = np.argsort(rows[F.DAY], kind="stable")
     names = [n for n in _model_inputs(model.config) if n not in F.LABELS]
     raw = {k: raw_ids(tf_transform_output, k, rows[k][order]) for k in RAW_KEYS}
+    raw["day"] = rows[F.DAY][order]
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         yield ({k: tf.constant(rows[k][idx]) for k in names},
-               {k: raw[k][s:s + batch_size] for k in RAW_KEYS})
+               {k: v[s:s + batch_size] for k, v in raw.items()})
+
+
+def save_daily(tables, path: str) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"{part}.{field}": (a.astype(str) if field == "keys" else a)
+                        for part, arrays in tables.items() for field, a in zip(("keys", "days", "rows"), arrays)})
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def load_daily(record_dir: str):
+    """{part: (keys, days, rows)} a KnowledgeCenter run saved (for `keep_cache.knowledge_as_of`)."""
+    import io
+
+    with tf.io.gfile.GFile(os.path.join(record_dir, DAILY_FILE), "rb") as f:
+        data = np.load(io.BytesIO(f.read()))
+        parts = sorted({k.split(".")[0] for k in data.files})
+        return {p: (data[f"{p}.keys"].astype(object), data[f"{p}.days"], data[f"{p}.rows"]) for p in parts}
 
 
 def run(train_pattern: str, eval_pattern: str, transform_graph: str, output_dir: str, record_dir: str,
         train_steps: int, version: int, custom: Optional[Mapping] = None) -> Dict:
     """Trains the heads, saves the cache's SavedModel at `output_dir` and cache.json in `record_dir`."""
     custom = dict(custom or {})
+    seed_everything(custom)
     config = CacheableKnowledgeConfig.from_dict(custom.get("knowledge"))
     tft_output = tft.TFTransformOutput(transform_graph)
     train_rows = load_transformed(train_pattern, tft_output)
@@ -82,15 +111,17 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, output_dir:
     model = train(config, tft_output, train_rows, eval_rows, train_steps, int(custom.get("epochs", 3)))
     scores = model.evaluate(tf.data.Dataset.from_tensor_slices(
         {k: eval_rows[k] for k in _model_inputs(config)}).batch(2048), return_dict=True, verbose=0)
-    every = {k: np.concatenate([train_rows[k], eval_rows[k]]) for k in train_rows}
-    tables = cache_tables(model, knowledge_batches(model, tft_output, every))
+    daily = daily_tables(model, knowledge_batches(model, tft_output, train_rows))
+    tables = latest_tables(daily)
     cache = KnowledgeCache(config.strategy, tables, version=str(version))
     os.makedirs(record_dir, exist_ok=True)
     cache.save(output_dir)
+    save_daily(daily, os.path.join(record_dir, DAILY_FILE))
     export.save_keras_model(model, os.path.join(record_dir, HEADS_DIR))
     record = {"version": int(version), "strategy": config.strategy, "width": config.knowledge_width(),
               "part_width": int(cache.width), "keys": {part: len(keys) for part, (keys, _) in tables.items()},
-              "eval": {k: float(v) for k, v in scores.items()}, "config": json.loads(json.dumps(config.__dict__))}
+              "validation": {k: float(v) for k, v in scores.items()},
+              "days": sorted(set(train_rows[F.DAY].tolist())), "config": json.loads(json.dumps(config.__dict__))}
     with open(os.path.join(record_dir, CACHE_FILE), "w") as f:
         json.dump(record, f, indent=1)
     logging.info("GKC: version %s, %s", version, record["keys"])

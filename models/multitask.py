@@ -17,7 +17,10 @@ Example:
 """
 
 import dataclasses
+import json
+import os
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -62,8 +65,50 @@ class MultiTaskSteps:
         return [self.loss_tracker] + [self.auc[t] for t in TASKS]
 
     def get_config(self):
-        return {"config": dataclasses.asdict(self.config), "vocab_sizes": self.vocab_sizes}
+        return {"config": dataclasses.asdict(self.config), "vocab_sizes": dict(self.vocab_sizes)}
 
     @classmethod
     def from_config(cls, cfg):
         return cls(cls.CONFIG_CLASS.from_dict(cfg["config"]), cfg["vocab_sizes"])
+
+
+TRAINING_FILE = "training.json"
+
+
+def optimizer_names(model) -> str:
+    """The optimizer(s) a compiled model trains with, e.g. "Adam(0.001)" or "Adagrad(0.05) + Adam(0.001)"."""
+    def name(o):
+        return f"{type(o).__name__}({float(tf_keras.backend.get_value(o.learning_rate)):g})"
+
+    extra = getattr(model, "embedding_optimizer", None)
+    return (f"{name(extra)} embeddings + " if extra is not None else "") + name(model.optimizer)
+
+
+def write_training_record(serving_model_dir: str, record) -> None:
+    """<model artifact>/training.json: the budget a model got, for the evaluator and the report."""
+    path = os.path.join(os.path.dirname(os.path.normpath(serving_model_dir)), TRAINING_FILE)
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(record, indent=1))
+
+
+def budget_record(model, history, batch: int, steps_per_epoch: int, monitor: str = "val_auc_click") -> dict:
+    """Examples seen, epochs run, best epoch (restored), parameters and optimizer of a fitted model."""
+    epochs = len(history.history.get("loss", []))
+    scores = history.history.get(monitor) or []
+    return {"batch_size": int(batch), "steps_per_epoch": int(steps_per_epoch), "epochs": epochs,
+            "best_epoch": int(max(range(len(scores)), key=scores.__getitem__)) + 1 if scores else None,
+            "examples_seen": int(epochs * steps_per_epoch * batch),
+            # trainable only: count_params() would add the AUC metrics' thousands of threshold variables
+            "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
+            "optimizer": optimizer_names(model)}
+
+
+def seed_everything(custom) -> int:
+    """Seeds Python, NumPy and TensorFlow from a trainer's custom_config (`seed`, default 0).
+
+    A trainer's result then depends on its seed, not on the run: benchmarks vary seeds
+    on purpose (bench/quality.py) instead of by accident.
+    """
+    seed = int((custom or {}).get("seed") or 0)
+    tf_keras.utils.set_random_seed(seed)
+    return seed

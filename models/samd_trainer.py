@@ -32,6 +32,7 @@ from absl import logging
 
 from models import export
 from models import features as F
+from models.multitask import seed_everything
 from models.keep import KeepModel
 from models.samd import SamdConfig, SamdDistiller, ScenarioTable, layer_widths
 from models.students import build_student, default_student_specs, student_vocab_features
@@ -83,6 +84,7 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
         output_dir: str, report_dir: str, train_steps: int, eval_steps: int,
         neighbours: Optional[Mapping[str, list]] = None, custom: Optional[Mapping] = None) -> Dict:
     custom = dict(custom or {})
+    seed_everything(custom)
     config = SamdConfig.from_dict(custom.get("samd"))
     tft_output = tft.TFTransformOutput(transform_graph)
     rows = read_scenarios(scenarios_csv)

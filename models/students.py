@@ -104,7 +104,7 @@ class StudentInput(tf_keras.layers.Layer):
     def __init__(self, feature_names: Sequence[str], vocab_sizes: Mapping[str, int], embedding_dim: int, **kwargs):
         super().__init__(**kwargs)
         self.feature_names = tuple(feature_names)
-        self.vocab_sizes = {n: int(vocab_sizes[n]) for n in self.feature_names if n not in F.NUMERIC_FEATURES}
+        self.vocab_sizes = {n: int(vocab_sizes[n]) for n in self.feature_names if n not in F.DENSE_FEATURES}
         self.embedding_dim = embedding_dim
         # Keyed by vocabulary: a history shares its target's table (hist_item_ids -> item_id).
         self.embeddings = {}
@@ -116,7 +116,7 @@ class StudentInput(tf_keras.layers.Layer):
     def call(self, features):
         parts = []
         for n in self.feature_names:
-            if n in F.NUMERIC_FEATURES:
+            if n in F.DENSE_FEATURES:
                 parts.append(tf.reshape(tf.cast(features[n], tf.float32), [-1, 1]))
             elif n in F.SEQUENCE_FEATURES:
                 ids = features[n]

@@ -5,9 +5,16 @@ SavedModel (raw tf.Example in, `scenario_id` included; click, conversion and car
 probabilities out) pushed as its own TF Serving model.
 
 custom_config:
-    {"model": "pepnet" | "adl" | "grec" | "shared_bottom" | "mmoe",
+    {"model": "pepnet" | "adl" | "grec" | "shared_bottom" | "mmoe" | "logistic_regression",
      "config": {<the model's config fields>}, "epochs": int, "patience": int, "model_name": str,
-     "corrupt_labels": "shuffle" | "invert" | None}
+     "batch_size": int, "corrupt_labels": "shuffle" | "invert" | None}
+
+Equal budgets: every unified model and baseline trains with the same batch size
+(`batch_size`, default BUDGET_BATCH_SIZE, replacing its config's unless that model's
+`config` sets one explicitly) and the same train steps, so the same number of training
+examples before early stopping; each reads the validation split only for early
+stopping. `training.json` next to the SavedModel records what it got: examples seen,
+epochs, the best epoch, parameters, optimizer.
 
 `corrupt_labels` plants a worse model, a control the evaluator must refuse to bless:
 "shuffle" moves each row's labels to another row of its batch (no signal; its AUC
@@ -29,6 +36,7 @@ from absl import logging
 from models import export
 from models import features as F
 from models.keep_trainer import make_dataset
+from models.multitask import budget_record, seed_everything, write_training_record
 
 # name -> (module, model class, config class); each model takes (config, vocab_sizes).
 MODELS = {
@@ -37,6 +45,7 @@ MODELS = {
     "grec": ("models.grec", "GRecModel", "GRecConfig"),
     "shared_bottom": ("models.baselines", "SharedBottomModel", "BaselineConfig"),
     "mmoe": ("models.baselines", "MMoEModel", "BaselineConfig"),
+    "logistic_regression": ("models.linear", "LogisticRegressionModel", "LinearConfig"),
 }
 
 
@@ -68,18 +77,22 @@ def invert_labels(features):
 
 
 CORRUPTIONS = {"shuffle": shuffle_labels, "invert": invert_labels}
+BUDGET_BATCH_SIZE = 512  # every unified model's and baseline's batch in the pipeline (equal budgets)
 
 
 def run_fn(fn_args):
     custom = dict(fn_args.custom_config or {})
+    seed_everything(custom)
     name = custom["model"]
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    model, config = build(name, custom.get("config"), all_vocab_sizes(tft_output))
+    overrides = dict(custom.get("config") or {})
+    overrides.setdefault("batch_size", int(custom.get("batch_size") or BUDGET_BATCH_SIZE))
+    model, config = build(name, overrides, all_vocab_sizes(tft_output))
     if "embedding_optimizer" in inspect.signature(model.compile).parameters:
         model.compile()  # PEPNet builds its own pair of optimizers from its config
     else:
         model.compile(optimizer=tf_keras.optimizers.Adam(getattr(config, "learning_rate", 1e-3)))
-    batch = getattr(config, "batch_size", 512)
+    batch = config.batch_size
     train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, batch)
     corruption = custom.get("corrupt_labels")
     if corruption:
@@ -105,6 +118,8 @@ def run_fn(fn_args):
     with open(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
         json.dump({"model": name, "train_seconds": seconds, "examples_per_second": trained_steps * batch / seconds,
                    "history": {k: [float(x) for x in v] for k, v in history.history.items()}}, f, indent=1)
+    write_training_record(fn_args.serving_model_dir, {"model": name, "seconds": seconds,
+                                                      **budget_record(model, history, batch, steps)})
     outputs = {"serving_default": ("click", "conversion", "cart")}
     if hasattr(model, "cluster_assignment"):  # ADL: which cluster each example is routed to, for the report
         outputs["routing"] = ("cluster",)

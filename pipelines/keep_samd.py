@@ -18,7 +18,9 @@ warm-started from the last pushed one when incremental) -> its evaluator and pus
 (`keep_downstream`).
 """
 
+import json
 import os
+from typing import Dict
 
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
@@ -35,46 +37,92 @@ from components.scenario_similarity.component import ScenarioSimilarity
 from components.validation_gate import ValidationGate
 from components.raw_data_check.checks import RawDataError
 from components.serving_pusher import executor as serving_pusher
-from pipelines.options import PIPELINE_NAME, PipelineOptions, example_gen_configs
+from components.time_split_example_gen import TimeSplit
+from pipelines.options import PIPELINE_NAME, PipelineOptions, example_gen as make_example_gen
 
 KEEP_MODEL_NAME = "keep_general"
 DOWNSTREAM_MODEL_NAME = "keep_downstream"
 SAMD_MODEL_NAME = "samd"  # its students are served as samd_<scenario>
 
 
-def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pipeline:
-    """The pipeline; `local=False` (Kubeflow) leaves the metadata store and path checks to the cluster."""
+def _head(options: PipelineOptions) -> Dict:
+    """RawDataCheck -> ExampleGen (time split) -> StatisticsGen / ExampleValidator / ValidationGate -> Transform."""
+    TimeSplit.from_dict(options.time_split)  # a bad KEEP_SAMD_SPLIT fails here, not in ExampleGen
+    raw_check = RawDataCheck(data_root=options.data_root)
+    example_gen = make_example_gen(options.data_root, options.time_split)
+    example_gen.add_upstream_node(raw_check)
+    raw_examples = example_gen.outputs["examples"]
+    statistics_gen = tfx.components.StatisticsGen(examples=raw_examples)
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=options.schema_file)
+    schema = schema_gen.outputs["schema"]
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema
+    )
+    gate = ValidationGate(anomalies=example_validator.outputs["anomalies"])
+    # Analyzers (vocabularies, z-scores, exposure counts) are fitted on `train` only: Transform's default.
+    transform = tfx.components.Transform(
+        examples=raw_examples,
+        schema=schema,
+        preprocessing_fn="models.preprocessing.preprocessing_fn",
+    )
+    transform.add_upstream_node(gate)
+    return {"examples": raw_examples, "transformed": transform.outputs["transformed_examples"],
+            "graph": transform.outputs["transform_graph"], "schema": schema, "gate": gate,
+            "components": [raw_check, example_gen, statistics_gen, schema_gen, example_validator, gate, transform]}
+
+
+def _imported_head(options: PipelineOptions, imported) -> Dict:
+    """Importers of an earlier ExampleGen + Transform (`pipelines.transform_only.TransformResult`)."""
+    from components.time_split_example_gen import SPLITS
+
+    split_names = json.dumps(list(SPLITS))
+    types = tfx.types.standard_artifacts
+    raw = tfx.dsl.Importer(source_uri=imported.raw_examples, artifact_type=types.Examples,
+                           properties={"split_names": split_names}).with_id("RawExamplesImporter")
+    transformed = tfx.dsl.Importer(source_uri=imported.transformed_examples, artifact_type=types.Examples,
+                                   properties={"split_names": split_names}).with_id("TransformedExamplesImporter")
+    graph = tfx.dsl.Importer(source_uri=imported.transform_graph,
+                             artifact_type=types.TransformGraph).with_id("TransformGraphImporter")
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=options.schema_file)
+    return {"examples": raw.outputs["result"], "transformed": transformed.outputs["result"],
+            "graph": graph.outputs["result"], "schema": schema_gen.outputs["schema"],
+            "components": [raw, transformed, graph, schema_gen]}
+
+
+def create_pipeline(options: PipelineOptions, local: bool = True, imported=None) -> tfx.dsl.Pipeline:
+    """The pipeline; `local=False` (Kubeflow) leaves the metadata store and path checks to the cluster.
+
+    `imported`: a `pipelines.transform_only.TransformResult` (an earlier ExampleGen + Transform
+    of the same data) to train and evaluate on instead of running the head again
+    (bench/quality.py: one Transform, several training seeds).
+    """
     if local and not os.path.isdir(options.data_root):
         raise RawDataError(f"{options.data_root}: data folder does not exist (generate one with "
                            f"`python -m synthetic.generate --output {options.data_root}` or set KEEP_SAMD_DATA)")
     if local and not os.path.isfile(options.schema_file):
         raise FileNotFoundError(f"{options.schema_file}: schema file not found")
 
-    raw_check = RawDataCheck(data_root=options.data_root)
-    input_config, output_config = example_gen_configs()
-    example_gen = tfx.components.CsvExampleGen(input_base=options.data_root, input_config=input_config,
-                                               output_config=output_config)
-    example_gen.add_upstream_node(raw_check)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=options.schema_file)
-    example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
-    )
-    gate = ValidationGate(anomalies=example_validator.outputs["anomalies"])
-    transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
-        preprocessing_fn="models.preprocessing.preprocessing_fn",
-    )
-    transform.add_upstream_node(gate)
+    if imported is None:
+        head = _head(options)
+        raw_examples, transformed, graph, schema = (head["examples"], head["transformed"], head["graph"],
+                                                    head["schema"])
+        gate = head["gate"]
+        components = list(head["components"])
+    else:
+        importers = _imported_head(options, imported)
+        raw_examples, transformed, graph, schema = (importers["examples"], importers["transformed"],
+                                                    importers["graph"], importers["schema"])
+        gate = None
+        components = list(importers["components"])
     trainer = tfx.components.Trainer(
         run_fn="models.keep_trainer.run_fn",
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(num_steps=options.train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=options.eval_steps),
-        custom_config={"keep": dict(options.keep), "epochs": options.epochs, "model_name": KEEP_MODEL_NAME},
+        examples=transformed,
+        transform_graph=graph,
+        schema=schema,
+        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=options.train_steps),
+        eval_args=tfx.proto.EvalArgs(splits=["validation"], num_steps=options.eval_steps),
+        custom_config={"keep": dict(options.keep), "epochs": options.epochs, "model_name": KEEP_MODEL_NAME,
+                       "seed": options.seed},
     ).with_id("KeepTrainer")
     evaluations = {}
 
@@ -84,7 +132,7 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
         """A ModelEvaluator for `name`; its baseline (if any) must have been evaluated before."""
         base = options.blessing_baselines.get(name)
         node = ModelEvaluator(
-            examples=example_gen.outputs["examples"], model=model, model_name=name, data_root=options.data_root,
+            examples=raw_examples, model=model, model_name=name, data_root=options.data_root,
             serving_dir=options.serving_dir, blessing_config=options.blessing_config(name),
             baseline_evaluation=evaluations[base].outputs["evaluation"] if base else None,
             knowledge=knowledge_inputs.get(name),
@@ -101,24 +149,25 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
         ).with_id(component_id)
 
     trained = {KEEP_MODEL_NAME: (trainer, "Keep")}
-    components = [raw_check, example_gen, statistics_gen, schema_gen, example_validator, gate, transform, trainer]
+    components.append(trainer)
     samd_trainer = None
     if options.samd_enabled:
         samd_config = {k: v for k, v in options.samd.items() if k not in ("enabled", "train_steps")}
         similarity = ScenarioSimilarity(
-            examples=example_gen.outputs["examples"], data_root=options.data_root,
+            examples=raw_examples, data_root=options.data_root,
             alpha=options.similarity_alpha, top_g=int(samd_config.get("samd", {}).get("top_g", 2)),
         )
-        similarity.add_upstream_node(gate)
+        if gate is not None:
+            similarity.add_upstream_node(gate)
         samd_trainer = SamdTrainer(
-            examples=transform.outputs["transformed_examples"],
-            transform_graph=transform.outputs["transform_graph"],
+            examples=transformed,
+            transform_graph=graph,
             teacher=trainer.outputs["model"],
             similarity=similarity.outputs["similarity"],
             data_root=options.data_root,
             train_steps=options.samd_train_steps,
             eval_steps=options.eval_steps,
-            custom_config=samd_config,
+            custom_config={**samd_config, "seed": options.seed},
         )
         trained[SAMD_MODEL_NAME] = (samd_trainer, "Samd")
         components += [similarity, samd_trainer]
@@ -126,9 +175,9 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
     if options.downstream_enabled:
         steps = int(options.downstream.get("train_steps", options.train_steps))
         knowledge_center = KnowledgeCenter(
-            examples=transform.outputs["transformed_examples"], transform_graph=transform.outputs["transform_graph"],
+            examples=transformed, transform_graph=graph,
             train_steps=int(options.downstream.get("knowledge_train_steps", steps)),
-            custom_config={"knowledge": options.downstream.get("knowledge", {}),
+            custom_config={"knowledge": options.downstream.get("knowledge", {}), "seed": options.seed,
                            "epochs": options.downstream.get("epochs", 3)})
         knowledge_pusher = KnowledgePusher(knowledge=knowledge_center.outputs["knowledge"],
                                            serving_dir=options.serving_dir)
@@ -147,10 +196,10 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
             base_model = latest.outputs["model"]
             components.append(latest)
         downstream = DownstreamTrainer(
-            examples=transform.outputs["transformed_examples"], transform_graph=transform.outputs["transform_graph"],
+            examples=transformed, transform_graph=graph,
             data_root=options.data_root, train_steps=steps,
             knowledge=knowledge_center.outputs["knowledge"] if plugged else None, base_model=base_model,
-            custom_config={**options.downstream_config(), "model_name": DOWNSTREAM_MODEL_NAME},
+            custom_config={**options.downstream_config(), "model_name": DOWNSTREAM_MODEL_NAME, "seed": options.seed},
         ).with_id("DownstreamTrainer")
         downstream.add_upstream_node(knowledge_pusher)  # trained on a cache version that is served
         if plugged:
@@ -167,13 +216,15 @@ def create_pipeline(options: PipelineOptions, local: bool = True) -> tfx.dsl.Pip
         title = "".join(part.capitalize() for part in name.split("_"))
         unified_trainer = tfx.components.Trainer(
             run_fn="models.unified_trainer.run_fn",
-            examples=transform.outputs["transformed_examples"],
-            transform_graph=transform.outputs["transform_graph"],
-            schema=schema_gen.outputs["schema"],
-            train_args=tfx.proto.TrainArgs(num_steps=int(options.unified.get("train_steps", options.train_steps))),
-            eval_args=tfx.proto.EvalArgs(num_steps=options.eval_steps),
+            examples=transformed,
+            transform_graph=graph,
+            schema=schema,
+            train_args=tfx.proto.TrainArgs(splits=["train"],
+                                           num_steps=int(options.unified.get("train_steps", options.train_steps))),
+            eval_args=tfx.proto.EvalArgs(splits=["validation"], num_steps=options.eval_steps),
             custom_config={"model": name, "model_name": name, "config": options.unified.get("configs", {}).get(name, {}),
-                           "epochs": options.epochs, "corrupt_labels": corrupted.get(name)},
+                           "epochs": options.epochs, "corrupt_labels": corrupted.get(name),
+                           "batch_size": options.unified.get("batch_size"), "seed": options.seed},  # one batch for all: equal budgets
         ).with_id(f"{title}Trainer")
         trained[name] = (unified_trainer, title)
         components.append(unified_trainer)

@@ -7,16 +7,24 @@ runner reads its options from environment variables (all optional):
     KEEP_SAMD_DATA         raw data folder with day=N/*.csv and scenarios.csv (./data/default)
     KEEP_SAMD_BEAM_ARGS    Beam pipeline args, space-separated
                            (default: DirectRunner, multi-processing, one worker per core)
+    KEEP_SAMD_SPLIT        JSON object of the time split (components/time_split_example_gen):
+                           {"test_days": 1, "validation_days": 1, "validation_percent": 10}
+                           (test = the last day, validation = the day before, train = the rest;
+                           validation_days 0: a hash slice of the training days instead)
+    KEEP_SAMD_SEED         every trainer's random seed (0): initialisation and shuffling
     KEEP_SAMD_TRAIN_STEPS  Trainer steps, at most (600; early stopping may end sooner)
-    KEEP_SAMD_EVAL_STEPS   evaluation steps (50)
+    KEEP_SAMD_EVAL_STEPS   validation steps after each epoch (20)
     KEEP_SAMD_KEEP         JSON object of KeepConfig overrides, e.g. '{"batch_size": 256}'
     KEEP_SAMD_EPOCHS       epochs the train steps are spread over, each ending with an eval (6)
     KEEP_SAMD_SAMD         JSON object for the SAMD run: {"samd": {SamdConfig overrides},
                            "students": {scenario: {StudentSpec overrides}}, "epochs": n,
                            "train_steps": n, "enabled": true}
     KEEP_SAMD_UNIFIED      JSON object for the unified models and baselines:
-                           {"models": ["pepnet", "adl", "grec", "shared_bottom", "mmoe"],
+                           {"models": ["pepnet", "adl", "grec", "shared_bottom", "mmoe",
+                           "logistic_regression"],
                            "configs": {model: {config overrides}}, "train_steps": n,
+                           "batch_size": n (every one of them, for equal budgets; default
+                           models.unified_trainer.BUDGET_BATCH_SIZE),
                            "corrupt_labels": {model: "shuffle" | "invert"}}  (a planted
                            worse model, trained on corrupted labels: it must not be blessed)
     KEEP_SAMD_DOWNSTREAM   JSON object for KEEP stage two (General Knowledge Center and
@@ -47,16 +55,14 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_FILE = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
 DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=0")
 RAW_PATTERN = "day=*/*.csv"  # impression logs under the data root
-SPLIT_BUCKETS = (("train", 4), ("eval", 1))  # ExampleGen's split of the rows by hash
+EXAMPLE_GEN_ID = "CsvExampleGen"  # the node id of the pipeline's ExampleGen (a TimeSplitExampleGen)
 
 
-def example_gen_configs():
-    """(input_config, output_config) of the pipeline's CsvExampleGen: every day, split by SPLIT_BUCKETS."""
-    from tfx.proto import example_gen_pb2
+def example_gen(data_root: str, time_split: Optional[Dict] = None):
+    """The pipeline's ExampleGen: every day=N/*.csv, split train / validation / test by day (TimeSplit)."""
+    from components.time_split_example_gen import TimeSplitExampleGen
 
-    return (example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="all", pattern=RAW_PATTERN)]),
-            example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-                example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=n) for name, n in SPLIT_BUCKETS])))
+    return TimeSplitExampleGen(input_base=data_root, pattern=RAW_PATTERN, time_split=time_split).with_id(EXAMPLE_GEN_ID)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +78,8 @@ class PipelineOptions:
     unified: Dict = dataclasses.field(default_factory=dict)  # unified models (see KEEP_SAMD_UNIFIED)
     blessing: Dict = dataclasses.field(default_factory=dict)  # blessing rule (see KEEP_SAMD_BLESSING)
     downstream: Dict = dataclasses.field(default_factory=dict)  # KEEP stage two (see KEEP_SAMD_DOWNSTREAM)
+    time_split: Dict = dataclasses.field(default_factory=dict)  # TimeSplit overrides (see KEEP_SAMD_SPLIT)
+    seed: int = 0  # every trainer's random seed (see KEEP_SAMD_SEED)
     similarity_alpha: float = 1.0
     schema_file: str = SCHEMA_FILE
 
@@ -159,14 +167,15 @@ class PipelineOptions:
         if env.get("KEEP_SAMD_BEAM_ARGS"):
             kw["beam_pipeline_args"] = tuple(shlex.split(env["KEEP_SAMD_BEAM_ARGS"]))
         for key, field in (("KEEP_SAMD_TRAIN_STEPS", "train_steps"), ("KEEP_SAMD_EVAL_STEPS", "eval_steps"),
-                           ("KEEP_SAMD_EPOCHS", "epochs")):
+                           ("KEEP_SAMD_EPOCHS", "epochs"), ("KEEP_SAMD_SEED", "seed")):
             if env.get(key):
                 try:
                     kw[field] = int(env[key])
                 except ValueError:
                     raise ValueError(f"{key}={env[key]!r} is not an integer") from None
         for key, field in (("KEEP_SAMD_KEEP", "keep"), ("KEEP_SAMD_SAMD", "samd"), ("KEEP_SAMD_UNIFIED", "unified"),
-                           ("KEEP_SAMD_BLESSING", "blessing"), ("KEEP_SAMD_DOWNSTREAM", "downstream")):
+                           ("KEEP_SAMD_BLESSING", "blessing"), ("KEEP_SAMD_DOWNSTREAM", "downstream"),
+                           ("KEEP_SAMD_SPLIT", "time_split")):
             if env.get(key):
                 try:
                     kw[field] = json.loads(env[key])

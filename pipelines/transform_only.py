@@ -1,4 +1,4 @@
-"""The pipeline's head alone: CsvExampleGen -> ImportSchemaGen -> Transform, run with LocalDagRunner.
+"""The pipeline's head alone: ExampleGen (time split) -> ImportSchemaGen -> Transform, run with LocalDagRunner.
 
 The same split, schema and preprocessing_fn as pipelines/keep_samd.py. Used where
 only transformed examples are needed: the Transform benchmark and the tests of the
@@ -20,12 +20,12 @@ import json
 import os
 from typing import Callable, Optional, Sequence
 
-from pipelines.options import DEFAULT_BEAM_ARGS, RAW_PATTERN, SCHEMA_FILE, SPLIT_BUCKETS, example_gen_configs
+from pipelines.options import DEFAULT_BEAM_ARGS, EXAMPLE_GEN_ID, RAW_PATTERN, SCHEMA_FILE, example_gen
 
 
 @dataclasses.dataclass(frozen=True)
 class TransformResult:
-    raw_examples: str  # ExampleGen's Examples artifact (Split-train, Split-eval)
+    raw_examples: str  # ExampleGen's Examples artifact (Split-train, Split-validation, Split-test)
     transformed_examples: str
     transform_graph: str
     transform_seconds: float  # the Transform component alone, from ML Metadata's timestamps
@@ -41,17 +41,17 @@ def _schema_types():
     return {f.name: arrow[f.type] for f in schema.feature}
 
 
-def write_examples(data_root: str, uri: str, shards: int = 4, progress: Optional[Callable[[int], None]] = None) -> int:
-    """Writes data_root's day=*/*.csv as tf.Examples under uri/Split-train and uri/Split-eval.
+def write_examples(data_root: str, uri: str, shards: int = 4, progress: Optional[Callable[[int], None]] = None,
+                   time_split: Optional[dict] = None) -> int:
+    """Writes data_root's day=*/*.csv as tf.Examples under uri/Split-{train,validation,test}.
 
-    Like CsvExampleGen: the splits take SPLIT_BUCKETS of a hash of the serialized example
-    (crc32, not ExampleGen's fingerprint, so the same proportions but not the same rows per
-    split); an empty cell is an empty value list. Types come from the schema (ExampleGen infers them).
+    Like the pipeline's ExampleGen: split by day with the same TimeSplit (with a hash
+    validation slice the hash is of this encoder's bytes, so the same share but not
+    necessarily the same rows); an empty cell is an empty value list. Types come from
+    the schema (ExampleGen infers them).
     Files are uncompressed TFRecords, `shards` per split, streamed block by block.
     Returns the number of rows written; `progress(rows_so_far)` is called per block.
     """
-    import zlib
-
     import numpy as np
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -61,11 +61,14 @@ def write_examples(data_root: str, uri: str, shards: int = 4, progress: Optional
     files = sorted(glob.glob(os.path.join(data_root, RAW_PATTERN)))
     if not files:
         raise FileNotFoundError(f"{data_root}: no {RAW_PATTERN} files")
-    bucket_split = [name for name, n in SPLIT_BUCKETS for _ in range(n)]
+    from components.time_split_example_gen.split import SPLITS, TimeSplit, day_of_path
+
+    rule = TimeSplit.from_dict(time_split)
+    bounds = rule.boundaries((day_of_path(f) for f in files), os.path.join(data_root, RAW_PATTERN))
     types = _schema_types()
     encoder = example_coder.RecordBatchToExamplesEncoder()
     writers = {}
-    for split, _ in SPLIT_BUCKETS:
+    for split in SPLITS:
         os.makedirs(os.path.join(uri, f"Split-{split}"), exist_ok=True)
         writers[split] = [tf.io.TFRecordWriter(os.path.join(uri, f"Split-{split}", f"data_tfrecord-{k:05d}-of-{shards:05d}"))
                           for k in range(shards)]
@@ -84,8 +87,10 @@ def write_examples(data_root: str, uri: str, shards: int = 4, progress: Optional
                     offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int32)
                     lists.append(pa.ListArray.from_arrays(pa.array(offsets), column.drop_null()))
                 records = encoder.encode(pa.RecordBatch.from_arrays(lists, batch.schema.names))
+                days = batch.column("day").to_numpy(zero_copy_only=False)
                 for n, record in enumerate(records):
-                    writers[bucket_split[zlib.crc32(record) % len(bucket_split)]][(rows + n) % shards].write(record)
+                    split = SPLITS[rule.assign(int(days[n]), bounds, record)]
+                    writers[split][(rows + n) % shards].write(record)
                 rows += len(records)
                 if progress:
                     progress(rows)
@@ -101,23 +106,23 @@ def run_transform(data_root: str, workdir: str, beam_args: Sequence[str] = DEFAU
     """examples_uri: examples written by write_examples, imported instead of running CsvExampleGen."""
     from ml_metadata.metadata_store import metadata_store
     from tfx import v1 as tfx
+    from components.time_split_example_gen.split import SPLITS
+
     if examples_uri is None:
-        input_config, output_config = example_gen_configs()
-        example_gen = tfx.components.CsvExampleGen(input_base=data_root, input_config=input_config,
-                                                   output_config=output_config)
-        examples = example_gen.outputs["examples"]
+        gen = example_gen(data_root)
+        examples = gen.outputs["examples"]
     else:
-        split_names = json.dumps([name for name, _ in SPLIT_BUCKETS])
-        example_gen = tfx.dsl.Importer(source_uri=examples_uri, artifact_type=tfx.types.standard_artifacts.Examples,
+        split_names = json.dumps(list(SPLITS))
+        gen = tfx.dsl.Importer(source_uri=examples_uri, artifact_type=tfx.types.standard_artifacts.Examples,
                                        properties={"split_names": split_names}).with_id("ExamplesImporter")
-        examples = example_gen.outputs["result"]
+        examples = gen.outputs["result"]
     schema = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
     transform = tfx.components.Transform(examples=examples, schema=schema.outputs["schema"],
                                          preprocessing_fn="models.preprocessing.preprocessing_fn")
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(os.path.join(workdir, "metadata.sqlite"))
     root = os.path.join(workdir, "root")
     tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
-        pipeline_name="transform_only", pipeline_root=root, components=[example_gen, schema, transform],
+        pipeline_name="transform_only", pipeline_root=root, components=[gen, schema, transform],
         enable_cache=False, beam_pipeline_args=list(beam_args), metadata_connection_config=connection))
     store = metadata_store.MetadataStore(connection)
     seconds = None
@@ -133,6 +138,6 @@ def run_transform(data_root: str, workdir: str, beam_args: Sequence[str] = DEFAU
             raise FileNotFoundError(os.path.join(root, *parts))
         return found[-1]
 
-    return TransformResult(raw_examples=examples_uri or latest("CsvExampleGen", "examples"),
+    return TransformResult(raw_examples=examples_uri or latest(EXAMPLE_GEN_ID, "examples"),
                            transformed_examples=latest("Transform", "transformed_examples"),
                            transform_graph=latest("Transform", "transform_graph"), transform_seconds=seconds)

@@ -21,7 +21,7 @@ def transformed(tmp_path_factory):
 
     tmp = str(tmp_path_factory.mktemp("transformed"))
     data = os.path.join(tmp, "data")
-    G.generate(data, G.GeneratorConfig(rows=4000, days=3, seed=11), progress=False)
+    G.generate(data, G.GeneratorConfig(rows=4000, days=4, seed=11), progress=False)
     return data, run_transform(data, tmp)
 
 
@@ -40,7 +40,7 @@ def pytest_terminal_summary(terminalreporter):
         return
     with open(path) as f:
         report = json.load(f)
-    terminalreporter.section("KEEP on the eval split (AUC / oracle AUC)")
+    terminalreporter.section("KEEP on the test split (AUC / oracle AUC)")
     for scenario, per in report["scenarios"].items():
         cells = []
         for task in ("click", "conversion", "cart"):

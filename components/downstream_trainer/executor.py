@@ -24,7 +24,7 @@ class Executor(base_executor.BaseExecutor):
         out = artifact_utils.get_single_instance(output_dict["model"])
         record = downstream_trainer.run(
             train_pattern=os.path.join(artifact_utils.get_split_uri(examples, "train"), "*"),
-            eval_pattern=os.path.join(artifact_utils.get_split_uri(examples, "eval"), "*"),
+            eval_pattern=os.path.join(artifact_utils.get_split_uri(examples, "validation"), "*"),
             transform_graph=artifact_utils.get_single_uri(input_dict["transform_graph"]),
             scenarios_csv=os.path.join(exec_properties["data_root"], "scenarios.csv"),
             output_dir=path_utils.serving_model_path(out.uri),

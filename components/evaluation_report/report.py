@@ -4,8 +4,10 @@ Input: the ModelEvaluator records of one run ({model: evaluation.json}) and,
 when SAMD ran, its transfer report (transfer.json). Output files in one folder:
 
 - metrics.json: every record, plus RelaImpr of each model against the chosen base;
-- report.md / report.html: per task, AUC per scenario (and role group) of every
-  model beside the oracle AUC; GAUC, LogLoss and calibration on ALL; the blessings;
+- report.md / report.html (and report.txt): per task, AUC per scenario (and role
+  group) of every model beside the oracle AUC; GAUC, LogLoss and calibration on
+  ALL; the blessings. AUC and GAUC cells carry their 95% interval and a mark on
+  slices too small to read (LEGEND, under each table that has them);
 - auc_<task>.png: AUC per scenario per model;
 - samd_transfer_weights.png: SAMD's W_T^i per scenario as heatmaps (SAMD Fig. 8);
 - samd_representations.png: T_i and C_i projected to 2-D by PCA (SAMD Fig. 7);
@@ -24,8 +26,28 @@ from components.model_evaluator import metrics as M
 TASKS = M.TASKS
 
 
+SMALL = "(small)"
+# Not "[low, high]: ..." at the start: Markdown would take it for a link definition and hide it.
+LEGEND = (f"Legend: value [low, high] is the 95% interval (AUC: DeLong; GAUC: bootstrap over users); "
+          f"{SMALL}: fewer than {M.MIN_CLASS} positives or negatives in the slice, too small to read.")
+
+
 def _fmt(v, digits=3):
     return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _fmt_ci(m: Dict, key: str) -> str:
+    """m[key] with its interval and the small mark; records written before them show the value alone."""
+    v, ci = m.get(key), m.get(f"{key}_ci")
+    if v is None:
+        return _fmt(v)
+    text = _fmt(v) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "")
+    return text + (f" {SMALL}" if m.get("readable") is False else "")
+
+
+def _legend(rows) -> Optional[str]:
+    """LEGEND when a cell of the table carries an interval or the mark (as `_fmt_ci` writes them)."""
+    return LEGEND if any(c.endswith(("]", SMALL)) for r in rows[1:] for c in r) else None
 
 
 def _slices(evaluations: Dict) -> List[str]:
@@ -51,7 +73,7 @@ def tables(evaluations: Dict, base: Optional[str] = None) -> Dict[str, List[List
     for task in TASKS:
         rows = [["scenario", "role", "oracle"] + names]
         for s in _slices(evaluations):
-            cells = [_fmt(evaluations[n]["metrics"].get(s, {}).get(task, {}).get("auc")) for n in names]
+            cells = [_fmt_ci(evaluations[n]["metrics"].get(s, {}).get(task, {}), "auc") for n in names]
             rows.append([s, roles.get(s, ""), _fmt(_oracle(evaluations, s, task))] + cells)
         for group in M.GROUPS:  # SAMD Table 1: mean AUC of the group's scenarios
             cells = [_fmt(evaluations[n]["groups"]["auc"].get(group, {}).get(task)) for n in names]
@@ -67,9 +89,19 @@ def tables(evaluations: Dict, base: Optional[str] = None) -> Dict[str, List[List
     for n in names:
         for task in evaluations[n]["tasks"]:
             m = evaluations[n]["metrics"][M.ALL][task]
-            rows.append([n, task, _fmt(m["auc"]), _fmt(m["gauc"]), _fmt(m["logloss"]), _fmt(m["calibration"], 2),
+            rows.append([n, task, _fmt_ci(m, "auc"), _fmt_ci(m, "gauc"), _fmt(m["logloss"]), _fmt(m["calibration"], 2),
                          str(m["rows"])])
     out["ALL: AUC, GAUC, LogLoss, calibration"] = rows
+    if any(evaluations[n].get("budget") for n in names):
+        rows = [["model", "examples seen", "epochs (best)", "batch", "parameters", "exported MB", "optimizer"]]
+        for n in names:
+            b = evaluations[n].get("budget") or {}
+            seen, params, size = b.get("examples_seen"), b.get("parameters"), b.get("exported_bytes")
+            rows.append([n, f"{seen:,}" if seen is not None else "n/a",
+                         f"{b.get('epochs')} ({b.get('best_epoch')})" if b.get("epochs") is not None else "n/a",
+                         str(b.get("batch_size") or "n/a"), f"{params:,}" if params is not None else "n/a",
+                         _fmt(size / 2**20 if size is not None else None, 1), str(b.get("optimizer") or "n/a")])
+        out["budget (training examples until early stopping, on the train split)"] = rows
     rows = [["served model", "blessed", "why"]]
     for n in names:
         for served, b in evaluations[n]["blessings"].items():
@@ -83,6 +115,8 @@ def markdown(tabs) -> str:
     for title, rows in tabs.items():
         parts += [f"## {title}", "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
         parts += ["| " + " | ".join(r) + " |" for r in rows[1:]] + [""]
+        if _legend(rows):
+            parts += [_legend(rows), ""]
     return "\n".join(parts)
 
 
@@ -93,6 +127,8 @@ def terminal(tabs) -> str:
         parts.append(f"== {title}")
         parts += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
                   for r in rows]
+        if _legend(rows):
+            parts.append(_legend(rows))
         parts.append("")
     return "\n".join(parts)
 
@@ -107,6 +143,8 @@ def html_page(tabs, images: List[str]) -> str:
         parts.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:]]
         parts.append("</table>")
+        if _legend(rows):
+            parts.append(f"<p>{html.escape(_legend(rows))}</p>")
     parts += [f'<h2>{html.escape(i)}</h2><img src="{html.escape(i)}">' for i in images]
     return "\n".join(parts)
 

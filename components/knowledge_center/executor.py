@@ -18,7 +18,7 @@ class Executor(base_executor.BaseExecutor):
         version = int(time.time())  # TF Serving versions are integers; later runs get larger ones
         record = knowledge_center.run(
             train_pattern=os.path.join(artifact_utils.get_split_uri(examples, "train"), "*"),
-            eval_pattern=os.path.join(artifact_utils.get_split_uri(examples, "eval"), "*"),
+            eval_pattern=os.path.join(artifact_utils.get_split_uri(examples, "validation"), "*"),
             transform_graph=artifact_utils.get_single_uri(input_dict["transform_graph"]),
             output_dir=path_utils.serving_model_path(out.uri),
             record_dir=out.uri,

@@ -1,4 +1,7 @@
-"""Executor of ModelEvaluator: score the raw eval split through the SavedModel(s), bless or not.
+"""Executor of ModelEvaluator: score the raw test split through the SavedModel(s), bless or not.
+
+The test split is ExampleGen's last day(s) (components/time_split_example_gen): no
+row of it was trained on or used for early stopping or any other choice.
 
 The trained model is either one SavedModel (KEEP, unified models, baselines) or,
 for SAMD, one SavedModel per scenario in sub-folders: each student is scored on
@@ -15,6 +18,7 @@ from typing import Dict, Optional
 import numpy as np
 from absl import logging
 from tfx.dsl.components.base import base_executor
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
@@ -22,6 +26,8 @@ from components.model_evaluator import metrics as M
 from components.model_evaluator.blessing import BlessingConfig, decide
 
 EVALUATION_FILE = "evaluation.json"
+PREDICTIONS_FILE = "predictions.npz"  # per test row and task: the prediction and whether the model scored it
+TEST_SPLIT = "test"
 BLESSING_FILE = "blessing.json"
 
 
@@ -86,11 +92,12 @@ def cluster_by_scenario(model_dir, rows, table) -> Dict[str, list]:
 
 def evaluate_model(model_dir: str, rows, table, roles: Dict[str, str], model_name: str, serving_dir: str,
                    config: BlessingConfig, baseline: Optional[Dict] = None, knowledge_dir: Optional[str] = None,
-                   scenarios: Optional[list] = None) -> Dict:
+                   scenarios: Optional[list] = None, predictions: Optional[Dict] = None) -> Dict:
     """The evaluation record: metrics, group means and one blessing per served model.
 
     `scenarios`: score only these scenarios' rows (a model of some scenarios only);
-    `knowledge_dir`: the knowledge cache a KEEP-plugged model's input is looked up in.
+    `knowledge_dir`: the knowledge cache a KEEP-plugged model's input is looked up in;
+    `predictions`: a dict that receives {task: predictions, f"{task}_covered": mask} per row.
     """
     n = len(rows)
     pred = {t: np.zeros(n) for t in M.TASKS}
@@ -113,6 +120,9 @@ def evaluate_model(model_dir: str, rows, table, roles: Dict[str, str], model_nam
             pred[t][mask] = v
             covered[t] |= mask
     ordered = [t for t in M.TASKS if t in tasks]
+    if predictions is not None:
+        for t in ordered:
+            predictions[t], predictions[f"{t}_covered"] = pred[t].astype(np.float32), covered[t]
     per_slice = M.evaluate(table, pred, ordered, covered=covered)
     blessings = {}
     for name, (_, slice_name, mask) in students.items():
@@ -126,23 +136,36 @@ def evaluate_model(model_dir: str, rows, table, roles: Dict[str, str], model_nam
     routing = {}
     if M.ALL in {sl for _, sl, _ in students.values()}:
         routing = cluster_by_scenario(model_dir, rows, table)
-    return {"model_name": model_name, "tasks": ordered, "cluster_by_scenario": routing, "eval_rows": n, "metrics": per_slice,
+    return {"model_name": model_name, "tasks": ordered, "cluster_by_scenario": routing, "test_rows": n, "metrics": per_slice,
             "groups": {m: M.group_means(per_slice, roles, m) for m in ("auc", "gauc")}, "roles": roles,
             "blessing_config": config.__dict__, "baseline": baseline["model_name"] if baseline else "chance",
             "blessings": blessings}
 
 
+def exported_bytes(model_dir: str) -> int:
+    """Bytes of a SavedModel folder (or of a folder of them), as pushed."""
+    total = 0
+    for root, _, files in fileio.walk(model_dir):
+        total += sum(fileio.stat(os.path.join(root, f)).length for f in files)
+    return int(total)
+
+
+def training_record(model_uri: str) -> Dict:
+    """What the trainer recorded next to the SavedModel (training.json: budget, scenarios), or {}."""
+    path = os.path.join(model_uri, "training.json")
+    if not fileio.exists(path):
+        return {}
+    with fileio.open(path) as f:
+        return json.loads(f.read())
+
+
 class Executor(base_executor.BaseExecutor):
     @staticmethod
-    def _scenarios(exec_properties, input_dict):
+    def _scenarios(exec_properties, training):
         """The `scenarios` parameter, else those the trainer recorded (training.json), else None: all."""
         if exec_properties.get("scenarios"):
             return json.loads(exec_properties["scenarios"])
-        record = os.path.join(artifact_utils.get_single_uri(input_dict["model"]), "training.json")
-        if os.path.isfile(record):
-            with open(record) as f:
-                return json.load(f).get("scenarios")
-        return None
+        return training.get("scenarios")
 
     def Do(self, input_dict, output_dict, exec_properties):
         from components.raw_data_check.checks import read_scenarios
@@ -157,19 +180,31 @@ class Executor(base_executor.BaseExecutor):
         config = BlessingConfig.from_dict(json.loads(exec_properties.get("blessing_config") or "{}"))
         roles = {sid: row["role"] for sid, row in
                  read_scenarios(os.path.join(exec_properties["data_root"], "scenarios.csv")).items()}
-        rows, table = M.load_examples(M.eval_files(examples))
-        logging.info("evaluating %s on %d eval rows", exec_properties["model_name"], len(rows))
+        rows, table = M.load_examples(M.eval_files(examples, TEST_SPLIT))
+        logging.info("evaluating %s on %d test rows", exec_properties["model_name"], len(rows))
         knowledge_dir = None
         if input_dict.get("knowledge"):
             knowledge_dir = path_utils.serving_model_path(artifact_utils.get_single_uri(input_dict["knowledge"]))
+        training = training_record(artifact_utils.get_single_uri(input_dict["model"]))
+        predictions = {}
         record = evaluate_model(model_dir, rows, table, roles, exec_properties["model_name"],
                                 exec_properties["serving_dir"], config, baseline, knowledge_dir=knowledge_dir,
-                                scenarios=self._scenarios(exec_properties, input_dict))
+                                scenarios=self._scenarios(exec_properties, training), predictions=predictions)
+        # The budget it was trained with, for equal-budget comparisons in the report.
+        keys = ("examples_seen", "epochs", "best_epoch", "batch_size", "parameters", "optimizer")
+        record["budget"] = {**{k: training.get(k) for k in keys}, "exported_bytes": exported_bytes(model_dir)}
 
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
         os.makedirs(evaluation.uri, exist_ok=True)
         with open(os.path.join(evaluation.uri, EVALUATION_FILE), "w") as f:
             json.dump(record, f, indent=1)
+        # Paired comparisons (bench/quality.py) need each model's predictions on the same rows.
+        import io
+
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, click_label=table["click"], **predictions)
+        with fileio.open(os.path.join(evaluation.uri, PREDICTIONS_FILE), "wb") as f:
+            f.write(buffer.getvalue())
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
         os.makedirs(blessing.uri, exist_ok=True)
         blessed = any(b["blessed"] for b in record["blessings"].values())

@@ -32,7 +32,7 @@ class Executor(base_executor.BaseExecutor):
         report_uri = artifact_utils.get_single_uri(output_dict["transfer_report"])
         report = samd_trainer.run(
             train_pattern=_split_pattern(examples, "train"),
-            eval_pattern=_split_pattern(examples, "eval"),
+            eval_pattern=_split_pattern(examples, "validation"),
             transform_graph=artifact_utils.get_single_uri(input_dict["transform_graph"]),
             teacher_keras_dir=teacher_dir,
             scenarios_csv=os.path.join(exec_properties["data_root"], "scenarios.csv"),

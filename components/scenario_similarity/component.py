@@ -31,7 +31,7 @@ class ScenarioSimilaritySpec(component_spec.ComponentSpec):
 
 
 class ScenarioSimilarity(base_component.BaseComponent):
-    """Equation 3 over all splits of `examples` (tf.Examples with `user_id`, `scenario_id` bytes features).
+    """Equation 3 over the train split of `examples` (tf.Examples with `user_id`, `scenario_id` bytes features).
 
     Args:
       examples: CsvExampleGen's `examples` channel.

@@ -23,7 +23,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
            exec_properties: Dict[str, Any]) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(input_dict["examples"])
+        # Equation 3 is fitted like any statistic: on the train split only (a time split's later
+        # days must not shape what the students are trained with); all splits of an older artifact.
         splits = artifact_utils.decode_split_names(examples.split_names)
+        splits = [s for s in splits if s == "train"] or splits
         paths = []
         for split in splits:
             paths += fileio.glob(os.path.join(artifact_utils.get_split_uri([examples], split), "*"))

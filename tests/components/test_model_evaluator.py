@@ -1,9 +1,11 @@
 import json
 import os
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from sklearn.metrics import roc_auc_score
 
 from components.evaluation_report.report import write_report
 from components.model_evaluator import metrics as M
@@ -25,6 +27,124 @@ def test_gauc_weights_users_by_impressions_and_skips_single_class_users():
     assert M.gauc(np.array(users)[perm], np.array(labels)[perm], np.array(scores)[perm]) == pytest.approx(0.6)
     assert M.gauc(["a", "b"], [1, 0], [0.5, 0.5]) is None  # nobody has both labels
     assert M.auc([1, 1], [0.2, 0.3]) is None
+
+
+Z95 = NormalDist().inv_cdf(0.975)
+
+
+def _brute_delong(labels, *scores):
+    """AUCs and DeLong covariance from the explicit positive x negative comparison matrix."""
+    y = np.asarray(labels) == 1
+    comps = []
+    for s in scores:
+        s = np.asarray(s, float)
+        psi = (s[y][:, None] > s[~y][None, :]) + 0.5 * (s[y][:, None] == s[~y][None, :])
+        comps.append((psi.mean(1), psi.mean(0)))  # V10 per positive, V01 per negative
+    v10, v01 = np.array([c[0] for c in comps]), np.array([c[1] for c in comps])
+    return v10.mean(1), np.atleast_2d(np.cov(v10)) / y.sum() + np.atleast_2d(np.cov(v01)) / (~y).sum()
+
+
+def test_auc_interval_is_delongs_on_a_hand_checked_case():
+    # Positives 0.35, 0.8; negatives 0.1, 0.4.
+    # V10 (share of negatives below each positive): 0.35 -> 1/2, 0.8 -> 1.  AUC = mean = 0.75.
+    # V01 (share of positives above each negative): 0.1 -> 1, 0.4 -> 1/2.
+    # S10 = var([0.5, 1], ddof=1) = 2 * 0.25**2 / 1 = 0.125; S01 = var([1, 0.5]) = 0.125.
+    # var(AUC) = S10 / m + S01 / n = 0.125 / 2 + 0.125 / 2 = 0.125.
+    value, low, high = M.auc_interval([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    assert value == pytest.approx(0.75)
+    assert low == pytest.approx(0.75 - Z95 * np.sqrt(0.125))
+    assert high == 1.0  # 0.75 + 0.69 clipped
+    assert M.auc_interval([1, 1, 1], [0.1, 0.2, 0.3]) is None
+    assert M.auc_interval([0, 0, 1], [0.1, 0.2, 0.3]) is None  # one positive: no variance
+
+
+def test_auc_interval_matches_brute_force_delong_with_ties():
+    rng = np.random.default_rng(1)
+    y = (rng.random(400) < 0.3).astype(int)
+    s = np.round(rng.random(400) + 0.4 * y, 1)  # one decimal: many ties, within and across classes
+    (a,), cov = _brute_delong(y, s)
+    value, low, high = M.auc_interval(y, s, level=0.9)
+    assert value == pytest.approx(a) and value == pytest.approx(roc_auc_score(y, s))
+    half = NormalDist().inv_cdf(0.95) * np.sqrt(cov[0, 0])
+    assert (low, high) == pytest.approx((a - half, a + half))
+    assert M.auc(y, s) == pytest.approx(a)
+
+
+def test_auc_interval_covers_the_true_auc():
+    # Binormal scores: positives N(d, 1), negatives N(0, 1); the true AUC is Phi(d / sqrt 2).
+    rng = np.random.default_rng(2)
+    d = 0.8
+    truth = NormalDist().cdf(d / np.sqrt(2))
+    hits = 0
+    for _ in range(400):
+        y = np.r_[np.ones(80, int), np.zeros(120, int)]
+        _, low, high = M.auc_interval(y, rng.normal(size=200) + d * y)
+        hits += low <= truth <= high
+    assert 0.91 <= hits / 400 <= 0.985  # a variance off by 2x would cover ~0.83 or ~0.99
+
+
+def test_paired_auc_difference():
+    rng = np.random.default_rng(4)
+    y = (rng.random(500) < 0.4).astype(int)
+    a = np.round(rng.random(500) + 0.5 * y, 2)
+    b = np.round(0.5 * a + 0.5 * rng.random(500), 2)  # correlated with a, weaker
+    assert M.paired_auc_difference(y, a, a) == pytest.approx((0.0, 0.0, 0.0), abs=1e-12)
+    (aa, ab), cov = _brute_delong(y, a, b)
+    diff, low, high = M.paired_auc_difference(y, a, b)
+    half = Z95 * np.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    assert diff == pytest.approx(aa - ab) and diff > 0
+    assert (low, high) == pytest.approx((diff - half, diff + half))
+    assert M.paired_auc_difference(y, b, a)[0] == pytest.approx(-diff)
+    # Pairing: the difference is tighter than the two AUCs' own intervals add up to.
+    assert high - low < (M.auc_interval(y, a)[2] - M.auc_interval(y, a)[1]) + (
+        M.auc_interval(y, b)[2] - M.auc_interval(y, b)[1])
+
+
+def _old_gauc(users, labels, scores):
+    """GAUC as it was computed before: scikit-learn per user, weighted by impressions."""
+    total = weight = 0.0
+    for u in np.unique(users):
+        m = users == u
+        if 0 < labels[m].sum() < m.sum():
+            total += m.sum() * roc_auc_score(labels[m], scores[m])
+            weight += m.sum()
+    return total / weight
+
+
+def test_gauc_interval_bootstraps_users():
+    rng = np.random.default_rng(5)
+    n = 3000
+    users = rng.integers(0, 200, n).astype(str)
+    y = (rng.random(n) < 0.3).astype(int)
+    s = np.round(rng.random(n) + 0.3 * y, 1)
+    value, low, high = M.gauc_interval(users, y, s)
+    assert value == pytest.approx(_old_gauc(users, y, s)) and value == pytest.approx(M.gauc(users, y, s))
+    assert low < value < high
+    assert M.gauc_interval(users, y, s, seed=7) == M.gauc_interval(users, y, s, seed=7)
+    assert M.gauc_interval(users, y, s, seed=7) != M.gauc_interval(users, y, s, seed=8)
+    assert M.gauc_interval(users, y, s, level=0.5)[2] - M.gauc_interval(users, y, s, level=0.5)[1] < high - low
+    assert M.gauc_interval(["a", "b"], [1, 0], [0.5, 0.5]) is None
+
+    b = 0.5 * s + 0.5 * rng.random(n)
+    diff, dlow, dhigh = M.paired_gauc_difference(users, y, s, b)
+    assert diff == pytest.approx(_old_gauc(users, y, s) - _old_gauc(users, y, b)) and dlow < diff < dhigh
+    assert M.paired_gauc_difference(users, y, s, s) == (0.0, 0.0, 0.0)
+
+
+def test_slice_metrics_mark_small_slices():
+    rng = np.random.default_rng(7)
+    scen = np.array(["big"] * 400 + ["small"] * 100, dtype=object)
+    click = np.r_[(rng.random(400) < 0.4), np.arange(100) < 10].astype(np.int64)  # small: 10 positives
+    table = {"scenario": scen, "user": rng.integers(0, 40, 500).astype(str).astype(object), "click": click}
+    pred = {"click": np.clip(0.3 + 0.2 * click + 0.3 * rng.random(500), 0, 1)}
+    per = M.evaluate(table, pred, tasks=("click",))
+    big, small = per["big"]["click"], per["small"]["click"]
+    assert big["positives"] >= M.MIN_CLASS and big["negatives"] >= M.MIN_CLASS and big["readable"]
+    assert (small["positives"], small["negatives"]) == (10, 90) and not small["readable"]
+    for m in (big, small):
+        assert m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1]
+        assert m["gauc_ci"][0] <= m["gauc"] <= m["gauc_ci"][1]
+    assert small["auc_ci"][1] - small["auc_ci"][0] > big["auc_ci"][1] - big["auc_ci"][0]
 
 
 def test_group_means_follow_the_roles_of_scenarios_csv():
@@ -80,8 +200,8 @@ def eval_split(tmp_path_factory):
                      "cart": click * int(rng.random() < p["cart"]),
                      **{M.ORACLE[t]: p[t] for t in M.TASKS}, "noise": float(rng.random())})
     root = tmp_path_factory.mktemp("examples")
-    os.makedirs(root / "Split-eval")
-    with tf.io.TFRecordWriter(str(root / "Split-eval" / "data.gz"), options="GZIP") as w:
+    os.makedirs(root / "Split-test")
+    with tf.io.TFRecordWriter(str(root / "Split-test" / "data.gz"), options="GZIP") as w:
         for r in rows:
             w.write(_example(r))
     return M.load_examples(M.eval_files(str(root)))
@@ -124,7 +244,7 @@ def test_evaluator_scores_blesses_and_refuses_regressions(eval_split, tmp_path):
     config = BlessingConfig(metric="auc_click", margin=0.02, tolerance=0.01)
     serving = str(tmp_path / "serving")
     oracle = evaluate_model(_save("oracle", tmp_path / "oracle"), rows, table, ROLES, "m", serving, config)
-    assert oracle["eval_rows"] == 3000 and oracle["tasks"] == list(M.TASKS)
+    assert oracle["test_rows"] == 3000 and oracle["tasks"] == list(M.TASKS)
     for s in ["ALL", *ROLES]:
         m = oracle["metrics"][s]["click"]
         assert m["auc"] == pytest.approx(m["oracle_auc"])  # the oracle model scores the oracle AUC

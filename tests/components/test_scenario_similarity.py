@@ -18,7 +18,7 @@ BEAM_ARGS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--dire
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("sim") / "data")
-    G.generate(root, G.GeneratorConfig(rows=3000, days=2), progress=False)
+    G.generate(root, G.GeneratorConfig(rows=3000, days=3), progress=False)
     with open(os.path.join(root, "scenarios.csv")) as f:
         scenarios = [r["scenario_id"] for r in csv.DictReader(f)]
     files = sorted(glob.glob(os.path.join(root, "day=*", "*.csv")))
@@ -139,20 +139,19 @@ def test_same_latent_cluster_is_more_similar(data):
             assert nearest in mates, (scenarios[i], scenarios[nearest])
 
 
-def test_component_in_a_local_pipeline(data, tmp_path):
+def test_component_in_a_local_pipeline_reads_the_train_days_only(data, tmp_path):
     from tfx import v1 as tfx
-    from tfx.proto import example_gen_pb2
 
     from components.scenario_similarity import ScenarioSimilarity
+    from pipelines.options import example_gen as make_example_gen
 
-    root, scenarios, _, user_sets = data
-    example_gen = tfx.components.CsvExampleGen(
-        input_base=root,
-        input_config=example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="all", pattern="day=*/*.csv")]),
-        output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-            example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=3),
-            example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)])),
-    )
+    root, scenarios, files, _ = data
+    pairs = []
+    for path in [f for f in files if "day=0" in f]:  # the time split's train day (validation 1, test 2)
+        with open(path, newline="") as f:
+            pairs += [(r["user_id"], r["scenario_id"]) for r in csv.DictReader(f)]
+    user_sets = S.user_scenario_sets(pairs)
+    example_gen = make_example_gen(root)
     sim = ScenarioSimilarity(examples=example_gen.outputs["examples"], data_root=root, alpha=0.5, top_g=2)
     pipeline_root = str(tmp_path / "root")
     tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
@@ -167,7 +166,7 @@ def test_component_in_a_local_pipeline(data, tmp_path):
     assert len(outputs) == 1, outputs
     with open(outputs[0]) as f:
         doc = json.load(f)
-    # Read back from tf.Examples (both splits), the matrix is the brute force's over the raw CSVs.
+    # Read back from the train split's tf.Examples, the matrix is the brute force's over day 0's raw CSVs.
     np.testing.assert_allclose(np.array(doc["matrix"]), S.brute_force_similarity(user_sets, scenarios, 0.5),
                                rtol=1e-9)
     assert doc["alpha"] == 0.5 and doc["users"] == len(user_sets)

@@ -21,6 +21,8 @@ def batch(seed=0):
     f["hist_item_ids"] = tf.constant(hist, tf.int64)
     f["hist_category_ids"] = tf.constant(np.where(hist > 0, hist % 11 + 1, 0), tf.int64)
     f["item_price"] = tf.constant(rng.normal(size=B), tf.float32)
+    for name in ("user_scenario_exposures", "item_scenario_exposures"):  # the domain statistics
+        f[name] = tf.constant(rng.normal(size=B), tf.float32)
     f["click"] = tf.constant([1, 0, 1, 0, 1, 0, 0, 1], tf.float32)
     f["conversion"] = tf.constant([1, 0, 0, 0, 0, 0, 0, 1], tf.float32)
     f["cart"] = tf.constant([0, 0, 1, 0, 1, 0, 0, 0], tf.float32)

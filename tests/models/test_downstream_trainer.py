@@ -13,7 +13,7 @@ from models.keep_cache import lookup_knowledge
 
 def _run(t, data, out, steps=20, **kw):
     return downstream_trainer.run(os.path.join(t.transformed_examples, "Split-train", "*"),
-                                  os.path.join(t.transformed_examples, "Split-eval", "*"), t.transform_graph,
+                                  os.path.join(t.transformed_examples, "Split-validation", "*"), t.transform_graph,
                                   os.path.join(data, "scenarios.csv"), os.path.join(out, "Format-Serving"), out,
                                   train_steps=steps, **kw)
 
@@ -24,7 +24,7 @@ def runs(transformed, tmp_path_factory):
     root = tmp_path_factory.mktemp("downstream")
     cache = str(root / "gkc")
     knowledge_center.run(os.path.join(t.transformed_examples, "Split-train", "*"),
-                         os.path.join(t.transformed_examples, "Split-eval", "*"), t.transform_graph,
+                         os.path.join(t.transformed_examples, "Split-validation", "*"), t.transform_graph,
                          os.path.join(cache, "Format-Serving"), cache, train_steps=20, version=42,
                          custom={"knowledge": {"batch_size": 128}, "epochs": 1})
     cache_dir = os.path.join(cache, "Format-Serving")
@@ -49,14 +49,14 @@ def test_incremental_run_trains_on_the_latest_span_and_sub_scenarios_only(runs):
     with open(os.path.join(data, "scenarios.csv")) as f:
         roles = {r["scenario_id"]: r["role"] for r in csv.DictReader(f)}
     assert set(plain["scenarios"]) == {s for s, r in roles.items() if r != "super"}
-    assert plugged["latest_day"] == 2 and plugged["spans"] == 1
-    assert 0 < plugged["train_rows"] < plain["train_rows"] / 2  # one day of three
+    assert plugged["latest_day"] == 1 and plugged["spans"] == 1  # train = days 0-1 (2 validation, 3 test)
+    assert 0 < plugged["train_rows"] < plain["train_rows"] * 0.7  # one train day of two
 
 
 def test_export_takes_raw_examples_and_knowledge_and_names_its_cache_version(runs):
     _, t, root, cache_dir, _, _ = runs
     import glob
-    files = glob.glob(os.path.join(t.raw_examples, "Split-eval", "*"))
+    files = glob.glob(os.path.join(t.raw_examples, "Split-test", "*"))
     examples = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(8)]
     from serving.client import _raw_id
     ids = {k: [_raw_id(e, k) for e in examples] for k in ("user_id", "item_id", "category_id")}

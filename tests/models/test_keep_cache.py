@@ -4,7 +4,7 @@ import tensorflow as tf
 import tf_keras
 
 from models.keep_cache import (CacheableKnowledgeConfig, CacheableKnowledgeModel, KnowledgeCache, assemble,
-                               cache_tables, knowledge_parts)
+                               cache_tables, daily_tables, knowledge_parts)
 
 VOCAB = {"user_id": 30, "item_id": 40, "category_id": 12, "shop_id": 9, "user_gender": 5, "user_age_bucket": 8}
 B = 24
@@ -129,3 +129,39 @@ def test_assemble_matches_the_strategy_order():
     p = {"user": tf.constant([[1.0, 2.0]]), "item": tf.constant([[3.0, 4.0]]), "user_category": tf.constant([[5.0, 6.0]])}
     np.testing.assert_array_equal(assemble(p, "both").numpy(), [[1, 2, 3, 4, 3, 8, 5, 6]])
     np.testing.assert_array_equal(assemble(p, "degeneration").numpy(), [[1, 2, 3, 4, 5, 6]])
+
+
+def _one_user_day(history, day):
+    """One row of user 3 on `day`, clicking item 7, with `history` (most recent first)."""
+    h = np.zeros((1, 5), np.int64)
+    h[0, :len(history)] = history
+    f = {"user_id": [3], "item_id": [7], "category_id": [7 % 11 + 1], "shop_id": [7 % 8 + 1], "user_gender": [4],
+         "user_age_bucket": [4]}
+    f = {n: tf.constant(v, tf.int64) for n, v in f.items()}
+    f["hist_item_ids"] = tf.constant(h)
+    f["hist_category_ids"] = tf.constant(np.where(h > 0, h % 11 + 1, 0))
+    f["item_price"] = tf.constant([0.5], tf.float32)
+    raw = {"user_id": np.array(["u3"], object), "item_id": np.array(["i7"], object),
+           "category_id": np.array([f"c{7 % 11 + 1}"], object), "day": np.array([day])}
+    return f, raw
+
+
+def test_a_click_seen_only_in_a_later_days_history_never_reaches_the_row_that_made_it():
+    from models.keep_cache import knowledge_as_of, latest_tables
+
+    m = model("both")
+    # Day 0: user 3 clicks item 7; the nightly refresh puts 7 into day 1's history.
+    day0, day1 = _one_user_day([5, 9], 0), _one_user_day([7, 5, 9], 1)
+    daily = daily_tables(m, [day0, day1])
+    users = np.array(["u3", "u3", "u3"], object)
+    items, cats = np.array(["i7"] * 3, object), np.array([day0[1]["category_id"][0]] * 3, object)
+    got = knowledge_as_of(daily, "both", users, items, cats, [0, 1, 2])
+    without_click = m(day0[0])["knowledge"].numpy()[0]  # parts from the history without the click
+    with_click = m(day1[0])["knowledge"].numpy()[0]
+    assert not np.allclose(without_click, with_click)  # the planted click changes the knowledge
+    assert not got[0].any()  # day 0: nothing is known before it
+    np.testing.assert_allclose(got[1], without_click, rtol=1e-5, atol=1e-6)  # day 1: as of day 0
+    np.testing.assert_allclose(got[2], with_click, rtol=1e-5, atol=1e-6)  # day 2 may see it
+    # The served (latest) cache holds the later history: what a day-0 row must not be trained with.
+    keys, rows = latest_tables(daily)["user"]
+    np.testing.assert_allclose(rows[keys.index("u3")], m.parts(day1[0])["user"].numpy()[0], rtol=1e-5)

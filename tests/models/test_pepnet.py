@@ -115,7 +115,8 @@ def test_ppnet_gates_every_layer_of_every_task(gate_input):
 
 def test_train_steps_lower_the_loss_with_two_optimizers():
     tf.random.set_seed(0)
-    config = PEPNetConfig(**SMALL, embedding_learning_rate=0.2, dense_learning_rate=0.02)
+    config = PEPNetConfig(**SMALL, embedding_optimizer="adagrad", embedding_learning_rate=0.2,
+                          dense_learning_rate=0.02)
     model = PEPNetModel(config, VOCAB)
     model.compile()  # no optimizer argument: both come from the config
     data = batch()

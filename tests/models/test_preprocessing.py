@@ -46,3 +46,25 @@ def test_vocabularies_padding_numerics_and_exposure_counts():
     # u1 was shown 2 items in feed and 1 in pay: more exposures, higher z-score.
     assert out[0]["user_scenario_exposures"] == out[1]["user_scenario_exposures"] > out[2]["user_scenario_exposures"]
     assert out[0]["click"] == 1.0 and out[1]["click"] == 0.0
+
+
+def test_exposure_counts_are_fitted_on_the_train_days_only(transformed):
+    """The per-scenario exposure counts (PEPNet's domain statistics) ignore validation and test rows."""
+    import collections
+    import csv
+    import glob
+    import os
+
+    data, t = transformed
+    train, every = collections.Counter(), collections.Counter()
+    for path in glob.glob(os.path.join(data, "day=*", "*.csv")):
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                key = f"{r['user_id']}|{r['scenario_id']}"
+                every[key] += 1
+                if int(r["day"]) <= 1:  # 4 days: train 0-1, validation 2, test 3
+                    train[key] += 1
+    assets = os.path.join(t.transform_graph, "transform_fn", "assets")
+    with open(os.path.join(assets, "user_scenario_exposures")) as f:
+        counted = {key: int(float(n)) for n, key in (line.split(" ", 1) for line in f.read().splitlines())}
+    assert counted == dict(train) and counted != dict(every)

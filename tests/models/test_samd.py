@@ -24,7 +24,7 @@ def features(seed=0):
     rng = np.random.default_rng(seed)
     for n in ("pay_channel", "member_level", "device_type", "live_room_id"):
         f[n] = tf.constant(rng.integers(0, 6, 6), tf.int64)
-    for n in ("coupon_amount", "watch_seconds"):
+    for n in ("coupon_amount", "watch_seconds", "user_scenario_exposures", "item_scenario_exposures"):
         f[n] = tf.constant(rng.normal(size=6), tf.float32)
     return f
 

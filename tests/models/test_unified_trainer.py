@@ -32,4 +32,4 @@ def test_inverted_labels():
 def test_unknown_model_is_named():
     with pytest.raises(ValueError, match="unknown unified model 'dcn'"):
         build("dcn", {}, {})
-    assert set(MODELS) == {"pepnet", "adl", "grec", "shared_bottom", "mmoe"}
+    assert set(MODELS) == {"pepnet", "adl", "grec", "shared_bottom", "mmoe", "logistic_regression"}

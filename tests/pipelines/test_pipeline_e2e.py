@@ -39,10 +39,10 @@ def _env(tmp, data, **extra):
         # (Shuffled labels give an AUC near 0.5 but, with early stopping on validation AUC,
         # 0.52-0.54 at times here: a flaky control.)
         "KEEP_SAMD_UNIFIED": json.dumps({"train_steps": 150, "corrupt_labels": {PLANTED: "invert"}}),
-        # A margin of 3 standard errors of a chance AUC on ~3k eval rows. The students are
+        # A margin of 3 standard errors of a chance AUC on the ~4k test rows. The students are
         # judged on their own scenario's rows (~40 for a minor one here, too few for any
         # margin): they are only required to have a computable AUC.
-        # The downstream model is evaluated on the sub-scenarios' ~2.5k eval rows. Its
+        # The downstream model is evaluated on the sub-scenarios' ~2.4k test rows. Its
         # second (incremental) run may not beat the first: what is tested there is the
         # warm start, so any non-chance model is pushed.
         "KEEP_SAMD_BLESSING": json.dumps({"metric": "auc_click", "margin": 0.03, "models": {
@@ -64,7 +64,8 @@ def _run(cmd, env, timeout=1500):
 def pipeline_run(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("e2e"))
     data = os.path.join(tmp, "data")
-    G.generate(data, G.GeneratorConfig(rows=16_000, days=2, seed=5), progress=False)
+    # 4 days: the time split trains on days 0-1, validates on day 2 and tests on day 3.
+    G.generate(data, G.GeneratorConfig(rows=16_000, days=4, seed=5), progress=False)
     env = _env(tmp, data)
     create = _run([os.path.join(BIN, "tfx"), "pipeline", "create", "--pipeline_path=pipelines/local_runner.py",
                    "--engine=local"], env)
@@ -103,7 +104,7 @@ def test_pushed_model_predicts_in_a_fresh_process_that_imports_nothing_from_the_
     os.makedirs(REPORTS, exist_ok=True)
     with open(os.path.join(REPORTS, "keep_e2e.json"), "w") as f:
         json.dump(report, f, indent=1)
-    print(f"\nKEEP eval click AUC {overall['click']['auc']:.3f} (oracle {overall['click']['oracle_auc']:.3f}) "
+    print(f"\nKEEP test click AUC {overall['click']['auc']:.3f} (oracle {overall['click']['oracle_auc']:.3f}) "
           f"on {overall['rows']} rows; report in {REPORTS}/keep_e2e.json")
     assert overall["click"]["auc"] > 0.57, overall
     # Conversion and cart towers learn too, and predictions are calibrated to the base rate.
@@ -112,8 +113,8 @@ def test_pushed_model_predicts_in_a_fresh_process_that_imports_nothing_from_the_
 
 
 def _standalone(tmp, model_dir):
-    """tests/standalone_predict.py on the eval split, in a fresh interpreter outside the repository."""
-    examples = os.path.join(tmp, "runs", "pipelines", "keep_samd", "CsvExampleGen", "examples", "*", "Split-eval", "*")
+    """tests/standalone_predict.py on the test split, in a fresh interpreter outside the repository."""
+    examples = os.path.join(tmp, "runs", "pipelines", "keep_samd", "CsvExampleGen", "examples", "*", "Split-test", "*")
     script = os.path.join(tmp, "standalone_predict.py")
     shutil.copy(os.path.join(REPO, "tests", "standalone_predict.py"), script)
     packages = [os.path.join(REPO, p) for p in ("schemas", "synthetic", "components", "models", "pipelines", "serving")]
@@ -279,7 +280,7 @@ def _eval_examples(tmp, n):
     import tensorflow as tf
 
     files = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "CsvExampleGen", "examples", "*",
-                                   "Split-eval", "*"))
+                                   "Split-test", "*"))
     return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(n)]
 
 
@@ -295,7 +296,8 @@ def test_plugged_prediction_over_grpc_equals_knowledge_lookup_then_model_in_proc
     examples = _eval_examples(tmp, 32)
     cache = tf.saved_model.load(_latest(tmp, "keep_knowledge")).signatures["serving_default"]
     looked_up = cache(**{k: tf.constant([_raw_id(e, k) for e in examples]) for k in ("user_id", "item_id", "category_id")})
-    assert looked_up["found_user"].numpy().all()  # the eval rows' users are in the cache
+    # The cache holds the train days only: most test-day users are known, none from the test day alone.
+    assert looked_up["found_user"].numpy().mean() > 0.8
     model = tf.saved_model.load(_latest(tmp, "keep_downstream")).signatures
     expected = model["serving_default"](examples=tf.constant(examples), knowledge=looked_up["knowledge"])["click"]
     cache_version = int(os.path.basename(_latest(tmp, "keep_knowledge")))
@@ -312,7 +314,7 @@ def test_plugged_prediction_over_grpc_equals_knowledge_lookup_then_model_in_proc
 
 def _small_data(tmp, rows=2500):
     data = os.path.join(tmp, "data")
-    G.generate(data, G.GeneratorConfig(rows=rows, days=2, seed=9), progress=False)
+    G.generate(data, G.GeneratorConfig(rows=rows, days=3, seed=9), progress=False)
     return data
 
 

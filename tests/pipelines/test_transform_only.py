@@ -24,17 +24,24 @@ def _examples(split_dir):
     return out
 
 
-def test_written_examples_equal_csv_example_gens_and_split_four_to_one(transformed, tmp_path):
+def _days(examples):
+    return {int(v) for row in examples for name, values in row if name == "day" for v in values}
+
+
+def test_written_examples_equal_example_gens_split_by_day(transformed, tmp_path):
     from pipelines.transform_only import write_examples
 
     data, result = transformed
     seen = []
     rows = write_examples(data, str(tmp_path / "examples"), shards=3, progress=seen.append)
-    ours = {s: _examples(str(tmp_path / "examples" / f"Split-{s}")) for s in ("train", "eval")}
-    theirs = {s: _examples(os.path.join(result.raw_examples, f"Split-{s}")) for s in ("train", "eval")}
-    assert rows == 4000 == len(ours["train"]) + len(ours["eval"]) == seen[-1]
-    assert sorted(ours["train"] + ours["eval"]) == sorted(theirs["train"] + theirs["eval"])
-    assert 0.15 < len(ours["eval"]) / rows < 0.25
+    splits = ("train", "validation", "test")
+    ours = {s: _examples(str(tmp_path / "examples" / f"Split-{s}")) for s in splits}
+    theirs = {s: _examples(os.path.join(result.raw_examples, f"Split-{s}")) for s in splits}
+    assert rows == 4000 == sum(len(v) for v in ours.values()) == seen[-1]
+    for s in splits:  # the same rows in each split, ExampleGen's and ours
+        assert sorted(ours[s]) == sorted(theirs[s]), s
+    # 4 days: train 0-1, validation 2, test 3 (the last); disjoint by day
+    assert (_days(theirs["train"]), _days(theirs["validation"]), _days(theirs["test"])) == ({0, 1}, {2}, {3})
     assert len(glob.glob(str(tmp_path / "examples" / "Split-train" / "*"))) == 3
 
 
@@ -53,7 +60,7 @@ def test_transform_runs_on_imported_examples_like_on_example_gens(transformed, t
         return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
 
     assert count(imported.transformed_examples) == count(result.transformed_examples) == 4000
-    # the same analyzers wrote their vocabularies (contents differ: the train split's rows differ)
+    # the same analyzers wrote their vocabularies
     ours = sorted(os.listdir(os.path.join(imported.transform_graph, "transform_fn", "assets")))
     theirs = sorted(os.listdir(os.path.join(result.transform_graph, "transform_fn", "assets")))
     assert ours == theirs and ours
@@ -62,9 +69,14 @@ def test_transform_runs_on_imported_examples_like_on_example_gens(transformed, t
 def test_a_column_outside_the_schema_is_named(tmp_path):
     from pipelines.transform_only import write_examples
 
-    day = tmp_path / "data" / "day=0"
-    day.mkdir(parents=True)
-    (day / "part-00000.csv").write_text("user_id,surprise\nu1,3\n")
+    with pytest.raises(ValueError, match=r"1 day\(s\) \[0\], but the time split needs at least 3"):
+        (tmp_path / "one" / "day=0").mkdir(parents=True)
+        (tmp_path / "one" / "day=0" / "part-00000.csv").write_text("user_id,day\nu1,0\n")
+        write_examples(str(tmp_path / "one"), str(tmp_path / "out"))
+    for d in range(3):
+        day = tmp_path / "data" / f"day={d}"
+        day.mkdir(parents=True)
+        (day / "part-00000.csv").write_text("user_id,surprise\nu1,3\n")
     with pytest.raises(ValueError, match=r"part-00000.csv: columns not in .*schema.pbtxt: \['surprise'\]"):
         write_examples(str(tmp_path / "data"), str(tmp_path / "out"))
     with pytest.raises(FileNotFoundError, match="no day="):
