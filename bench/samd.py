@@ -11,7 +11,7 @@ examples, the KEEP teacher, the scenario similarity):
    "trained alone" baseline with the same steps and batches.
 3. Separate: N runs of one scenario each (distillation on), timed, against the
    joint run's wall time.
-Per-scenario AUC is computed on the eval split's raw examples through each exported
+Per-scenario AUC is computed on the test split's raw examples through each exported
 student (sklearn). Writes bench/results/samd.json.
 """
 

@@ -184,9 +184,9 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
     if plugged:  # the KnowledgeCenter artifact: <uri>/Format-Serving is the cache, <uri> its record
         from models import knowledge_center
 
-        record_dir = os.path.dirname(os.path.normpath(knowledge_dir))
-        with open(os.path.join(record_dir, knowledge_center.CACHE_FILE)) as f:
-            daily = {"strategy": json.load(f)["strategy"], "tables": knowledge_center.load_daily(record_dir)}
+        knowledge_record = os.path.dirname(os.path.normpath(knowledge_dir))
+        with open(os.path.join(knowledge_record, knowledge_center.CACHE_FILE)) as f:
+            daily = {"strategy": json.load(f)["strategy"], "tables": knowledge_center.load_daily(knowledge_record)}
     train_rows = _rows(train_pattern, tft_output, index, cache, spans, latest_day, daily)
     eval_rows = _rows(eval_pattern, tft_output, index, cache)
     if not len(train_rows["click"]):

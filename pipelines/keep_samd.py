@@ -1,11 +1,11 @@
 """The keep_samd pipeline definition.
 
-RawDataCheck -> CsvExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
+RawDataCheck -> CsvExampleGen (TimeSplitExampleGen: train / validation / test by day) -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
 -> ValidationGate -> Transform -> Trainer (KEEP); then, unless disabled, SAMD:
 ScenarioSimilarity (Beam, on ExampleGen's output) -> SamdTrainer (KEEP as the
 frozen teacher); and one Trainer per unified model and baseline (PEPNet, ADL,
 GRec, shared-bottom, MMoE). Every trained model then goes through a
-ModelEvaluator (metrics per scenario and task on the raw eval split, and a
+ModelEvaluator (metrics per scenario and task on the raw test split, and a
 blessing) and a pusher that pushes it only when blessed: KEEP and the unified
 models as one TF Serving model each, SAMD as one model `samd_<scenario>` per
 student; each push rewrites <output>/serving/models.config. EvaluationReport

@@ -1,1 +1,1 @@
-"""ModelEvaluator: metrics per scenario and task on the eval split, and the blessing that gates pushing."""
+"""ModelEvaluator: metrics per scenario and task on the test split, and the blessing that gates pushing."""

@@ -5,7 +5,7 @@ unified model, its own scenario for a SAMD student)
   1. beats the baseline's by `margin`: the baseline is another model's evaluation
      on the same slice when one is named, else chance (0.5 for AUC and GAUC); and
   2. when a version of the same model is already pushed (i.e. was blessed before),
-     is not below that version's metric on the same eval rows by more than
+     is not below that version's metric on the same test rows by more than
      `tolerance`.
 """
 
@@ -49,7 +49,7 @@ def decide(config: BlessingConfig, candidate: Optional[float], baseline: Optiona
     """(blessed, reason); the reason names the numbers that decided."""
     m = config.metric
     if candidate is None:
-        return False, f"{m} cannot be computed on the eval split (one class only)"
+        return False, f"{m} cannot be computed on the test split (one class only)"
     base = CHANCE if baseline is None else baseline
     if candidate < base + config.margin:
         return False, (f"{m} {candidate:.4f} does not beat {baseline_name} ({base:.4f}) "

@@ -37,7 +37,7 @@ class ModelEvaluatorSpec(component_spec.ComponentSpec):
 
 
 class ModelEvaluator(base_component.BaseComponent):
-    """Scores `model` on the raw eval split of `examples`; blesses it or not.
+    """Scores `model` on the raw test split of `examples` (the last day); blesses it or not.
 
     Args:
       examples: ExampleGen's raw examples (the SavedModel takes raw tf.Examples).

@@ -322,3 +322,46 @@ def test_report_has_every_model_table_and_png(eval_split, tmp_path):
     assert saved["relaimpr"]["shared_bottom"]["click"] == pytest.approx(0.0)
     assert saved["relaimpr"]["keep_general"]["click"] < 0
     assert "<img src=\"auc_click.png\">" in open(files["html"]).read()
+
+
+def test_executor_scores_the_test_split_only_and_records_budget_and_predictions(eval_split, tmp_path):
+    """Executor.Do on an artifact with all three splits: only Split-test rows are scored."""
+    import io
+    import json as _json
+
+    from tfx.types import artifact_utils, standard_artifacts
+
+    from components.model_evaluator import executor as E
+
+    rows, table = eval_split
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    examples.split_names = artifact_utils.encode_split_names(["train", "validation", "test"])
+    for split, chosen in (("train", rows[:700]), ("validation", rows[700:1000]), ("test", rows[1000:])):
+        os.makedirs(tmp_path / "examples" / f"Split-{split}")
+        with tf.io.TFRecordWriter(str(tmp_path / "examples" / f"Split-{split}" / "data.gz"), options="GZIP") as w:
+            for r in chosen:
+                w.write(r)
+    model = standard_artifacts.Model()
+    model.uri = str(tmp_path / "model")
+    _save("oracle", tmp_path / "model" / "Format-Serving")
+    (tmp_path / "model" / "training.json").write_text(_json.dumps({"examples_seen": 5120, "epochs": 2,
+                                                                   "parameters": 99, "optimizer": "Adam(0.001)"}))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "scenarios.csv").write_text("scenario_id,role,exposure_position,business_type,item_family\n" + "".join(
+        f"{s},{r},top,feed,general\n" for s, r in ROLES.items()))
+    evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
+    evaluation.uri, blessing.uri = str(tmp_path / "evaluation"), str(tmp_path / "blessing")
+    E.Executor().Do({"examples": [examples], "model": [model]}, {"evaluation": [evaluation], "blessing": [blessing]},
+                    {"model_name": "m", "data_root": str(data), "serving_dir": str(tmp_path / "serving"),
+                     "blessing_config": "{}"})
+    with open(tmp_path / "evaluation" / E.EVALUATION_FILE) as f:
+        record = _json.load(f)
+    assert record["test_rows"] == 2000  # the test split's rows, none of train's or validation's
+    assert record["budget"]["examples_seen"] == 5120 and record["budget"]["exported_bytes"] > 0
+    with open(tmp_path / "evaluation" / E.PREDICTIONS_FILE, "rb") as f:
+        saved = dict(np.load(io.BytesIO(f.read())))
+    np.testing.assert_array_equal(saved["click_label"], table["click"][1000:])
+    np.testing.assert_allclose(saved["click"], table["p_click"][1000:], rtol=1e-6)
+    assert saved["click_covered"].all()

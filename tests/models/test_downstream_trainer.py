@@ -36,7 +36,12 @@ def runs(transformed, tmp_path_factory):
 
 
 def test_plain_model_warm_starts_into_the_plugged_one_with_only_plugin_variables_new(runs):
-    *_, plain, plugged = runs
+    _, _, root, _, plain, plugged = runs
+    for name in ("plain", "plugged"):  # each run's record and checkpoint land in its own model folder
+        with open(os.path.join(str(root / name), downstream_trainer.TRAINING_FILE)) as f:
+            assert json.load(f)["plugged"] == (name == "plugged")
+        assert os.path.exists(os.path.join(str(root / name), "checkpoint"))
+    assert not os.path.exists(os.path.join(str(root / "gkc"), downstream_trainer.TRAINING_FILE))
     assert plain["warm_start"]["restored"] == 0 and not plain["plugged"]
     assert plugged["plugged"] and plugged["knowledge_width"] == 128
     assert plugged["warm_start"]["restored"] > 0 and plugged["warm_start"]["skipped"] is None
@@ -89,3 +94,26 @@ def test_unknown_scenarios_are_named(runs, tmp_path):
     data, t, *_ = runs
     with pytest.raises(ValueError, match="nowhere"):
         _run(t, data, str(tmp_path), steps=1, custom={"scenarios": ["nowhere"]})
+
+
+def test_training_rows_get_knowledge_as_of_the_day_before_theirs(runs):
+    """Point in time: the first train day's rows have no knowledge yet; the second day's come from the first."""
+    import tensorflow_transform as tft
+
+    from models import features as F
+    from models.keep_cache import knowledge_as_of
+    from models.transformed_data import load_transformed, raw_ids
+
+    data, t, root, cache_dir, *_ = runs
+    tft_output = tft.TFTransformOutput(t.transform_graph)
+    rows = load_transformed(os.path.join(t.transformed_examples, "Split-train", "*"), tft_output)
+    daily = knowledge_center.load_daily(str(root / "gkc"))
+    ids = {k: raw_ids(tft_output, k, rows[k]) for k in ("user_id", "item_id", "category_id")}
+    k = knowledge_as_of(daily, "both", ids["user_id"], ids["item_id"], ids["category_id"], rows[F.DAY])
+    first, second = rows[F.DAY] == 0, rows[F.DAY] == 1
+    assert not k[first].any()
+    assert (np.abs(k[second]).sum(axis=1) > 0).mean() > 0.5  # most day-1 users were seen on day 0
+    # ...while the served cache (the train days' latest) would give a day-0 row its later history
+    served = lookup_knowledge(cache_dir, ids["user_id"][first][:50].astype(bytes),
+                              ids["item_id"][first][:50].astype(bytes), ids["category_id"][first][:50].astype(bytes))
+    assert np.abs(served).sum() > 0

@@ -375,7 +375,7 @@ def test_second_run_with_a_new_span_adds_a_knowledge_version_and_warm_starts_the
     first_model = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "DownstreamTrainer", "model", "*"))
     assert len(first_cache) == 1 and len(first_model) == 1
     data = os.path.join(tmp, "data")
-    _add_day(data, 1, 2)
+    _add_day(data, 3, 4)  # day 4 becomes the test day, 3 validation, 0-2 train
     # Only what this test is about: KEEP, the knowledge cache, the downstream model.
     env = _env(tmp, data, KEEP_SAMD_TRAIN_STEPS="60", KEEP_SAMD_EPOCHS="1",
                KEEP_SAMD_SAMD=json.dumps({"enabled": False}), KEEP_SAMD_UNIFIED=json.dumps({"models": []}))

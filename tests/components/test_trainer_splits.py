@@ -1,0 +1,99 @@
+"""The custom trainers' executors train on `train` and choose (early-stop) on `validation`, never on `test`."""
+
+import json
+import os
+from unittest import mock
+
+import pytest
+from tfx.types import artifact_utils, standard_artifacts
+
+from components.time_split_example_gen import SPLITS
+
+
+def _artifact(kind, uri, splits=None):
+    a = kind()
+    a.uri = str(uri)
+    if splits:
+        a.split_names = artifact_utils.encode_split_names(list(splits))
+    os.makedirs(a.uri, exist_ok=True)
+    return a
+
+
+def _examples(tmp_path):
+    return [_artifact(standard_artifacts.Examples, tmp_path / "examples", SPLITS)]
+
+
+def _patterns(call):
+    kw = call.kwargs
+    return kw["train_pattern"], kw["eval_pattern"]
+
+
+def _assert_train_and_validation(tmp_path, train, choose):
+    assert train == os.path.join(str(tmp_path / "examples"), "Split-train", "*")
+    assert choose == os.path.join(str(tmp_path / "examples"), "Split-validation", "*")
+
+
+def test_samd_trainer_reads_train_and_validation(tmp_path):
+    from components.samd_trainer import executor
+
+    teacher = _artifact(standard_artifacts.Model, tmp_path / "teacher")
+    os.makedirs(tmp_path / "teacher" / "Format-Keras")
+    (tmp_path / "teacher" / "Format-Keras" / "config.json").write_text("{}")
+    outputs = {"model": [_artifact(standard_artifacts.Model, tmp_path / "out")],
+               "transfer_report": [_artifact(standard_artifacts.ModelEvaluation, tmp_path / "report")]}
+    with mock.patch("models.samd_trainer.run", return_value={"students": {}, "train_seconds": 0.0}) as run:
+        executor.Executor().Do({"examples": _examples(tmp_path), "teacher": [teacher],
+                                "transform_graph": [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")]},
+                               outputs, {"data_root": str(tmp_path), "train_steps": 1, "eval_steps": 1})
+    _assert_train_and_validation(tmp_path, *_patterns(run.call_args))
+
+
+def test_knowledge_center_reads_train_and_validation(tmp_path):
+    from components.knowledge_center import executor
+
+    outputs = {"knowledge": [_artifact(standard_artifacts.Model, tmp_path / "out")]}
+    record = {"strategy": "both", "width": 4}
+    with mock.patch("models.knowledge_center.run", return_value=record) as run:
+        executor.Executor().Do({"examples": _examples(tmp_path),
+                                "transform_graph": [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")]},
+                               outputs, {"train_steps": 1})
+    _assert_train_and_validation(tmp_path, *_patterns(run.call_args))
+
+
+def test_downstream_trainer_reads_train_and_validation(tmp_path):
+    from components.downstream_trainer import executor
+
+    outputs = {"model": [_artifact(standard_artifacts.Model, tmp_path / "out")]}
+    record = {"plugged": False, "knowledge_version": None, "train_rows": 1, "warm_start": {"restored": 0}}
+    with mock.patch("models.downstream_trainer.run", return_value=record) as run:
+        executor.Executor().Do({"examples": _examples(tmp_path),
+                                "transform_graph": [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")]},
+                               outputs, {"data_root": str(tmp_path), "train_steps": 1})
+    _assert_train_and_validation(tmp_path, *_patterns(run.call_args))
+
+
+def test_pipeline_trainers_fit_on_train_and_early_stop_on_validation(tmp_path):
+    from pipelines.keep_samd import create_pipeline
+    from pipelines.options import PipelineOptions
+    from tfx.proto import trainer_pb2
+    from tfx.utils import proto_utils
+
+    (tmp_path / "data").mkdir()
+    pipeline = create_pipeline(PipelineOptions(output_dir=str(tmp_path / "runs"), data_root=str(tmp_path / "data")))
+    trainers = [c for c in pipeline.components if type(c).__name__ == "Trainer"]
+    assert len(trainers) >= 7  # KEEP, 5 unified models and baselines, the linear floor
+    for t in trainers:
+        train_args = proto_utils.json_to_proto(t.exec_properties["train_args"], trainer_pb2.TrainArgs())
+        eval_args = proto_utils.json_to_proto(t.exec_properties["eval_args"], trainer_pb2.EvalArgs())
+        assert list(train_args.splits) == ["train"] and list(eval_args.splits) == ["validation"], t.id
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_the_evaluator_refuses_an_artifact_without_a_test_split(tmp_path, split):
+    from components.model_evaluator import metrics as M
+
+    os.makedirs(tmp_path / f"Split-{split}")
+    (tmp_path / f"Split-{split}" / "data.gz").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="no Split-test files"):
+        M.eval_files(str(tmp_path), "test")
+    assert json.dumps(M.eval_files(str(tmp_path), split))  # the other split is there
