@@ -1,0 +1,209 @@
+"""Quality benchmark: every model of the pipeline on the rich preset's test day, over training seeds.
+
+    .venv/bin/python -m bench.quality [--seeds 0 1 2] [--workdir /tmp/keep_samd_quality]
+                                      [--rows N] [--train-steps 600] [--samd-steps 300]
+
+1. Generates the `rich` preset (synthetic/generate.py: 5 days, 1,000 users with hundreds
+   of train-day impressions, >= 3,000 test rows per scenario), data seed 7.
+2. Runs the pipeline's ExampleGen (time split: days 0-2 train, 3 validation, 4 test) and
+   Transform once (pipelines.transform_only).
+3. Per training seed, runs the pipeline itself (pipelines.keep_samd.create_pipeline with
+   that Transform imported, KEEP_SAMD_SEED = seed) on the LocalDagRunner: every trainer,
+   ModelEvaluator (which scores the test split only), pusher and the report. Every
+   unified model and baseline gets the same batch and train steps (equal budgets).
+4. Reads each evaluator's evaluation.json and predictions.npz and writes one table to
+   bench/results/quality.json: per model (oracle and the logistic-regression floor
+   beside them), per scenario and role group, per task: AUC and GAUC, mean and std over
+   seeds, the first seed's 95% interval (DeLong / bootstrap over users), the gap to the
+   oracle; and each model against the floor on the same rows: the paired DeLong 95%
+   interval of the AUC difference (ALL, click), per seed.
+
+A difference whose interval contains 0 is "no difference".
+"""
+
+import argparse
+import glob
+import io
+import json
+import os
+import platform
+import time
+from typing import Dict, List
+
+import numpy as np
+
+from components.model_evaluator import metrics as M
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "quality.json")
+FLOOR = "logistic_regression"
+# Evaluator component id -> the model's name in the table.
+EVALUATORS = {"KeepEvaluator": "keep_general", "SamdEvaluator": "samd", "PepnetEvaluator": "pepnet",
+              "AdlEvaluator": "adl", "GrecEvaluator": "grec", "SharedBottomEvaluator": "shared_bottom",
+              "MmoeEvaluator": "mmoe", "LogisticRegressionEvaluator": FLOOR, "DownstreamEvaluator": "keep_downstream"}
+ROLES = ("super", "homogeneous", "heterogeneous", "minor")
+
+
+def _latest(pattern: str) -> str:
+    found = sorted(glob.glob(pattern), key=lambda p: int(p.rstrip("/").split("/")[-2]) if p.rstrip("/").split("/")[-2].isdigit() else 0)
+    if not found:
+        raise FileNotFoundError(pattern)
+    return found[-1]
+
+
+def run_seed(data: str, head, out: str, seed: int, train_steps: int, samd_steps: int) -> Dict[str, str]:
+    """The pipeline on the imported Transform with one training seed; {model: evaluation folder}."""
+    from tfx import v1 as tfx
+
+    from pipelines.keep_samd import create_pipeline
+    from pipelines.options import PipelineOptions
+
+    options = PipelineOptions(
+        output_dir=out, data_root=data, seed=seed, train_steps=train_steps, eval_steps=50,
+        samd={"train_steps": samd_steps},
+        # Bless everything (a benchmark judges with the table below, not with the gate).
+        blessing={"margin": -1.0, "tolerance": 1.0})
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(options, imported=head))
+    root = os.path.join(out, "pipelines", "keep_samd")
+    return {name: os.path.dirname(_latest(os.path.join(root, component, "evaluation", "*", "evaluation.json")))
+            for component, name in EVALUATORS.items()
+            if glob.glob(os.path.join(root, component, "evaluation", "*", "evaluation.json"))}
+
+
+def _load(folder: str):
+    with open(os.path.join(folder, "evaluation.json")) as f:
+        record = json.load(f)
+    with open(os.path.join(folder, "predictions.npz"), "rb") as f:
+        predictions = dict(np.load(io.BytesIO(f.read())))
+    return record, predictions
+
+
+def _stats(values: List[float]) -> Dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "std": None, "seeds": 0}
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "seeds": len(values)}
+
+
+def summarise(runs: List[Dict[str, str]]) -> Dict:
+    """The table: {model: {slice: {task: {auc, gauc, ci, gap}}}}, group means, paired differences to the floor."""
+    loaded = [{name: _load(folder) for name, folder in run.items()} for run in runs]
+    first = loaded[0]
+    roles = next(iter(first.values()))[0]["roles"]
+    slices = [M.ALL] + sorted(roles, key=lambda s: (ROLES.index(roles[s]), s))
+    table, oracle = {}, {}
+    for name in first:
+        table[name] = {}
+        for s in slices:
+            per = {}
+            for task in M.TASKS:
+                cells = [seed[name][0]["metrics"].get(s, {}).get(task) for seed in loaded if name in seed]
+                cells = [c for c in cells if c]
+                if not cells:
+                    continue
+                auc, gauc = _stats([c["auc"] for c in cells]), _stats([c["gauc"] for c in cells])
+                per[task] = {"auc": auc, "gauc": gauc, "auc_ci_seed0": cells[0].get("auc_ci"),
+                             "gauc_ci_seed0": cells[0].get("gauc_ci"), "rows": cells[0]["rows"],
+                             "positives": cells[0]["positives"], "readable": cells[0].get("readable"),
+                             "oracle_gap": (cells[0]["oracle_auc"] - auc["mean"])
+                             if cells[0].get("oracle_auc") is not None and auc["mean"] is not None else None}
+                if cells[0].get("oracle_auc") is not None:
+                    oracle.setdefault(s, {})[task] = cells[0]["oracle_auc"]
+            if per:
+                table[name][s] = per
+    groups = {}
+    for name, per_slice in table.items():
+        groups[name] = {}
+        for role in ROLES:
+            members = [s for s in per_slice if roles.get(s) == role]
+            for task in M.TASKS:
+                values = [per_slice[s][task]["auc"]["mean"] for s in members if task in per_slice[s]]
+                if values:
+                    groups[name].setdefault(role, {})[task] = float(np.mean(values))
+    paired = {}
+    for name in first:
+        if name == FLOOR or FLOOR not in first:
+            continue
+        per_seed = []
+        for seed in loaded:
+            _, mine = seed[name]
+            _, floor = seed[FLOOR]
+            if not np.array_equal(mine["click_label"], floor["click_label"]):
+                raise ValueError(f"{name} and {FLOOR} were scored on different rows")
+            rows = mine["click_covered"] & floor["click_covered"]
+            d = M.paired_auc_difference(mine["click_label"][rows], mine["click"][rows], floor["click"][rows])
+            per_seed.append({"diff": d[0], "low": d[1], "high": d[2], "rows": int(rows.sum())} if d else None)
+        valid = [p for p in per_seed if p]
+        paired[name] = {"per_seed": per_seed, "mean_diff": _stats([p["diff"] for p in valid]),
+                        "verdict": ("above the floor" if valid and all(p["low"] > 0 for p in valid) else
+                                    "below the floor" if valid and all(p["high"] < 0 for p in valid) else
+                                    "no difference (an interval contains 0)")}
+    budgets = {name: [seed[name][0].get("budget") for seed in loaded if name in seed] for name in first}
+    return {"slices": slices, "roles": roles, "oracle": oracle, "models": table, "group_mean_auc": groups,
+            "paired_click_auc_vs_floor_on_all": paired, "budget": budgets}
+
+
+def print_table(result: Dict) -> None:
+    names = list(result["models"])
+    for task in M.TASKS:
+        print(f"\n== {task} AUC on the test day, mean ± std over {len(result['seeds'])} seed(s) ==")
+        print(f"{'slice':>16} {'oracle':>7} " + " ".join(f"{n[:14]:>16}" for n in names))
+        for s in result["slices"]:
+            cells = []
+            for n in names:
+                c = result["models"][n].get(s, {}).get(task)
+                cells.append(f"{c['auc']['mean']:.3f}±{c['auc']['std']:.3f}".rjust(16)
+                             if c and c["auc"]["mean"] is not None else "n/a".rjust(16))
+            o = result["oracle"].get(s, {}).get(task)
+            print(f"{s:>16} {o if o is None else round(o, 3)!s:>7} " + " ".join(cells))
+    print("\n== ALL click AUC minus the logistic regression's, same rows, paired DeLong 95% per seed ==")
+    for n, p in result["paired_click_auc_vs_floor_on_all"].items():
+        seeds = "  ".join(f"{q['diff']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}]" for q in p["per_seed"] if q)
+        print(f"{n:>16}: {seeds}  -> {p['verdict']}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--workdir", default="/tmp/keep_samd_quality")
+    p.add_argument("--rows", type=int, default=None, help="override the preset's rows (smoke runs)")
+    p.add_argument("--train-steps", type=int, default=600)
+    p.add_argument("--samd-steps", type=int, default=300)
+    p.add_argument("--output", default=RESULTS)
+    a = p.parse_args(argv)
+
+    from pipelines.transform_only import run_transform
+    from synthetic import generate as G
+
+    t0 = time.time()
+    data = os.path.join(a.workdir, "data")
+    config = G.preset_config("rich", rows=a.rows)
+    if not os.path.exists(os.path.join(data, "truth.json")):
+        G.generate(data, config, progress=False)
+    head = run_transform(data, os.path.join(a.workdir, "transform"))
+    seconds = {"generate_and_transform": time.time() - t0}
+    runs = []
+    for seed in a.seeds:
+        t1 = time.time()
+        runs.append(run_seed(data, head, os.path.join(a.workdir, f"seed{seed}"), seed, a.train_steps, a.samd_steps))
+        seconds[f"seed{seed}"] = time.time() - t1
+        print(f"seed {seed}: {seconds[f'seed{seed}']:.0f}s", flush=True)
+    result = summarise(runs)
+    result.update({
+        "command": "python -m bench.quality " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+        "seeds": a.seeds, "data": {"preset": "rich", "rows": config.rows, "days": config.days, "users": config.users,
+                                    "items": config.items, "data_seed": config.seed,
+                                    "split": "train days 0-2, validation day 3, test day 4"},
+        "train_steps": a.train_steps, "samd_steps": a.samd_steps, "seconds": seconds,
+        "total_seconds": time.time() - t0,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"})
+    os.makedirs(os.path.dirname(a.output), exist_ok=True)
+    with open(a.output, "w") as f:
+        json.dump(result, f, indent=1)
+    print_table(result)
+    print(f"\nwrote {a.output} in {result['total_seconds']:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
