@@ -25,18 +25,23 @@ vectors it is given):
   version it was trained with) and `knowledge_model` (`keep_knowledge`), per row, so
   a client asks TF Serving for that version of the cache (serving/client.py).
 Next to it: `checkpoint/` (what the next run warm-starts from) and `training.json`.
+Vocabularies are fitted on each run's train days, so a run with a new day has more
+(and reordered) ids than the model it warm-starts from: each id's embedding row is
+moved to its new row (`warm_start_across_vocabularies`, reading the old vocabularies
+from the base model's SavedModel assets); new ids start fresh.
 """
 
 import csv
 import json
 import os
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 from absl import logging
+from tfx.utils import path_utils
 
 from models import export
 from models import features as F
@@ -165,6 +170,65 @@ def predict(model: DownstreamModel, rows, batch_size: int = 4096) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def vocabulary_remap(old: Sequence[str], new: Sequence[str], oov_buckets: int = F.OOV_BUCKETS) -> np.ndarray:
+    """For each row of an id's new embedding table, the row of its old table with the same id (-1: a new id).
+
+    Rows are the transform's indices: 0 = absent, 1.. the vocabulary, then the OOV buckets.
+    """
+    position = {v: i for i, v in enumerate(old)}
+    return np.array([0] + [position[v] + 1 if v in position else -1 for v in new]
+                    + [len(old) + 1 + k for k in range(oov_buckets)], np.int64)
+
+
+def _vocabulary(path: str) -> list:
+    with tf.io.gfile.GFile(path) as f:
+        return f.read().splitlines()
+
+
+def warm_start_across_vocabularies(model: DownstreamModel, base_model_dir: str, tft_output, rows):
+    """warm_start from the base model's checkpoint when this run's vocabularies grew or reordered.
+
+    Vocabularies are fitted on each run's train days, so a new day brings new ids and
+    moves old ones. The base model's own vocabularies travel in its SavedModel's assets:
+    its checkpoint is restored into a twin with the old table sizes, then every
+    variable is copied, an id's embedding row going to that id's new row (new ids keep
+    their fresh initialisation). Returns (restored, new, remapped features).
+    """
+    checkpoint = os.path.join(base_model_dir, CHECKPOINT)
+    config, old_sizes, remaps = model.config, {}, {}
+    for n in config.id_features:
+        if n not in F.VOCABULARY:
+            continue
+        path = os.path.join(path_utils.serving_model_path(base_model_dir), "assets", F.VOCABULARY[n])
+        if not tf.io.gfile.exists(path):
+            raise ValueError(f"{base_model_dir}: no vocabulary of {n} in its SavedModel ({path})")
+        old = _vocabulary(path)
+        new = [v.decode() if isinstance(v, bytes) else str(v) for v in tft_output.vocabulary_by_name(F.VOCABULARY[n])]
+        if old != new:
+            old_sizes[n], remaps[n] = len(old) + 1 + F.OOV_BUCKETS, vocabulary_remap(old, new)
+    if not remaps:
+        return (*warm_start(model, checkpoint), [])
+    zeros = {k: np.zeros_like(v[:8]) for k, v in rows.items()}  # in range of any table
+    twin = build_model(config, {**model.vocab_sizes, **old_sizes}, zeros)
+    restored, new = warm_start(twin, checkpoint)
+    tables = {id(layer.embeddings): n for n, layer in model.embeddings.items()}
+    # The twin is the same architecture built the same way: its variables come in the same
+    # order (auto-generated layer names differ between instances, so names cannot match them).
+    if len(model.variables) != len(twin.variables):
+        raise ValueError(f"{checkpoint}: the base model has another architecture")
+    for v, old in zip(model.variables, twin.variables):
+        if old.shape == v.shape:
+            v.assign(old)
+            continue
+        if id(v) not in tables or tables[id(v)] not in remaps or old.shape[1:] != v.shape[1:]:
+            raise ValueError(f"{checkpoint}: {v.name} has shape {v.shape}, the base model's {old.shape}")
+        index = remaps[tables[id(v)]]
+        value, kept = v.numpy(), index >= 0
+        value[kept] = old.numpy()[index[kept]]
+        v.assign(value)
+    return restored, new, sorted(remaps)
+
+
 def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_csv: str, output_dir: str,
         record_dir: str, train_steps: int, custom: Optional[Mapping] = None, knowledge_dir: Optional[str] = None,
         knowledge_version: Optional[int] = None, base_model_dir: Optional[str] = None) -> Dict:
@@ -196,12 +260,12 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
     vocab_sizes = {n: F.vocab_size(tft_output, n) for n in config.id_features}
     model = build_model(config, vocab_sizes, train_rows)
 
-    warm = {"base_model": base_model_dir, "restored": 0, "new": [], "skipped": None}
+    warm = {"base_model": base_model_dir, "restored": 0, "new": [], "skipped": None, "remapped": []}
     if base_model_dir:
         checkpoint = os.path.join(base_model_dir, CHECKPOINT)
         try:
-            restored, new = warm_start(model, checkpoint)
-            warm.update(restored=len(restored), new=new)
+            restored, new, remapped = warm_start_across_vocabularies(model, base_model_dir, tft_output, train_rows)
+            warm.update(restored=len(restored), new=new, remapped=remapped)
             logging.info("warm-started from %s: %d variables restored, new: %s", checkpoint, len(restored), new)
         except (ValueError, tf.errors.NotFoundError) as e:  # another architecture: train afresh, and say so
             warm["skipped"] = str(e)

@@ -117,3 +117,66 @@ def test_training_rows_get_knowledge_as_of_the_day_before_theirs(runs):
     served = lookup_knowledge(cache_dir, ids["user_id"][first][:50].astype(bytes),
                               ids["item_id"][first][:50].astype(bytes), ids["category_id"][first][:50].astype(bytes))
     assert np.abs(served).sum() > 0
+
+
+def test_vocabulary_remap_follows_ids_and_keeps_absent_and_oov_rows():
+    index = downstream_trainer.vocabulary_remap(["a", "b", "c"], ["c", "new", "a"], oov_buckets=2)
+    # rows: 0 absent, then c, new, a, then the two OOV buckets (old rows 4 and 5)
+    assert index.tolist() == [0, 3, -1, 1, 4, 5]
+
+
+class _Vocabularies:
+    """The one method of TFTransformOutput the warm start reads."""
+
+    def __init__(self, vocabularies):
+        self.vocabularies = vocabularies
+
+    def vocabulary_by_name(self, name):
+        return [v.encode() for v in self.vocabularies[name]]
+
+
+def test_a_grown_and_reordered_vocabulary_warm_starts_each_id_from_its_old_row(tmp_path):
+    from models import features as F
+    from models.keep_plugin import DownstreamConfig
+
+    config = DownstreamConfig(hidden_units=(8, 4), attention_units=(4,), embedding_dim=4)
+    users_old, users_new = ["u1", "u2", "u3"], ["u3", "u9", "u1", "u2", "u8"]
+    other = {n: [f"{n}{k}" for k in range(5)] for n in ("item_id", "category_id", "shop_id", "user_gender")}
+    sizes = {n: len(v) + 1 + F.OOV_BUCKETS for n, v in other.items()}
+    sizes.update({n: F.integer_vocab_size(n) for n in ("user_age_bucket", "hour")})
+    rng = np.random.default_rng(0)
+
+    def rows(user_rows):
+        out = {n: rng.integers(0, sizes[n], 16) for n in config.id_features if n != "user_id"}
+        out["user_id"] = rng.integers(0, user_rows, 16)
+        out["item_price"] = rng.normal(size=16).astype(np.float32)
+        for s, _ in config.sequence_features:
+            out[s] = rng.integers(0, 5, (16, 20))
+        out["click"] = rng.integers(0, 2, 16).astype(np.float32)
+        return out
+
+    old_rows = len(users_old) + 1 + F.OOV_BUCKETS
+    base = downstream_trainer.build_model(config, {**sizes, "user_id": old_rows}, rows(old_rows))
+    base_dir = tmp_path / "base"
+    downstream_trainer.save_checkpoint(base, str(base_dir / downstream_trainer.CHECKPOINT))
+    (base_dir / "Format-Serving" / "assets").mkdir(parents=True)
+    for name, vocabulary in {**other, "user_id": users_old}.items():
+        (base_dir / "Format-Serving" / "assets" / F.VOCABULARY[name]).write_text("\n".join(vocabulary) + "\n")
+
+    new_rows = len(users_new) + 1 + F.OOV_BUCKETS
+    data = rows(new_rows)
+    model = downstream_trainer.build_model(config, {**sizes, "user_id": new_rows}, data)
+    fresh = model.embeddings["user_id"].embeddings.numpy().copy()
+    restored, new, remapped = downstream_trainer.warm_start_across_vocabularies(
+        model, str(base_dir), _Vocabularies({**{F.VOCABULARY[n]: v for n, v in other.items()},
+                                              F.VOCABULARY["user_id"]: users_new}), data)
+    assert remapped == ["user_id"] and restored and new == []
+    old, now = base.embeddings["user_id"].embeddings.numpy(), model.embeddings["user_id"].embeddings.numpy()
+    np.testing.assert_array_equal(now[1], old[3])  # u3
+    np.testing.assert_array_equal(now[3], old[1])  # u1
+    np.testing.assert_array_equal(now[4], old[2])  # u2
+    np.testing.assert_array_equal(now[2], fresh[2])  # u9 is new: its fresh row stays
+    np.testing.assert_array_equal(now[0], old[0])  # absent
+    np.testing.assert_array_equal(now[-F.OOV_BUCKETS:], old[-F.OOV_BUCKETS:])
+    for a, b in zip(base.dense_layers, model.dense_layers):  # everything else copied as is
+        np.testing.assert_array_equal(a.kernel.numpy(), b.kernel.numpy())

@@ -391,6 +391,7 @@ def test_second_run_with_a_new_span_adds_a_knowledge_version_and_warm_starts_the
         record = json.load(f)
     assert record["warm_start"]["base_model"] == first_model[0]
     assert record["warm_start"]["restored"] > 0 and record["warm_start"]["new"] == []
+    assert "user_id" in record["warm_start"]["remapped"]  # a day more of train: new users, reordered ids
     assert record["latest_day"] == 2 and record["knowledge_version"] == int(caches[1])
     with open(os.path.join(first_model[0], "training.json")) as f:
         first = json.load(f)
