@@ -16,7 +16,7 @@ Latency, on the run's pushed models (in-process, and over gRPC to the embedded s
 in its own process): a SAMD student's one Predict vs the plugged path (knowledge
 lookup + downstream Predict; over gRPC also the client's version call).
 
-    .venv/bin/python -m bench.keep_plugin --run runs --data data/default [--steps 300] [--seeds 2] [--scenario banner]
+    .venv/bin/python -m bench.keep_plugin --run runs --data data/default [--steps 300] [--seeds 3] [--scenario banner]
 
 Writes bench/results/keep_plugin.json.
 """
@@ -133,9 +133,11 @@ def quality(run_dir, data_root, steps, seeds, knowledge_steps):
                 m = test_scenario == s
                 scores[s] = {"auc": auc(te["click"][m], pred[m]), "gauc": gauc(te["user_id"][m], te["click"][m], pred[m])}
             per_seed.append(scores)
-        results[variant] = {s: {m: _mean([r[s][m] for r in per_seed]) for m in ("auc", "gauc")} for s in per_seed[0]}
+        results[variant] = {s: {**{m: _mean([r[s][m] for r in per_seed]) for m in ("auc", "gauc")},
+                                **{f"{m}_std": _std([r[s][m] for r in per_seed]) for m in ("auc", "gauc")}}
+                            for s in per_seed[0]}
         print(f"keep_plugin: {variant:<13} click GAUC ALL {results[variant]['ALL']['gauc']:.4f} "
-              f"AUC {results[variant]['ALL']['auc']:.4f}", flush=True)
+              f"± {results[variant]['ALL']['gauc_std'] or 0:.4f} AUC {results[variant]['ALL']['auc']:.4f}", flush=True)
     return {"train_rows": int(len(train["click"])), "validation_rows": int(len(validation["click"])),
             "test_rows": int(len(test["click"])), "scenarios": sub,
             "steps": steps, "seeds": seeds, "knowledge_steps": knowledge_steps, "click": results}
@@ -144,6 +146,11 @@ def quality(run_dir, data_root, steps, seeds, knowledge_steps):
 def _mean(values):
     values = [v for v in values if v is not None]
     return round(float(np.mean(values)), 4) if values else None
+
+
+def _std(values):
+    values = [v for v in values if v is not None]
+    return round(float(np.std(values, ddof=1)), 4) if len(values) > 1 else None
 
 
 def _timed(fn, seconds):
@@ -215,7 +222,7 @@ def main(argv=None):
     p.add_argument("--data", default="data/default", help="the run's data folder (its scenarios.csv)")
     p.add_argument("--steps", type=int, default=300, help="downstream training steps per variant and seed")
     p.add_argument("--knowledge_steps", type=int, default=300, help="training steps of each strategy's heads")
-    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--scenario", default="banner", help="the SAMD student the plugged path is compared with")
     p.add_argument("--seconds", type=float, default=3.0, help="per latency setting")
     p.add_argument("--skip_quality", action="store_true")

@@ -63,6 +63,11 @@ def run_seed(data: str, head, out: str, seed: int, train_steps: int, samd_steps:
         # Bless everything (a benchmark judges with the table below, not with the gate).
         blessing={"margin": -1.0, "tolerance": 1.0})
     tfx.orchestration.LocalDagRunner().run(create_pipeline(options, imported=head))
+    return evaluations(out)
+
+
+def evaluations(out: str) -> Dict[str, str]:
+    """{model: its evaluator's latest output folder} of a pipeline run under `out`."""
     root = os.path.join(out, "pipelines", "keep_samd")
     return {name: os.path.dirname(_latest(os.path.join(root, component, "evaluation", "*", "evaluation.json")))
             for component, name in EVALUATORS.items()
@@ -85,15 +90,41 @@ def _stats(values: List[float]) -> Dict:
             "seeds": len(values)}
 
 
+def _paired(loaded, name, kind):
+    """Per seed: `name` minus the floor on ALL click, same rows; AUC by DeLong, GAUC by a bootstrap over users."""
+    per_seed = []
+    for seed in loaded:
+        if name not in seed or FLOOR not in seed:
+            per_seed.append(None)
+            continue
+        mine, floor = seed[name][1], seed[FLOOR][1]
+        if not np.array_equal(mine["click_label"], floor["click_label"]):
+            raise ValueError(f"{name} and {FLOOR} were scored on different rows")
+        rows = mine["click_covered"] & floor["click_covered"]
+        y = mine["click_label"][rows]
+        if kind == "auc":
+            d = M.paired_auc_difference(y, mine["click"][rows], floor["click"][rows])
+        elif "user" in mine:
+            d = M.paired_gauc_difference(mine["user"][rows], y, mine["click"][rows], floor["click"][rows])
+        else:  # predictions written before user ids were saved
+            d = None
+        per_seed.append({"diff": d[0], "low": d[1], "high": d[2], "rows": int(rows.sum())} if d else None)
+    valid = [p for p in per_seed if p]
+    verdict = ("above the floor" if valid and all(p["low"] > 0 for p in valid) else
+               "below the floor" if valid and all(p["high"] < 0 for p in valid) else
+               "no difference (an interval contains 0)" if valid else "n/a")
+    return {"per_seed": per_seed, "mean_diff": _stats([p["diff"] for p in valid]), "verdict": verdict}
+
+
 def summarise(runs: List[Dict[str, str]]) -> Dict:
     """The table: {model: {slice: {task: {auc, gauc, ci, gap}}}}, group means, paired differences to the floor."""
     loaded = [{name: _load(folder) for name, folder in run.items()} for run in runs]
-    first = loaded[0]
-    roles = next(iter(first.values()))[0]["roles"]
+    names = list(dict.fromkeys(n for seed in loaded for n in seed))
+    roles = next(r for seed in loaded for r, _ in seed.values())["roles"]
     slices = [M.ALL] + sorted(roles, key=lambda s: (ROLES.index(roles[s]), s))
-    table, oracle = {}, {}
-    for name in first:
-        table[name] = {}
+    table, oracle, groups = {}, {}, {}
+    for name in names:
+        table[name], groups[name] = {}, {}
         for s in slices:
             per = {}
             for task in M.TASKS:
@@ -111,36 +142,24 @@ def summarise(runs: List[Dict[str, str]]) -> Dict:
                     oracle.setdefault(s, {})[task] = cells[0]["oracle_auc"]
             if per:
                 table[name][s] = per
-    groups = {}
-    for name, per_slice in table.items():
-        groups[name] = {}
-        for role in ROLES:
-            members = [s for s in per_slice if roles.get(s) == role]
+        for role in ROLES:  # per seed, the mean AUC of the role's scenarios; then mean ± std over seeds
+            members = [s for s in slices if roles.get(s) == role]
             for task in M.TASKS:
-                values = [per_slice[s][task]["auc"]["mean"] for s in members if task in per_slice[s]]
-                if values:
-                    groups[name].setdefault(role, {})[task] = float(np.mean(values))
-    paired = {}
-    for name in first:
-        if name == FLOOR or FLOOR not in first:
-            continue
-        per_seed = []
-        for seed in loaded:
-            _, mine = seed[name]
-            _, floor = seed[FLOOR]
-            if not np.array_equal(mine["click_label"], floor["click_label"]):
-                raise ValueError(f"{name} and {FLOOR} were scored on different rows")
-            rows = mine["click_covered"] & floor["click_covered"]
-            d = M.paired_auc_difference(mine["click_label"][rows], mine["click"][rows], floor["click"][rows])
-            per_seed.append({"diff": d[0], "low": d[1], "high": d[2], "rows": int(rows.sum())} if d else None)
-        valid = [p for p in per_seed if p]
-        paired[name] = {"per_seed": per_seed, "mean_diff": _stats([p["diff"] for p in valid]),
-                        "verdict": ("above the floor" if valid and all(p["low"] > 0 for p in valid) else
-                                    "below the floor" if valid and all(p["high"] < 0 for p in valid) else
-                                    "no difference (an interval contains 0)")}
-    budgets = {name: [seed[name][0].get("budget") for seed in loaded if name in seed] for name in first}
+                per_seed = []
+                for seed in loaded:
+                    if name not in seed:
+                        continue
+                    values = [seed[name][0]["metrics"].get(s, {}).get(task, {}).get("auc") for s in members]
+                    values = [v for v in values if v is not None]
+                    if values:
+                        per_seed.append(float(np.mean(values)))
+                if per_seed:
+                    groups[name].setdefault(role, {})[task] = _stats(per_seed)
+    paired = {kind: {name: _paired(loaded, name, kind) for name in names if name != FLOOR}
+              for kind in ("auc", "gauc")} if FLOOR in names else {}
+    budgets = {name: [seed[name][0].get("budget") for seed in loaded if name in seed] for name in names}
     return {"slices": slices, "roles": roles, "oracle": oracle, "models": table, "group_mean_auc": groups,
-            "paired_click_auc_vs_floor_on_all": paired, "budget": budgets}
+            "paired_click_vs_floor_on_all": paired, "budget": budgets}
 
 
 def print_table(result: Dict) -> None:
@@ -156,10 +175,20 @@ def print_table(result: Dict) -> None:
                              if c and c["auc"]["mean"] is not None else "n/a".rjust(16))
             o = result["oracle"].get(s, {}).get(task)
             print(f"{s:>16} {o if o is None else round(o, 3)!s:>7} " + " ".join(cells))
-    print("\n== ALL click AUC minus the logistic regression's, same rows, paired DeLong 95% per seed ==")
-    for n, p in result["paired_click_auc_vs_floor_on_all"].items():
-        seeds = "  ".join(f"{q['diff']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}]" for q in p["per_seed"] if q)
-        print(f"{n:>16}: {seeds}  -> {p['verdict']}")
+        for role in ROLES:
+            cells = [result["group_mean_auc"][n].get(role, {}).get(task) for n in names]
+            print(f"{'mean ' + role:>16} {'':>7} " + " ".join(
+                f"{c['mean']:.3f}±{c['std']:.3f}".rjust(16) if c else "n/a".rjust(16) for c in cells))
+        cells = [result["models"][n].get(M.ALL, {}).get(task, {}).get("gauc") for n in names]
+        print(f"{'ALL GAUC':>16} {'':>7} " + " ".join(
+            f"{c['mean']:.3f}±{c['std']:.3f}".rjust(16) if c and c["mean"] is not None else "n/a".rjust(16)
+            for c in cells))
+    for kind, method in (("auc", "DeLong"), ("gauc", "bootstrap over users")):
+        print(f"\n== ALL click {kind.upper()} minus the logistic regression's, same rows, paired 95% ({method}) "
+              f"per seed ==")
+        for n, p in result["paired_click_vs_floor_on_all"].get(kind, {}).items():
+            seeds = "  ".join(f"{q['diff']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}]" for q in p["per_seed"] if q)
+            print(f"{n:>16}: {seeds}  -> {p['verdict']}")
 
 
 def main(argv=None) -> int:
@@ -170,30 +199,39 @@ def main(argv=None) -> int:
     p.add_argument("--train-steps", type=int, default=600)
     p.add_argument("--samd-steps", type=int, default=300)
     p.add_argument("--output", default=RESULTS)
+    p.add_argument("--summarise-only", action="store_true",
+                   help="rebuild the table from the evaluations already under --workdir")
     a = p.parse_args(argv)
 
     from pipelines.transform_only import run_transform
     from synthetic import generate as G
 
+    from components.time_split_example_gen import TimeSplit
+
     t0 = time.time()
     data = os.path.join(a.workdir, "data")
     config = G.preset_config("rich", rows=a.rows)
-    if not os.path.exists(os.path.join(data, "truth.json")):
-        G.generate(data, config, progress=False)
-    head = run_transform(data, os.path.join(a.workdir, "transform"))
-    seconds = {"generate_and_transform": time.time() - t0}
-    runs = []
-    for seed in a.seeds:
-        t1 = time.time()
-        runs.append(run_seed(data, head, os.path.join(a.workdir, f"seed{seed}"), seed, a.train_steps, a.samd_steps))
-        seconds[f"seed{seed}"] = time.time() - t1
-        print(f"seed {seed}: {seconds[f'seed{seed}']:.0f}s", flush=True)
+    runs, seconds = [], {}
+    if a.summarise_only:
+        runs = [evaluations(os.path.join(a.workdir, f"seed{seed}")) for seed in a.seeds]
+    else:
+        if not os.path.exists(os.path.join(data, "truth.json")):
+            G.generate(data, config, progress=False)
+        head = run_transform(data, os.path.join(a.workdir, "transform"))
+        seconds["generate_and_transform"] = time.time() - t0
+        for seed in a.seeds:
+            t1 = time.time()
+            runs.append(run_seed(data, head, os.path.join(a.workdir, f"seed{seed}"), seed, a.train_steps,
+                                 a.samd_steps))
+            seconds[f"seed{seed}"] = time.time() - t1
+            print(f"seed {seed}: {seconds[f'seed{seed}']:.0f}s", flush=True)
     result = summarise(runs)
+    split = TimeSplit().split_days(range(config.days))
     result.update({
         "command": "python -m bench.quality " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
         "seeds": a.seeds, "data": {"preset": "rich", "rows": config.rows, "days": config.days, "users": config.users,
                                     "items": config.items, "data_seed": config.seed,
-                                    "split": "train days 0-2, validation day 3, test day 4"},
+                                    "split_days": split},
         "train_steps": a.train_steps, "samd_steps": a.samd_steps, "seconds": seconds,
         "total_seconds": time.time() - t0,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"})

@@ -41,8 +41,8 @@ def _artifacts(run):
     return {
         "transform_graph": one("Transform/transform_graph/*"),
         "train": os.path.join(examples, "Split-train", "*"),
-        "eval": os.path.join(examples, "Split-validation", "*"),  # early stopping
-        "raw_eval": os.path.join(one("CsvExampleGen/examples/*"), "Split-test", "*"),  # scoring: the test day
+        "validation": os.path.join(examples, "Split-validation", "*"),  # early stopping
+        "raw_test": os.path.join(one("CsvExampleGen/examples/*"), "Split-test", "*"),  # scoring: the test day
         "teacher": one("KeepTrainer/model/*/Format-Keras"),
         "neighbours": json.load(open(sorted(sim)[-1]))["top_g"] if sim else None,
     }
@@ -69,7 +69,7 @@ def _student_aucs(model_dir, rows, scen, click):
 
 def _train(a, art, scenarios_csv, custom, out_dir):
     t0 = time.perf_counter()
-    report = samd_trainer.run(art["train"], art["eval"], art["transform_graph"], art["teacher"], scenarios_csv,
+    report = samd_trainer.run(art["train"], art["validation"], art["transform_graph"], art["teacher"], scenarios_csv,
                               out_dir, out_dir + "_report", a.steps, 10, art["neighbours"], custom)
     return report, time.perf_counter() - t0
 
@@ -85,7 +85,7 @@ def main(argv=None):
     art = _artifacts(a.run)
     scenarios_csv = os.path.join(a.data, "scenarios.csv")
     roles = {r["scenario_id"]: r["role"] for r in samd_trainer.read_scenarios(scenarios_csv)}
-    rows, scen, click = _eval_rows(art["raw_eval"])
+    rows, scen, click = _eval_rows(art["raw_test"])
     tmp = tempfile.mkdtemp()
     base = {"epochs": a.epochs, "patience": a.epochs}
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "steps": a.steps, "runs": {}}

@@ -1,7 +1,7 @@
 """Benchmark: AUC per scenario and task of every pushed unified model, training examples/s, latency.
 
 Reads a finished pipeline run (its pushed SavedModels, ExampleGen's raw test split and
-each Trainer's history.json), scores the raw eval examples through each SavedModel and
+each Trainer's history.json), scores the raw test examples through each SavedModel and
 compares with the oracle AUC from the generator's true probabilities. With
 `--grec-routings`, it also trains GRec once per routing strategy on the run's
 transformed examples (same steps as the pipeline) and scores each the same way.

@@ -13,9 +13,16 @@ pushed one, while the General Knowledge Center's cache feeds its plug-in (Eq. 5)
 Knowledge is joined by raw (user, item, category) ids, point in time: a training row of
 day d gets each key's cached parts as of the latest train day before d
 (`keep_cache.knowledge_as_of` over the KnowledgeCenter's `daily.npz`), as a cache
-refreshed nightly would have served it; a day-d row never sees knowledge computed
-from histories that hold its own click. Validation rows (later than every train
-day) are looked up in the served cache itself, as a client does.
+refreshed nightly would have served it; no row is joined with knowledge computed
+from its own day or later. Validation rows are joined the same way (with the default
+split they are later than every train day, so this equals a lookup in the served
+cache; with a hash validation slice of the train days it does not). Test rows are
+looked up in the served cache, as a client does (evaluator).
+Known limit: the knowledge heads are fitted on all train days, so a training row's
+knowledge comes from weights that saw its label; test rows' knowledge does not. This
+cannot inflate a test score (the test day is unseen), but training and test
+knowledge differ in kind; fitting the heads on an earlier window than the downstream
+model's days would remove it at the price of data.
 
 Export (one SavedModel, raw tf.Example in, nothing of KEEP inside but the cached
 vectors it is given):
@@ -47,12 +54,11 @@ from models import export
 from models import features as F
 from models.keep_cache import knowledge_as_of, lookup_knowledge
 from models.keep_plugin import KNOWLEDGE, DownstreamConfig, DownstreamModel, save_checkpoint, warm_start
-from models.multitask import budget_record, seed_everything
+from models.multitask import TRAINING_FILE, budget_record, seed_everything
 from models.transformed_data import load_transformed, raw_ids, select, transformed_index
 
 KNOWLEDGE_MODEL = "keep_knowledge"
 CHECKPOINT = os.path.join("checkpoint", "model")
-TRAINING_FILE = "training.json"
 RAW_KEYS = ("user_id", "item_id", "category_id")
 
 
@@ -152,7 +158,7 @@ def build_model(config: DownstreamConfig, vocab_sizes, rows) -> DownstreamModel:
 
 
 def fit(model: DownstreamModel, train_rows, eval_rows, train_steps: int, epochs: int = 2, verbose: int = 2):
-    """Trains `train_steps` steps over `epochs`, keeping the best epoch by eval click AUC."""
+    """Trains `train_steps` steps over `epochs`, keeping the best epoch by validation click AUC."""
     names = model_inputs(model.config)
     epochs = max(1, min(epochs, train_steps))
     return model.fit(_dataset(train_rows, names, model.config.batch_size, True), epochs=epochs,
@@ -181,8 +187,9 @@ def vocabulary_remap(old: Sequence[str], new: Sequence[str], oov_buckets: int = 
 
 
 def _vocabulary(path: str) -> list:
-    with tf.io.gfile.GFile(path) as f:
-        return f.read().splitlines()
+    with tf.io.gfile.GFile(path) as f:  # TFT's vocabulary files: one token per line, "\n" only
+        tokens = f.read().split("\n")
+    return tokens[:-1] if tokens and tokens[-1] == "" else tokens
 
 
 def warm_start_across_vocabularies(model: DownstreamModel, base_model_dir: str, tft_output, rows):
@@ -217,10 +224,13 @@ def warm_start_across_vocabularies(model: DownstreamModel, base_model_dir: str, 
     if len(model.variables) != len(twin.variables):
         raise ValueError(f"{checkpoint}: the base model has another architecture")
     for v, old in zip(model.variables, twin.variables):
-        if old.shape == v.shape:
+        remapped = tables.get(id(v)) in remaps  # an id table whose vocabulary grew or only reordered
+        if not remapped:
+            if old.shape != v.shape:
+                raise ValueError(f"{checkpoint}: {v.name} has shape {v.shape}, the base model's {old.shape}")
             v.assign(old)
             continue
-        if id(v) not in tables or tables[id(v)] not in remaps or old.shape[1:] != v.shape[1:]:
+        if old.shape[1:] != v.shape[1:]:
             raise ValueError(f"{checkpoint}: {v.name} has shape {v.shape}, the base model's {old.shape}")
         index = remaps[tables[id(v)]]
         value, kept = v.numpy(), index >= 0
@@ -252,7 +262,7 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
         with open(os.path.join(knowledge_record, knowledge_center.CACHE_FILE)) as f:
             daily = {"strategy": json.load(f)["strategy"], "tables": knowledge_center.load_daily(knowledge_record)}
     train_rows = _rows(train_pattern, tft_output, index, cache, spans, latest_day, daily)
-    eval_rows = _rows(eval_pattern, tft_output, index, cache)
+    eval_rows = _rows(eval_pattern, tft_output, index, cache, daily=daily)
     if not len(train_rows["click"]):
         raise ValueError(f"no training rows for scenarios {scenarios} in the latest {spans} day(s)")
     width = int(train_rows[KNOWLEDGE].shape[1]) if plugged else 0
@@ -271,16 +281,14 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
             warm["skipped"] = str(e)
             logging.warning("not warm-starting from %s: %s", checkpoint, e)
 
-    epochs = max(1, min(int(custom.get("epochs", 2)), train_steps))
-    steps_per_epoch = max(1, train_steps // epochs)
-    history = fit(model, train_rows, eval_rows, train_steps, epochs)
+    history = fit(model, train_rows, eval_rows, train_steps, int(custom.get("epochs", 2)))
     export_model(model, tft_output, output_dir, knowledge_version if plugged else None,
                  custom.get("model_name", "keep_downstream"))
     save_checkpoint(model, os.path.join(record_dir, CHECKPOINT))
     record = {"plugged": plugged, "knowledge_version": knowledge_version if plugged else None,
               "knowledge_width": width, "scenarios": scenarios, "spans": spans, "latest_day": latest_day,
               "train_rows": int(len(train_rows["click"])), "eval_rows": int(len(eval_rows["click"])),
-              "warm_start": warm, **budget_record(model, history, config.batch_size, steps_per_epoch),
+              "warm_start": warm, **budget_record(model, history, config.batch_size, history.params["steps"]),
               "history": {k: [float(x) for x in v] for k, v in history.history.items()},
               "config": json.loads(json.dumps(config.__dict__))}
     with open(os.path.join(record_dir, TRAINING_FILE), "w") as f:

@@ -30,7 +30,8 @@ Readings of the paper:
 Example:
     model = CacheableKnowledgeModel(CacheableKnowledgeConfig(strategy="both"), vocab_sizes)
     parts = model.parts(features)              # {"user", "item", "user_category"}
-    tables = cache_tables(model, batches)      # batches of (features, raw ids)
+    daily = daily_tables(model, batches)       # batches of (features, raw ids and days)
+    tables = latest_tables(daily)              # each key's latest parts: what is served
     cache = KnowledgeCache("both", tables, version="3")
     out = cache.lookup(user_ids, item_ids, category_ids)   # {"knowledge", "found_user", ...}
 """
@@ -204,12 +205,6 @@ def daily_tables(model: CacheableKnowledgeModel, batches) -> Dict[str, Tuple[np.
             for name, rows in latest.items() if rows}
 
 
-def cache_tables(model: CacheableKnowledgeModel, batches) -> Dict[str, Tuple[list, np.ndarray]]:
-    """{part: (keys, rows)} over every user, item and user-category pair in `batches`
-    (as for `daily_tables`); a key seen on several days keeps its latest (the freshest history)."""
-    return latest_tables(daily_tables(model, batches))
-
-
 def latest_tables(daily: Mapping[str, Tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Dict[str, Tuple[list, np.ndarray]]:
     """{part: (keys, rows)}: each key's rows of its latest day in `daily_tables`' output."""
     out = {}
@@ -227,7 +222,8 @@ def knowledge_as_of(tables: Mapping[str, Tuple[np.ndarray, np.ndarray, np.ndarra
     latest day strictly before the row's day, zeros when there is none.
 
     What a row of day d is served by a cache refreshed the night before: no knowledge
-    computed from day d or later (whose histories hold day d's clicks) reaches it.
+    computed from day d or later reaches it (a key's parts of day d come from the
+    features of day d's rows, and later days' histories hold day d's clicks).
     """
     days = np.asarray(days, np.int64)
     queries = {"user": _strings(user_ids), "item": _strings(item_ids),

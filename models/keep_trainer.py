@@ -9,7 +9,7 @@ and exports a standalone SavedModel through `models.export`.
 The train steps are spread over `epochs`; after each, the validation split is scored and
 training stops once the click AUC has not improved for `patience` epochs, keeping
 the best epoch's weights. Recommendation models overfit id embeddings within a few
-passes over the data, and the eval AUC, not the step count, says when.
+passes over the data, and the validation AUC, not the step count, says when.
 """
 
 import json

@@ -66,7 +66,7 @@ def train(config: CacheableKnowledgeConfig, tf_transform_output, train_rows, eva
 
 def knowledge_batches(model: CacheableKnowledgeModel, tf_transform_output, rows: Mapping[str, np.ndarray],
                       batch_size: int = 4096):
-    """(features, raw ids and days) batches over `rows`, oldest day first (cache_tables keeps the last value)."""
+    """(features, raw ids and days) batches over `rows`, oldest day first (daily_tables keeps each day's last)."""
     order = np.argsort(rows[F.DAY], kind="stable")
     names = [n for n in _model_inputs(model.config) if n not in F.LABELS]
     raw = {k: raw_ids(tf_transform_output, k, rows[k][order]) for k in RAW_KEYS}

@@ -91,12 +91,17 @@ def write_training_record(serving_model_dir: str, record) -> None:
         f.write(json.dumps(record, indent=1))
 
 
-def budget_record(model, history, batch: int, steps_per_epoch: int, monitor: str = "val_auc_click") -> dict:
-    """Examples seen, epochs run, best epoch (restored), parameters and optimizer of a fitted model."""
+def budget_record(model, history, batch: int, steps_per_epoch: int, monitor: str = "val_auc_click",
+                  mode: str = "max") -> dict:
+    """Examples seen, epochs run, best epoch (the one restored), parameters and optimizer of a fitted model.
+
+    `batch`: training examples per step (SAMD: the per-scenario batch times the scenarios).
+    """
     epochs = len(history.history.get("loss", []))
     scores = history.history.get(monitor) or []
+    pick = max if mode == "max" else min
     return {"batch_size": int(batch), "steps_per_epoch": int(steps_per_epoch), "epochs": epochs,
-            "best_epoch": int(max(range(len(scores)), key=scores.__getitem__)) + 1 if scores else None,
+            "best_epoch": int(pick(range(len(scores)), key=scores.__getitem__)) + 1 if scores else None,
             "examples_seen": int(epochs * steps_per_epoch * batch),
             # trainable only: count_params() would add the AUC metrics' thousands of threshold variables
             "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),

@@ -32,8 +32,8 @@ from absl import logging
 
 from models import export
 from models import features as F
-from models.multitask import seed_everything
 from models.keep import KeepModel
+from models.multitask import budget_record, seed_everything, write_training_record
 from models.samd import SamdConfig, SamdDistiller, ScenarioTable, layer_widths
 from models.students import build_student, default_student_specs, student_vocab_features
 
@@ -123,6 +123,11 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
         verbose=2,
     )
     train_seconds = time.time() - t0
+    budget = budget_record(distiller, history, config.batch_size * len(students), steps, monitor="val_loss_ce",
+                           mode="min")
+    # What is served: the students alone (the meta network and projections stay behind).
+    budget["parameters"] = int(sum(np.prod(v.shape) for s in students.values() for v in s.trainable_variables))
+    write_training_record(output_dir, {"model": "samd", "seconds": round(train_seconds, 2), **budget})
 
     for sid, student in students.items():
         export.export_saved_model(

@@ -1,10 +1,11 @@
 """The keep_samd pipeline definition.
 
-RawDataCheck -> CsvExampleGen (TimeSplitExampleGen: train / validation / test by day) -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
--> ValidationGate -> Transform -> Trainer (KEEP); then, unless disabled, SAMD:
-ScenarioSimilarity (Beam, on ExampleGen's output) -> SamdTrainer (KEEP as the
+RawDataCheck -> CsvExampleGen (a TimeSplitExampleGen: train / validation / test by day)
+-> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> ValidationGate -> Transform
+(analyzers fitted on train) -> Trainer (KEEP); then, unless disabled, SAMD:
+ScenarioSimilarity (Beam, on ExampleGen's train split) -> SamdTrainer (KEEP as the
 frozen teacher); and one Trainer per unified model and baseline (PEPNet, ADL,
-GRec, shared-bottom, MMoE). Every trained model then goes through a
+GRec, shared-bottom, MMoE, the logistic-regression floor), all with one batch size. Every trained model then goes through a
 ModelEvaluator (metrics per scenario and task on the raw test split, and a
 blessing) and a pusher that pushes it only when blessed: KEEP and the unified
 models as one TF Serving model each, SAMD as one model `samd_<scenario>` per

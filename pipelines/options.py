@@ -15,7 +15,7 @@ runner reads its options from environment variables (all optional):
     KEEP_SAMD_TRAIN_STEPS  Trainer steps, at most (600; early stopping may end sooner)
     KEEP_SAMD_EVAL_STEPS   validation steps after each epoch (20)
     KEEP_SAMD_KEEP         JSON object of KeepConfig overrides, e.g. '{"batch_size": 256}'
-    KEEP_SAMD_EPOCHS       epochs the train steps are spread over, each ending with an eval (6)
+    KEEP_SAMD_EPOCHS       epochs the train steps are spread over, each ending with a validation pass (6)
     KEEP_SAMD_SAMD         JSON object for the SAMD run: {"samd": {SamdConfig overrides},
                            "students": {scenario: {StudentSpec overrides}}, "epochs": n,
                            "train_steps": n, "enabled": true}

@@ -26,7 +26,8 @@ from components.model_evaluator import metrics as M
 from components.model_evaluator.blessing import BlessingConfig, decide
 
 EVALUATION_FILE = "evaluation.json"
-PREDICTIONS_FILE = "predictions.npz"  # per test row and task: the prediction and whether the model scored it
+# Per test row: user, scenario, labels, and per task the prediction and whether the model scored it.
+PREDICTIONS_FILE = "predictions.npz"
 TEST_SPLIT = "test"
 BLESSING_FILE = "blessing.json"
 
@@ -152,7 +153,9 @@ def exported_bytes(model_dir: str) -> int:
 
 def training_record(model_uri: str) -> Dict:
     """What the trainer recorded next to the SavedModel (training.json: budget, scenarios), or {}."""
-    path = os.path.join(model_uri, "training.json")
+    from models.multitask import TRAINING_FILE
+
+    path = os.path.join(model_uri, TRAINING_FILE)
     if not fileio.exists(path):
         return {}
     with fileio.open(path) as f:
@@ -202,7 +205,8 @@ class Executor(base_executor.BaseExecutor):
         import io
 
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, click_label=table["click"], **predictions)
+        np.savez_compressed(buffer, user=table["user"].astype(str), scenario=table["scenario"].astype(str),
+                            **{f"{t}_label": table[t] for t in M.TASKS}, **predictions)
         with fileio.open(os.path.join(evaluation.uri, PREDICTIONS_FILE), "wb") as f:
             f.write(buffer.getvalue())
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])

@@ -24,15 +24,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         # Equation 3 is fitted like any statistic: on the train split only (a time split's later
-        # days must not shape what the students are trained with); all splits of an older artifact.
-        splits = artifact_utils.decode_split_names(examples.split_names)
-        splits = [s for s in splits if s == "train"] or splits
+        # days must not shape what the students are trained with).
+        splits = [s for s in artifact_utils.decode_split_names(examples.split_names) if s == "train"]
         paths = []
         for split in splits:
             paths += fileio.glob(os.path.join(artifact_utils.get_split_uri([examples], split), "*"))
         if not paths:
             raise beam_pipeline.SimilarityDataError(
-                f"{examples.uri}: no example files in split(s) {', '.join(splits) or '(none)'}")
+                f"{examples.uri}: no example files in a train split (splits: {examples.split_names})")
         data_root = exec_properties["data_root"]
         # The same checks (and messages) as RawDataCheck: one super scenario, no duplicates.
         scenarios = list(checks.read_scenarios(os.path.join(data_root, checks.SCENARIOS_FILE)))

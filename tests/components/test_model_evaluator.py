@@ -173,7 +173,7 @@ def test_blessing_rule():
         BlessingConfig(metric="logloss_click")
 
 
-# A tiny eval split and SavedModels that score it: "oracle" predicts the true probability,
+# A tiny test split and SavedModels that score it: "oracle" predicts the true probability,
 # "noisy" mixes it with a per-row noise column, "reversed" predicts its complement.
 def _example(row):
     f = tf.train.Features(feature={

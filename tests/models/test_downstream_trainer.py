@@ -97,26 +97,32 @@ def test_unknown_scenarios_are_named(runs, tmp_path):
 
 
 def test_training_rows_get_knowledge_as_of_the_day_before_theirs(runs):
-    """Point in time: the first train day's rows have no knowledge yet; the second day's come from the first."""
+    """Point in time, as the trainer joins them: the first train day's rows have no knowledge yet,
+    the second day's come from the first day, not from the cache's latest (later) entries."""
     import tensorflow_transform as tft
 
     from models import features as F
     from models.keep_cache import knowledge_as_of
-    from models.transformed_data import load_transformed, raw_ids
+    from models.transformed_data import raw_ids, transformed_index
 
     data, t, root, cache_dir, *_ = runs
     tft_output = tft.TFTransformOutput(t.transform_graph)
-    rows = load_transformed(os.path.join(t.transformed_examples, "Split-train", "*"), tft_output)
-    daily = knowledge_center.load_daily(str(root / "gkc"))
-    ids = {k: raw_ids(tft_output, k, rows[k]) for k in ("user_id", "item_id", "category_id")}
-    k = knowledge_as_of(daily, "both", ids["user_id"], ids["item_id"], ids["category_id"], rows[F.DAY])
+    scenarios = downstream_trainer.sub_scenarios(os.path.join(data, "scenarios.csv"))
+    index = {s: transformed_index(tft_output, "scenario_id", s) for s in scenarios}
+    daily = {"strategy": "both", "tables": knowledge_center.load_daily(str(root / "gkc"))}
+    rows = downstream_trainer._rows(os.path.join(t.transformed_examples, "Split-train", "*"), tft_output, index,
+                                    cache_dir, daily=daily)
     first, second = rows[F.DAY] == 0, rows[F.DAY] == 1
-    assert not k[first].any()
-    assert (np.abs(k[second]).sum(axis=1) > 0).mean() > 0.5  # most day-1 users were seen on day 0
-    # ...while the served cache (the train days' latest) would give a day-0 row its later history
-    served = lookup_knowledge(cache_dir, ids["user_id"][first][:50].astype(bytes),
-                              ids["item_id"][first][:50].astype(bytes), ids["category_id"][first][:50].astype(bytes))
-    assert np.abs(served).sum() > 0
+    assert first.any() and second.any()
+    assert not rows[downstream_trainer.KNOWLEDGE][first].any()
+    ids = {k: raw_ids(tft_output, k, rows[k]) for k in ("user_id", "item_id", "category_id")}
+    as_of_day_0 = knowledge_as_of({p: v for p, v in daily["tables"].items()}, "both", ids["user_id"][second],
+                                  ids["item_id"][second], ids["category_id"][second], np.ones(second.sum(), int))
+    np.testing.assert_array_equal(rows[downstream_trainer.KNOWLEDGE][second], as_of_day_0)
+    # The served cache holds day 1's entries: what day-1 rows would have seen through a plain lookup.
+    served = lookup_knowledge(cache_dir, ids["user_id"][second].astype(bytes), ids["item_id"][second].astype(bytes),
+                              ids["category_id"][second].astype(bytes))
+    assert not np.allclose(served, rows[downstream_trainer.KNOWLEDGE][second])
 
 
 def test_vocabulary_remap_follows_ids_and_keeps_absent_and_oov_rows():
@@ -167,10 +173,15 @@ def test_a_grown_and_reordered_vocabulary_warm_starts_each_id_from_its_old_row(t
     data = rows(new_rows)
     model = downstream_trainer.build_model(config, {**sizes, "user_id": new_rows}, data)
     fresh = model.embeddings["user_id"].embeddings.numpy().copy()
+    # category_id keeps its size but its order changes (a frequency-sorted vocabulary after a new day)
+    categories_new = other["category_id"][::-1]
     restored, new, remapped = downstream_trainer.warm_start_across_vocabularies(
         model, str(base_dir), _Vocabularies({**{F.VOCABULARY[n]: v for n, v in other.items()},
-                                              F.VOCABULARY["user_id"]: users_new}), data)
-    assert remapped == ["user_id"] and restored and new == []
+                                              F.VOCABULARY["user_id"]: users_new,
+                                              F.VOCABULARY["category_id"]: categories_new}), data)
+    assert remapped == ["category_id", "user_id"] and restored and new == []
+    old_c, now_c = base.embeddings["category_id"].embeddings.numpy(), model.embeddings["category_id"].embeddings.numpy()
+    np.testing.assert_array_equal(now_c[1:6], old_c[1:6][::-1])  # the same ids, rows moved with them
     old, now = base.embeddings["user_id"].embeddings.numpy(), model.embeddings["user_id"].embeddings.numpy()
     np.testing.assert_array_equal(now[1], old[3])  # u3
     np.testing.assert_array_equal(now[3], old[1])  # u1

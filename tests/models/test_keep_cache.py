@@ -4,7 +4,7 @@ import tensorflow as tf
 import tf_keras
 
 from models.keep_cache import (CacheableKnowledgeConfig, CacheableKnowledgeModel, KnowledgeCache, assemble,
-                               cache_tables, daily_tables, knowledge_parts)
+                               daily_tables, knowledge_parts, latest_tables)
 
 VOCAB = {"user_id": 30, "item_id": 40, "category_id": 12, "shop_id": 9, "user_gender": 5, "user_age_bucket": 8}
 B = 24
@@ -88,7 +88,7 @@ def test_training_lowers_the_loss():
 def test_cached_knowledge_equals_the_model_and_unseen_keys_get_the_default(strategy, tmp_path):
     m = model(strategy)
     batches = [batch(s) for s in range(3)]
-    tables = cache_tables(m, batches)
+    tables = latest_tables(daily_tables(m, batches))
     assert set(tables) == set(knowledge_parts(strategy)) & {"user", "item", "user_category"}
     cache = KnowledgeCache(strategy, tables, version="7")
     cache.save(str(tmp_path / "gkc"))
@@ -147,7 +147,7 @@ def _one_user_day(history, day):
 
 
 def test_a_click_seen_only_in_a_later_days_history_never_reaches_the_row_that_made_it():
-    from models.keep_cache import knowledge_as_of, latest_tables
+    from models.keep_cache import knowledge_as_of
 
     m = model("both")
     # Day 0: user 3 clicks item 7; the nightly refresh puts 7 into day 1's history.

@@ -69,9 +69,9 @@ def test_transform_runs_on_imported_examples_like_on_example_gens(transformed, t
 def test_a_column_outside_the_schema_is_named(tmp_path):
     from pipelines.transform_only import write_examples
 
+    (tmp_path / "one" / "day=0").mkdir(parents=True)
+    (tmp_path / "one" / "day=0" / "part-00000.csv").write_text("user_id,day\nu1,0\n")
     with pytest.raises(ValueError, match=r"1 day\(s\) \[0\], but the time split needs at least 3"):
-        (tmp_path / "one" / "day=0").mkdir(parents=True)
-        (tmp_path / "one" / "day=0" / "part-00000.csv").write_text("user_id,day\nu1,0\n")
         write_examples(str(tmp_path / "one"), str(tmp_path / "out"))
     for d in range(3):
         day = tmp_path / "data" / f"day={d}"
