@@ -35,6 +35,7 @@ import tf_keras
 
 from models import features as F
 from models.baselines import MultiTaskModel
+from models.configs import config_from_dict
 from models.multitask import TASK_POPULATION, TASKS
 
 # Scalar id features with a vocabulary (or a small integer range): what can be one-hot.
@@ -70,15 +71,7 @@ class LinearConfig:
 
     @classmethod
     def from_dict(cls, overrides: Optional[Mapping] = None) -> "LinearConfig":
-        overrides = dict(overrides or {})
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown LinearConfig field(s): {sorted(unknown)}")
-        if "features" in overrides:
-            overrides["features"] = tuple(overrides["features"])
-        if "crosses" in overrides:  # JSON gives lists of lists
-            overrides["crosses"] = tuple(tuple(pair) for pair in overrides["crosses"])
-        return cls(**overrides)
+        return config_from_dict(cls, overrides)
 
 
 def cross_name(pair: Sequence[str]) -> str:
