@@ -52,7 +52,7 @@ from tfx.utils import path_utils
 
 from models import export
 from models import features as F
-from models.keep_cache import knowledge_as_of, lookup_knowledge
+from models.keep_cache import knowledge_as_of
 from models.keep_plugin import KNOWLEDGE, DownstreamConfig, DownstreamModel, save_checkpoint, warm_start
 from models.multitask import TRAINING_FILE, budget_record, seed_everything
 from models.transformed_data import load_transformed, raw_ids, select, transformed_index
@@ -79,21 +79,18 @@ def model_inputs(config: DownstreamConfig):
     return names + ([KNOWLEDGE] if config.plugged else [])
 
 
-def _rows(pattern, tft_output, scenario_index, cache_dir, spans=0, latest_day=None, daily=None):
-    """The scenarios' rows; with a cache, their knowledge: point in time from `daily` ({"strategy", "tables"})
-    when given, else looked up in the served cache at `cache_dir`."""
+def _rows(pattern, tft_output, scenario_index, spans=0, latest_day=None, daily=None):
+    """The scenarios' rows; with `daily` ({"strategy", "tables"} of the KnowledgeCenter), their knowledge
+    joined point in time."""
     rows = load_transformed(pattern, tft_output)
     mask = np.isin(rows["scenario_id"], list(scenario_index.values()))
     if spans:
         mask &= rows[F.DAY] > latest_day - spans
     rows = select(rows, mask)
-    if cache_dir:
+    if daily is not None:
         raw = {k: raw_ids(tft_output, k, rows[k]) for k in RAW_KEYS}
-        if daily is not None:
-            rows[KNOWLEDGE] = knowledge_as_of(daily["tables"], daily["strategy"], raw["user_id"], raw["item_id"],
-                                              raw["category_id"], rows[F.DAY])
-        else:
-            rows[KNOWLEDGE] = lookup_knowledge(cache_dir, raw["user_id"], raw["item_id"], raw["category_id"])
+        rows[KNOWLEDGE] = knowledge_as_of(daily["tables"], daily["strategy"], raw["user_id"], raw["item_id"],
+                                          raw["category_id"], rows[F.DAY])
     return rows
 
 
@@ -253,7 +250,6 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
     latest_day = None
     if spans:
         latest_day = int(load_transformed(train_pattern, tft_output)[F.DAY].max())
-    cache = knowledge_dir if plugged else None
     daily = None
     if plugged:  # the KnowledgeCenter artifact: <uri>/Format-Serving is the cache, <uri> its record
         from models import knowledge_center
@@ -261,8 +257,8 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
         knowledge_record = os.path.dirname(os.path.normpath(knowledge_dir))
         with open(os.path.join(knowledge_record, knowledge_center.CACHE_FILE)) as f:
             daily = {"strategy": json.load(f)["strategy"], "tables": knowledge_center.load_daily(knowledge_record)}
-    train_rows = _rows(train_pattern, tft_output, index, cache, spans, latest_day, daily)
-    eval_rows = _rows(eval_pattern, tft_output, index, cache, daily=daily)
+    train_rows = _rows(train_pattern, tft_output, index, spans, latest_day, daily)
+    eval_rows = _rows(eval_pattern, tft_output, index, daily=daily)
     if not len(train_rows["click"]):
         raise ValueError(f"no training rows for scenarios {scenarios} in the latest {spans} day(s)")
     width = int(train_rows[KNOWLEDGE].shape[1]) if plugged else 0

@@ -19,7 +19,6 @@ warm-started from the last pushed one when incremental) -> its evaluator and pus
 (`keep_downstream`).
 """
 
-import json
 import os
 from typing import Dict
 
@@ -74,16 +73,12 @@ def _head(options: PipelineOptions) -> Dict:
 
 def _imported_head(options: PipelineOptions, imported) -> Dict:
     """Importers of an earlier ExampleGen + Transform (`pipelines.transform_only.TransformResult`)."""
-    from components.time_split_example_gen import SPLITS
+    from pipelines.transform_only import examples_importer
 
-    split_names = json.dumps(list(SPLITS))
-    types = tfx.types.standard_artifacts
-    raw = tfx.dsl.Importer(source_uri=imported.raw_examples, artifact_type=types.Examples,
-                           properties={"split_names": split_names}).with_id("RawExamplesImporter")
-    transformed = tfx.dsl.Importer(source_uri=imported.transformed_examples, artifact_type=types.Examples,
-                                   properties={"split_names": split_names}).with_id("TransformedExamplesImporter")
+    raw = examples_importer(imported.raw_examples, "RawExamplesImporter")
+    transformed = examples_importer(imported.transformed_examples, "TransformedExamplesImporter")
     graph = tfx.dsl.Importer(source_uri=imported.transform_graph,
-                             artifact_type=types.TransformGraph).with_id("TransformGraphImporter")
+                             artifact_type=tfx.types.standard_artifacts.TransformGraph).with_id("TransformGraphImporter")
     schema_gen = tfx.components.ImportSchemaGen(schema_file=options.schema_file)
     return {"examples": raw.outputs["result"], "transformed": transformed.outputs["result"],
             "graph": graph.outputs["result"], "schema": schema_gen.outputs["schema"],
@@ -103,18 +98,10 @@ def create_pipeline(options: PipelineOptions, local: bool = True, imported=None)
     if local and not os.path.isfile(options.schema_file):
         raise FileNotFoundError(f"{options.schema_file}: schema file not found")
 
-    if imported is None:
-        head = _head(options)
-        raw_examples, transformed, graph, schema = (head["examples"], head["transformed"], head["graph"],
-                                                    head["schema"])
-        gate = head["gate"]
-        components = list(head["components"])
-    else:
-        importers = _imported_head(options, imported)
-        raw_examples, transformed, graph, schema = (importers["examples"], importers["transformed"],
-                                                    importers["graph"], importers["schema"])
-        gate = None
-        components = list(importers["components"])
+    head = _head(options) if imported is None else _imported_head(options, imported)
+    raw_examples, transformed, graph, schema = (head[k] for k in ("examples", "transformed", "graph", "schema"))
+    gate = head.get("gate")  # none when the head is imported
+    components = list(head["components"])
     trainer = tfx.components.Trainer(
         run_fn="models.keep_trainer.run_fn",
         examples=transformed,

@@ -101,20 +101,27 @@ def write_examples(data_root: str, uri: str, shards: int = 4, progress: Optional
     return rows
 
 
+def examples_importer(uri: str, node_id: str):
+    """An Importer of an Examples artifact with the time split's splits (written earlier, e.g. by write_examples)."""
+    from tfx import v1 as tfx
+
+    from components.time_split_example_gen.split import SPLITS
+
+    return tfx.dsl.Importer(source_uri=uri, artifact_type=tfx.types.standard_artifacts.Examples,
+                            properties={"split_names": json.dumps(list(SPLITS))}).with_id(node_id)
+
+
 def run_transform(data_root: str, workdir: str, beam_args: Sequence[str] = DEFAULT_BEAM_ARGS,
                   examples_uri: Optional[str] = None) -> TransformResult:
     """examples_uri: examples written by write_examples, imported instead of running CsvExampleGen."""
     from ml_metadata.metadata_store import metadata_store
     from tfx import v1 as tfx
-    from components.time_split_example_gen.split import SPLITS
 
     if examples_uri is None:
         gen = example_gen(data_root)
         examples = gen.outputs["examples"]
     else:
-        split_names = json.dumps(list(SPLITS))
-        gen = tfx.dsl.Importer(source_uri=examples_uri, artifact_type=tfx.types.standard_artifacts.Examples,
-                                       properties={"split_names": split_names}).with_id("ExamplesImporter")
+        gen = examples_importer(examples_uri, "ExamplesImporter")
         examples = gen.outputs["result"]
     schema = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
     transform = tfx.components.Transform(examples=examples, schema=schema.outputs["schema"],

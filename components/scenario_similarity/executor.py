@@ -25,10 +25,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples = artifact_utils.get_single_instance(input_dict["examples"])
         # Equation 3 is fitted like any statistic: on the train split only (a time split's later
         # days must not shape what the students are trained with).
-        splits = [s for s in artifact_utils.decode_split_names(examples.split_names) if s == "train"]
         paths = []
-        for split in splits:
-            paths += fileio.glob(os.path.join(artifact_utils.get_split_uri([examples], split), "*"))
+        if "train" in artifact_utils.decode_split_names(examples.split_names):
+            paths = fileio.glob(os.path.join(artifact_utils.get_split_uri([examples], "train"), "*"))
         if not paths:
             raise beam_pipeline.SimilarityDataError(
                 f"{examples.uri}: no example files in a train split (splits: {examples.split_names})")

@@ -32,10 +32,10 @@ class Executor(csv_executor.Executor):
             raise SplitError("TimeSplitExampleGen reads one input pattern and splits it by day")
         pattern = input_config.splits[0].pattern
         input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-        files = fileio.glob(os.path.join(input_base, pattern))
-        if not files:
-            raise SplitError(f"{os.path.join(input_base, pattern)}: no files")
         where = os.path.join(input_base, pattern)
+        files = fileio.glob(where)
+        if not files:
+            raise SplitError(f"{where}: no files")
         rule = TimeSplit.from_dict(json.loads(exec_properties.get("time_split") or "{}"))
         bounds = rule.boundaries((day_of_path(f) for f in files), where)
         exec_properties["_beam_pipeline_args"] = self._beam_pipeline_args or []

@@ -111,7 +111,7 @@ def test_training_rows_get_knowledge_as_of_the_day_before_theirs(runs):
     index = {s: transformed_index(tft_output, "scenario_id", s) for s in scenarios}
     daily = {"strategy": "both", "tables": knowledge_center.load_daily(str(root / "gkc"))}
     rows = downstream_trainer._rows(os.path.join(t.transformed_examples, "Split-train", "*"), tft_output, index,
-                                    cache_dir, daily=daily)
+                                    daily=daily)
     first, second = rows[F.DAY] == 0, rows[F.DAY] == 1
     assert first.any() and second.any()
     assert not rows[downstream_trainer.KNOWLEDGE][first].any()
