@@ -28,7 +28,7 @@ import json
 import os
 import platform
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -50,20 +50,52 @@ def _latest(pattern: str) -> str:
     return found[-1]
 
 
-def run_seed(data: str, head, out: str, seed: int, train_steps: int, samd_steps: int) -> Dict[str, str]:
-    """The pipeline on the imported Transform with one training seed; {model: evaluation folder}."""
+def run_seed(data: str, head, out: str, seed: int, train_steps: int, samd_steps: int,
+             only: Optional[List[str]] = None, overrides: Optional[Dict] = None) -> Dict[str, str]:
+    """The pipeline on the imported Transform with one training seed; {model: evaluation folder}.
+
+    `only` trains a subset (KEEP and the floor always; "samd", "keep_downstream" and
+    unified names); `overrides` are PipelineOptions fields merged into the bench's
+    (e.g. {"samd": {"samd": {...}}}), for ablations.
+    """
     from tfx import v1 as tfx
 
     from pipelines.keep_samd import create_pipeline
     from pipelines.options import PipelineOptions
 
+    overrides = dict(overrides or {})
+    samd = {"train_steps": samd_steps, **overrides.pop("samd", {})}
+    unified = dict(overrides.pop("unified", {}))
+    downstream = dict(overrides.pop("downstream", {}))
+    if only is not None:
+        samd["enabled"] = "samd" in only
+        downstream["enabled"] = "keep_downstream" in only
+        unified["models"] = [m for m in only if m not in ("samd", "keep_downstream", "keep_general", FLOOR)] + [FLOOR]
     options = PipelineOptions(
         output_dir=out, data_root=data, seed=seed, train_steps=train_steps, eval_steps=50,
-        samd={"train_steps": samd_steps},
+        samd=samd, unified=unified, downstream=downstream,
         # Bless everything (a benchmark judges with the table below, not with the gate).
-        blessing={"margin": -1.0, "tolerance": 1.0})
+        blessing={"margin": -1.0, "tolerance": 1.0}, **overrides)
     tfx.orchestration.LocalDagRunner().run(create_pipeline(options, imported=head))
     return evaluations(out)
+
+
+def finished_transform(workdir: str):
+    """The TransformResult of a run_transform already finished in `workdir`, or None."""
+    from pipelines.options import EXAMPLE_GEN_ID
+    from pipelines.transform_only import TransformResult
+
+    def latest(*parts):
+        found = sorted(glob.glob(os.path.join(workdir, "root", *parts, "*")), key=lambda p: int(os.path.basename(p)))
+        return found[-1] if found else None
+
+    parts = [latest(EXAMPLE_GEN_ID, "examples"), latest("Transform", "transformed_examples"),
+             latest("Transform", "transform_graph")]
+    if not all(parts) or not glob.glob(os.path.join(parts[1], "Split-test", "*")):
+        return None
+    print(f"reusing the Transform in {workdir}", flush=True)
+    return TransformResult(raw_examples=parts[0], transformed_examples=parts[1], transform_graph=parts[2],
+                           transform_seconds=None)
 
 
 def evaluations(out: str) -> Dict[str, str]:
@@ -195,10 +227,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--workdir", default="/tmp/keep_samd_quality")
+    p.add_argument("--base", default=None,
+                   help="folder of the generated data/ and the Transform's transform/ (default: --workdir); a "
+                        "finished Transform there is reused, so ablations in several workdirs share one")
     p.add_argument("--rows", type=int, default=None, help="override the preset's rows (smoke runs)")
     p.add_argument("--train-steps", type=int, default=600)
     p.add_argument("--samd-steps", type=int, default=300)
     p.add_argument("--output", default=RESULTS)
+    p.add_argument("--models", nargs="+", default=None,
+                   help="train only these (KEEP and the floor always): samd, keep_downstream, unified names")
+    p.add_argument("--options", default=None,
+                   help='JSON of PipelineOptions fields merged in, e.g. \'{"samd": {"samd": {"meta": "all2all"}}}\'')
     p.add_argument("--summarise-only", action="store_true",
                    help="rebuild the table from the evaluations already under --workdir")
     a = p.parse_args(argv)
@@ -209,7 +248,8 @@ def main(argv=None) -> int:
     from components.time_split_example_gen import TimeSplit
 
     t0 = time.time()
-    data = os.path.join(a.workdir, "data")
+    base = a.base or a.workdir
+    data = os.path.join(base, "data")
     config = G.preset_config("rich", rows=a.rows)
     runs, seconds = [], {}
     if a.summarise_only:
@@ -217,12 +257,12 @@ def main(argv=None) -> int:
     else:
         if not os.path.exists(os.path.join(data, "truth.json")):
             G.generate(data, config, progress=False)
-        head = run_transform(data, os.path.join(a.workdir, "transform"))
+        head = finished_transform(os.path.join(base, "transform")) or run_transform(data, os.path.join(base, "transform"))
         seconds["generate_and_transform"] = time.time() - t0
         for seed in a.seeds:
             t1 = time.time()
             runs.append(run_seed(data, head, os.path.join(a.workdir, f"seed{seed}"), seed, a.train_steps,
-                                 a.samd_steps))
+                                 a.samd_steps, a.models, json.loads(a.options) if a.options else None))
             seconds[f"seed{seed}"] = time.time() - t1
             print(f"seed {seed}: {seconds[f'seed{seed}']:.0f}s", flush=True)
     result = summarise(runs)
