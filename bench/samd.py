@@ -44,7 +44,7 @@ def _artifacts(run):
         "validation": os.path.join(examples, "Split-validation", "*"),  # early stopping
         "raw_test": os.path.join(one("CsvExampleGen/examples/*"), "Split-test", "*"),  # scoring: the test day
         "teacher": one("KeepTrainer/model/*/Format-Keras"),
-        "neighbours": json.load(open(sorted(sim)[-1]))["top_g"] if sim else None,
+        "similarity": json.load(open(sorted(sim)[-1])) if sim else None,
     }
 
 
@@ -70,7 +70,7 @@ def _student_aucs(model_dir, rows, scen, click):
 def _train(a, art, scenarios_csv, custom, out_dir):
     t0 = time.perf_counter()
     report = samd_trainer.run(art["train"], art["validation"], art["transform_graph"], art["teacher"], scenarios_csv,
-                              out_dir, out_dir + "_report", a.steps, 10, art["neighbours"], custom)
+                              out_dir, out_dir + "_report", a.steps, 10, art["similarity"], custom)
     return report, time.perf_counter() - t0
 
 

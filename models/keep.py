@@ -197,11 +197,11 @@ class KeepModel(MultiTaskSteps, tf_keras.Model):
             parts.append(pooled)
         return emb, tf.concat(parts, axis=-1)
 
-    def teacher_layers(self, features, training=None):
-        """Intermediate layers, bottom to top: the shared bottom, then each tower's hidden layers."""
+    def teacher_layers(self, features, training=None, tasks=TASKS):
+        """Intermediate layers, bottom to top: the shared bottom, then the hidden layers of `tasks`' towers."""
         _, bottom = self._embed(features)
         layers = [bottom]
-        for t in TASKS:
+        for t in tasks:
             _, hidden = self.towers[t](bottom, training=training)
             layers.extend(hidden)
         return layers

@@ -14,31 +14,64 @@ One training process distils the frozen general model (the KEEP model of
 * heterogeneous feature distillation (Equation 10) with learned projections to a
   common width, plus each student's own cross-entropy (Equation 11).
 
-Readings of the paper:
-* Dimension of W_d^i. The text prints W_d^i ∈ R^{M_g×M_g×M_g×M_i}, which cannot
+Readings of the paper (and where it is silent, our choices; each is a config field):
+* Dimension of W_d. The text prints W_d^i ∈ R^{M_g×M_g×M_g×M_i}, which cannot
   multiply g's M_g×M_g output into the stated W_T^i ∈ R^{M_g×M_i}. We read it as
-  g(·) ∈ R^{M_g×M_g} (reshaped from the MLP's output) and W_d^i ∈ R^{M_g×M_i}, so
-  W_T^i = g(T_i ⊕ C_i) · W_d^i is a matrix product; W_d^i is a trainable plug-in
-  per scenario, as the paper says.
+  g(·) ∈ R^{M_g×M_g} (reshaped from the MLP's output) and W_d ∈ R^{M_g×M_i}, so
+  W_T^i = g(T_i ⊕ C_i) · W_d is a matrix product.
+* W_d shared per student depth. The paper calls W_d^i the plug-in that converts the
+  general strategy for "heterogeneous sub-models"; held per scenario (our first
+  reading), softmax(G_i W_d^i) is a free table per scenario and similar scenarios are
+  never tied, the property the paper claims (section 4.3.1, Figure 8). So there is one
+  W_d per student depth M_i, shared by every student of that depth: W_T^i then
+  differs between scenarios only through g(T_i ⊕ C_i). W_d starts random (N(0, 1)),
+  not zero, so g, T and the centres get gradient from the first step.
 * Normalisation. The constraint sum_m w_mn = 1 is met with a softmax over the
-  student's layers for each teacher layer (weights stay positive).
+  student's layers for each teacher layer, at temperature `transfer_temperature`.
+* Graded transfer. The meta parameters get gradient from L_fd only, and L_fd is
+  linear in W_T on the simplex, so its minimum is a vertex: trained literally, every
+  row of W_T goes one-hot (it did: each teacher layer sent all its weight to one
+  student layer). The paper's Figure 8 shows graded maps, so the meta objective adds
+  an entropy term: for each row, w·L - λ H(w), whose minimiser is the Boltzmann
+  distribution softmax(-L/λ) (λ = `transfer_entropy`; 0 is the literal reading).
+  The meta parameters (T's, the clusters', g's and W_d) have their own Adam at
+  `meta_learning_rate`, 1e-4 as in the paper (section 5.1.3); the students keep
+  `learning_rate`.
 * Training of T. The paper pre-trains T offline and refreshes it weekly without
   naming the objective. Here T's parameters (attribute embeddings, W_exp, W_imp,
-  W_sim) are trained jointly with the meta network through the distillation loss
-  of Equation 11, in the same run; the learnt T_i are saved with W_T^i so a later
-  run could start from them. `explicit=False` replaces the attribute embeddings by
-  a free per-scenario embedding; `implicit=False` drops IR_i (the paper's ablations).
-* Teacher layers. The KEEP model's shared bottom (embeddings + attention, the input
-  of every tower) and the hidden layers of its three task towers: M_g = 1 + 3 × depth.
+  W_sim) are trained with the meta network through the meta objective, in the same
+  run; the learnt T_i are saved with W_T^i. `explicit=False` replaces the attribute
+  embeddings by a free per-scenario embedding; `implicit=False` drops IR_i.
+* Similarity (Equation 3). Raw, Sim(i, j) grows with both scenarios' traffic, so the
+  super scenario, which every user visits, is every scenario's nearest neighbour and
+  IR_i is nearly the same for all. `similarity="cosine"` ranks the top-G by
+  Sim(i, j) / sqrt(Sim(i, i) Sim(j, j)) (Sim(i, i) is Equation 3 with i = j);
+  `"raw"` ranks by Equation 3 itself.
+* Teacher layers. The paper distils from the 4 layers of its general DNN. Our teacher
+  is KEEP: `teacher_layers="click"` takes its shared bottom (embeddings + attention)
+  and the click tower's hidden layers (M_g = 1 + depth; 4 at the default depth 3),
+  the layers trained on every impression; `"all"` adds the conversion and cart
+  towers, which are trained on clicked rows only.
+* Projections. Equation 10 leaves Φ_i, Φ_g open. `projection="pair"` (default) gives
+  every (student layer m, teacher layer n) pair its own trainable Φ_mn from m's width
+  to n's, and compares with the teacher layer itself (FitNets-style hints), so each
+  pair can be matched exactly. `"shared"` (our first reading) has one trainable
+  Φ_i^m per student layer to `projection_dim` against fixed random Φ_g^n: one Φ_i^m
+  must then match several unrelated targets at once, which puts a floor under L_fd.
+  Both sides are layer-normalised without parameters, so neither can shrink to zero.
 * Scale. L_fd is averaged over the teacher's layers (Σ_n Σ_m w_mn L_mn / M_g), so its
   size does not grow with M_g; `distill_weight` weighs it against the cross-entropy.
-* Projections. Φ_i (per student layer) is a trainable dense map to
-  `projection_dim`; Φ_g (per teacher layer) is a fixed random projection. Both are
-  followed by a parameter-free layer normalisation. A trainable Φ_g could collapse
-  both sides to a constant and zero the loss; a fixed one keeps the target honest.
+* Response distillation (beyond the paper, off by default): `response_weight` > 0
+  adds the cross-entropy of the student's click logit against the teacher's click
+  probability.
 * Strategies (the ablation table): `meta` (the paper's), `no_cluster` (C_i dropped
   from g's input), `all2all` (w_mn = 1/M_i) and `similarity` (w_mn from the linear
   CKA between layer outputs on the batch, normalised over m, no gradient).
+* Early stopping and sampling (models/samd_trainer.py): each student keeps the
+  weights of its own best validation click AUC; per-scenario batches are
+  proportional to the square root of the scenario's rows (`sampling="sqrt"`) rather
+  than equal (`"uniform"`, Algorithm 1 read literally), so a minor scenario is not
+  replayed many times per pass of the super scenario.
 
 Example:
     distiller = SamdDistiller(SamdConfig(), teacher, students, scenarios)
@@ -56,9 +89,15 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from models.keep import pointwise_loss
+from models.configs import config_from_dict
+from models.keep import TASKS, pointwise_loss
 
 STRATEGIES = ("meta", "no_cluster", "all2all", "similarity")
+TEACHER_LAYERS = ("click", "all")
+PROJECTIONS = ("pair", "shared")
+SIMILARITIES = ("cosine", "raw")
+SAMPLINGS = ("sqrt", "uniform")
+META_STRATEGIES = ("meta", "no_cluster")  # the strategies whose W_T is learnt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,28 +109,52 @@ class SamdConfig:
     attribute_dim: int = 8
     num_clusters: int = 3  # K (paper: 3 on AliExpress)
     meta_units: Tuple[int, ...] = (64, 32, 16)  # g (paper: 64-32-16)
-    projection_dim: int = 32
+    teacher_layers: str = "click"  # "click": bottom + click tower (M_g = 4, as the paper's 4); "all"
+    projection: str = "pair"  # "pair": Φ per layer pair; "shared": Φ_i^m to projection_dim vs fixed random Φ_g^n
+    projection_dim: int = 32  # "shared" only
     distill_loss: str = "l2"  # "l2" or "mmd"
     distill_weight: float = 1.0
-    learning_rate: float = 1e-3  # paper: 1e-4 on far larger data
-    batch_size: int = 256  # per scenario, per step (paper: 512)
+    transfer_temperature: float = 1.0  # softmax temperature of W_T
+    transfer_entropy: float = 0.1  # λ of the entropy term on W_T's rows (0: the literal, one-hot-prone reading)
+    response_weight: float = 0.0  # beyond the paper: cross-entropy against the teacher's click probability
+    learning_rate: float = 1e-3  # the students' (paper: 1e-4 on far larger data)
+    meta_learning_rate: float = 1e-4  # T, the clusters, g and W_d (paper: 1e-4)
+    batch_size: int = 256  # per scenario per step, on average over the scenarios (paper: 512)
+    sampling: str = "sqrt"  # per-scenario batch ∝ sqrt(rows); "uniform": one equal batch each
     top_g: int = 2  # paper: 2 on AliExpress
+    similarity: str = "cosine"  # top-G ranking: "cosine"-normalised Equation 3, or "raw"
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown SAMD strategy {self.strategy!r}; one of {STRATEGIES}")
-        if self.distill_loss not in ("l2", "mmd"):
-            raise ValueError(f"unknown distillation loss {self.distill_loss!r}; 'l2' or 'mmd'")
+        for name, allowed in (("strategy", STRATEGIES), ("teacher_layers", TEACHER_LAYERS),
+                              ("projection", PROJECTIONS), ("similarity", SIMILARITIES), ("sampling", SAMPLINGS),
+                              ("distill_loss", ("l2", "mmd"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown SAMD {name} {getattr(self, name)!r}; one of {allowed}")
+        if self.transfer_temperature <= 0 or self.transfer_entropy < 0 or self.response_weight < 0:
+            raise ValueError("transfer_temperature must be > 0, transfer_entropy and response_weight >= 0")
 
     @classmethod
     def from_dict(cls, overrides: Optional[Mapping] = None) -> "SamdConfig":
-        overrides = dict(overrides or {})
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown SamdConfig field(s): {sorted(unknown)}")
-        if "meta_units" in overrides:
-            overrides["meta_units"] = tuple(overrides["meta_units"])
-        return cls(**overrides)
+        return config_from_dict(cls, overrides)
+
+
+def rank_neighbours(scenarios: Sequence[str], matrix, g: int, normalise: str = "cosine") -> Dict[str, List[str]]:
+    """The top-G most similar other scenarios of each (Equation 3's matrix, diagonal included).
+
+    "cosine" divides Sim(i, j) by sqrt(Sim(i, i) Sim(j, j)), so a scenario's traffic
+    alone does not make it everyone's neighbour; ties go to the earlier scenario.
+    """
+    m = np.asarray(matrix, np.float64)
+    if normalise == "cosine":
+        d = np.sqrt(np.clip(np.diag(m), 0.0, None))
+        m = np.divide(m, np.outer(d, d), out=np.zeros_like(m), where=np.outer(d, d) > 0)
+    elif normalise != "raw":
+        raise ValueError(f"unknown similarity normalisation {normalise!r}; one of {SIMILARITIES}")
+    out = {}
+    for i, sid in enumerate(scenarios):
+        order = sorted((j for j in range(len(scenarios)) if j != i), key=lambda j: (-m[i, j], j))
+        out[sid] = [scenarios[j] for j in order[:g]]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,31 +239,49 @@ class SoftCluster(tf_keras.layers.Layer):
 
 
 class MetaFunction(tf_keras.layers.Layer):
-    """W_T^i = g(T_i ⊕ C_i) W_d^i, softmax-normalised over the student's layers (Equation 9)."""
+    """W_T^i = softmax(g(T_i ⊕ C_i) W_d / temperature) over the student's layers (Equation 9).
 
-    def __init__(self, teacher_layers: int, student_layers: Sequence[int], units=(64, 32, 16), **kwargs):
+    Args:
+      teacher_layers: M_g.
+      student_layers: M_i of each scenario, in scenario order. One W_d per distinct M_i,
+        shared by the students of that depth (see the module docstring).
+      units: g's hidden units.
+      temperature: the softmax temperature.
+    Shapes: [N, 2d] (or [N, d] without clusters) -> a list of N [M_g, M_i] matrices.
+    """
+
+    def __init__(self, teacher_layers: int, student_layers: Sequence[int], units=(64, 32, 16), temperature=1.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.teacher_layers = teacher_layers
-        self.student_layers = list(student_layers)
+        self.student_layers = [int(m) for m in student_layers]
         self.units = tuple(units)
+        self.temperature = float(temperature)
         self.g = [tf_keras.layers.Dense(u, activation="relu") for u in self.units]
         self.g_out = tf_keras.layers.Dense(teacher_layers * teacher_layers, name="g_out")
-        self.plug_ins = [
-            # Zero start: W_T^i begins uniform (all2all) and the same for all scenarios.
-            self.add_weight(name=f"w_d_{i}", shape=(teacher_layers, m), initializer="zeros")
-            for i, m in enumerate(self.student_layers)
-        ]
+        # Random, not zero: with W_d = 0 no gradient reaches g, T or the centres.
+        self.plug_ins = {
+            m: self.add_weight(name=f"w_d_{m}", shape=(teacher_layers, m),
+                               initializer=tf_keras.initializers.RandomNormal(stddev=1.0))
+            for m in sorted(set(self.student_layers))
+        }
 
     def call(self, scenario_inputs):
         h = scenario_inputs
         for dense in self.g:
             h = dense(h)
         general = tf.reshape(self.g_out(h), [-1, self.teacher_layers, self.teacher_layers])  # g(·): M_g x M_g
-        return [tf.nn.softmax(general[i] @ w_d, axis=-1) for i, w_d in enumerate(self.plug_ins)]  # Equation 9
+        return [tf.nn.softmax(general[i] @ self.plug_ins[m] / self.temperature, axis=-1)  # Equation 9
+                for i, m in enumerate(self.student_layers)]
 
     def get_config(self):
         return {**super().get_config(), "teacher_layers": self.teacher_layers,
-                "student_layers": self.student_layers, "units": self.units}
+                "student_layers": self.student_layers, "units": self.units, "temperature": self.temperature}
+
+
+def row_entropy(w):
+    """Mean over the rows of W_T of the entropy over the student's layers: [M_g, M_i] -> scalar."""
+    return tf.reduce_mean(-tf.reduce_sum(w * tf.math.log(tf.maximum(w, 1e-12)), -1))
 
 
 def _layer_norm(x):
@@ -237,6 +318,8 @@ class SamdDistiller(tf_keras.Model):
 
     `teacher` is frozen (its variables are not trainable and receive no update);
     `students` maps scenario ids to `models.students.Student`s, in `table` order.
+    `teacher_widths` are the widths of the distilled teacher layers
+    (`teacher.teacher_layers(features, tasks=teacher_tasks(config))`).
     """
 
     def __init__(self, config: SamdConfig, teacher, students: Mapping[str, tf_keras.Model], table: ScenarioTable,
@@ -256,21 +339,36 @@ class SamdDistiller(tf_keras.Model):
             config.explicit, config.implicit, name="scenario_representation")
         self.cluster = SoftCluster(config.num_clusters, name="soft_cluster")
         self.meta = MetaFunction(m_g, [len(self.student_widths[s]) for s in self.scenario_ids], config.meta_units,
-                                 name="meta_function")
-        rng = np.random.default_rng(0)
-        # Φ_g: fixed random projections of the teacher's layers (not trainable; see the module docstring).
-        self.teacher_projections = [
-            tf.constant(rng.normal(size=(w, config.projection_dim)) / np.sqrt(w), tf.float32)
-            for w in self.teacher_widths
-        ]
-        self.student_projections = {
-            s: [tf_keras.layers.Dense(config.projection_dim, name=f"phi_{s}_{m}") for m in range(len(widths))]
-            for s, widths in self.student_widths.items()
-        }
+                                 config.transfer_temperature, name="meta_function")
+        self.meta_optimizer = tf_keras.optimizers.Adam(config.meta_learning_rate)
+        if config.projection == "pair":
+            # Φ_mn: student layer m -> teacher layer n's width, one per pair.
+            self.student_projections = {
+                s: [[tf_keras.layers.Dense(w_n, name=f"phi_{s}_{m}_{n}") for n, w_n in enumerate(self.teacher_widths)]
+                    for m in range(len(widths))]
+                for s, widths in self.student_widths.items()
+            }
+        else:
+            rng = np.random.default_rng(0)
+            # Φ_g: fixed random projections of the teacher's layers (not trainable; see the module docstring).
+            self.teacher_projections = [
+                tf.constant(rng.normal(size=(w, config.projection_dim)) / np.sqrt(w), tf.float32)
+                for w in self.teacher_widths
+            ]
+            self.student_projections = {
+                s: [tf_keras.layers.Dense(config.projection_dim, name=f"phi_{s}_{m}") for m in range(len(widths))]
+                for s, widths in self.student_widths.items()
+            }
         self.loss_tracker = tf_keras.metrics.Mean(name="loss")
         self.fd_tracker = tf_keras.metrics.Mean(name="loss_fd")
         self.ce_tracker = tf_keras.metrics.Mean(name="loss_ce")
+        self.entropy_tracker = tf_keras.metrics.Mean(name="transfer_entropy")
         self.auc = {s: tf_keras.metrics.AUC(name=f"auc_{s}") for s in self.scenario_ids}
+
+    def meta_variables(self):
+        """T's, the clusters', g's and W_d: updated by the meta optimizer."""
+        return (self.representation.trainable_variables + self.cluster.trainable_variables
+                + self.meta.trainable_variables)
 
     def scenario_state(self):
         """(T [N, d], C [N, d], p [N, K], [W_T^i]) for the current parameters."""
@@ -288,18 +386,28 @@ class SamdDistiller(tf_keras.Model):
             return tf.stop_gradient(tf.math.divide_no_nan(cka, tf.reduce_sum(cka, -1, keepdims=True)))
         return meta_weights[i]
 
-    def distillation_loss(self, sid, weights, student_layers, teacher_layers):
-        """Equation 10: sum_m sum_n w_mn L(Φ_i(F_i^m), Φ_g(F_g^n)); weights are [M_g, M_i]."""
+    def pair_losses(self, sid, student_layers, teacher_layers):
+        """L(Φ_i(F_i^m), Φ_g(F_g^n)) for every pair: [M_g, M_i]."""
         dist = l2_distance if self.config.distill_loss == "l2" else mmd_distance
+        if self.config.projection == "pair":
+            targets = [_layer_norm(t) for t in teacher_layers]
+            return tf.stack([tf.stack([dist(_layer_norm(self.student_projections[sid][m][n](x)), targets[n])
+                                       for m, x in enumerate(student_layers)]) for n in range(len(targets))])
         phi_s = [_layer_norm(p(x)) for p, x in zip(self.student_projections[sid], student_layers)]
         phi_t = [_layer_norm(x @ p) for p, x in zip(self.teacher_projections, teacher_layers)]
-        losses = tf.stack([tf.stack([dist(s, t) for s in phi_s]) for t in phi_t])  # [M_g, M_i]
+        return tf.stack([tf.stack([dist(s, t) for s in phi_s]) for t in phi_t])
+
+    def distillation_loss(self, sid, weights, student_layers, teacher_layers):
+        """Equation 10: sum_m sum_n w_mn L(Φ_i(F_i^m), Φ_g(F_g^n)); weights are [M_g, M_i]."""
+        losses = self.pair_losses(sid, student_layers, teacher_layers)
         # Averaged over teacher layers (each row of weights sums to 1), so L_fd stays on the
         # scale of one layer pair whatever M_g is, comparable to the cross-entropy.
-        return tf.reduce_sum(weights * losses) / len(phi_t)
+        return tf.reduce_sum(weights * losses) / len(teacher_layers)
 
     def _scenario_loss(self, i, sid, features, meta_weights, training):
-        teacher_layers = [tf.stop_gradient(x) for x in self.teacher.teacher_layers(features, training=False)]
+        tasks = teacher_tasks(self.config)
+        teacher_layers = [tf.stop_gradient(x) for x in
+                          self.teacher.teacher_layers(features, training=False, tasks=tasks)]
         student = self.students[sid]
         student_layers, logits = student.forward(features, training=training)
         weights = self._weights(i, meta_weights, student_layers, teacher_layers)
@@ -308,50 +416,67 @@ class SamdDistiller(tf_keras.Model):
         for task, logit in logits.items():
             population = None if task == "click" else tf.cast(features["click"], tf.float32)
             ce += pointwise_loss(tf.cast(features[task], tf.float32), logit, population)
-        return fd, ce, tf.sigmoid(logits["click"])
+        if self.config.response_weight > 0:
+            soft = tf.stop_gradient(self.teacher(features, training=False)["click"])
+            ce += self.config.response_weight * pointwise_loss(soft, logits["click"])
+        return fd, ce, tf.sigmoid(logits["click"]), row_entropy(weights)
 
     def _step(self, data, training):
+        """(Equation 11's loss, L_fd, L_ce, the meta objective's entropy term, mean row entropy)."""
         _, _, _, meta_weights = self.scenario_state()
-        total_fd, total_ce = 0.0, 0.0
+        total_fd, total_ce, total_h = 0.0, 0.0, 0.0
         for i, sid in enumerate(self.scenario_ids):
-            fd, ce, p_click = self._scenario_loss(i, sid, data[i], meta_weights, training)
+            fd, ce, p_click, h = self._scenario_loss(i, sid, data[i], meta_weights, training)
             total_fd += fd
             total_ce += ce
+            total_h += h
             self.auc[sid].update_state(data[i]["click"], p_click)
-        return self.config.distill_weight * total_fd + total_ce, total_fd, total_ce  # Equation 11
+        learnt = self.config.strategy in META_STRATEGIES
+        entropy_term = -self.config.transfer_entropy * total_h if learnt else 0.0  # per row: w·L - λH(w)
+        mean_h = total_h / len(self.scenario_ids)
+        return self.config.distill_weight * total_fd + total_ce, total_fd, total_ce, entropy_term, mean_h  # Eq. 11
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            loss, fd, ce = self._step(data, training=True)
-        variables = self.trainable_variables
-        grads = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(
-            [(g, v) for g, v in zip(grads, variables) if g is not None])
-        return self._update(loss, fd, ce)
+            loss, fd, ce, entropy_term, h = self._step(data, training=True)
+            objective = loss + entropy_term  # the entropy term reaches only the meta parameters
+        meta = self.meta_variables()
+        meta_ids = {id(v) for v in meta}
+        rest = [v for v in self.trainable_variables if id(v) not in meta_ids]
+        grads = tape.gradient(objective, rest + meta)
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads[:len(rest)], rest) if g is not None])
+        self.meta_optimizer.apply_gradients([(g, v) for g, v in zip(grads[len(rest):], meta) if g is not None])
+        return self._update(loss, fd, ce, h)
 
     def test_step(self, data):
-        return self._update(*self._step(data, training=False))
+        loss, fd, ce, _, h = self._step(data, training=False)
+        return self._update(loss, fd, ce, h)
 
-    def _update(self, loss, fd, ce):
+    def _update(self, loss, fd, ce, h):
         self.loss_tracker.update_state(loss)
         self.fd_tracker.update_state(fd)
         self.ce_tracker.update_state(ce)
+        self.entropy_tracker.update_state(h)
         return {m.name: m.result() for m in self.metrics}
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.fd_tracker, self.ce_tracker] + [self.auc[s] for s in self.scenario_ids]
+        return ([self.loss_tracker, self.fd_tracker, self.ce_tracker, self.entropy_tracker]
+                + [self.auc[s] for s in self.scenario_ids])
 
     def call(self, data, training=None):
         return self._step(data, training)[0]
 
     def transfer_report(self) -> Dict:
-        """W_T^i, T_i, C_i and p_i of every scenario, as plain lists (for the evaluation report)."""
+        """W_T^i (and its mean row entropy), T_i, C_i and p_i of every scenario, as plain lists."""
         t, c, p, w = self.scenario_state()
+        learnt = self.config.strategy in META_STRATEGIES
         report = {"strategy": self.config.strategy, "scenarios": {}}
         for i, sid in enumerate(self.scenario_ids):
             report["scenarios"][sid] = {
-                "transfer_weights": w[i].numpy().tolist() if self.config.strategy in ("meta", "no_cluster") else None,
+                "transfer_weights": w[i].numpy().tolist() if learnt else None,
+                "transfer_entropy": float(row_entropy(w[i])) if learnt else None,
+                "max_entropy": float(np.log(w[i].shape[-1])),
                 "scenario_representation": t[i].numpy().tolist(),
                 "cluster_representation": c[i].numpy().tolist(),
                 "cluster_assignment": p[i].numpy().tolist(),
@@ -360,6 +485,46 @@ class SamdDistiller(tf_keras.Model):
 
     def get_config(self):
         return {"config": dataclasses.asdict(self.config)}
+
+
+def teacher_tasks(config: SamdConfig) -> Tuple[str, ...]:
+    """The KEEP towers whose hidden layers are distilled (config.teacher_layers)."""
+    return ("click",) if config.teacher_layers == "click" else TASKS
+
+
+class PerStudentEarlyStopping(tf_keras.callbacks.Callback):
+    """Each student keeps the weights of its own best validation click AUC (`val_auc_<scenario>`).
+
+    Training stops when no student has improved for `patience` epochs; at the end every
+    student gets its own best weights back. `best_epochs` records each one's (1-based).
+    """
+
+    def __init__(self, students: Mapping[str, tf_keras.Model], patience: int = 2):
+        super().__init__()
+        self.students = dict(students)
+        self.patience = int(patience)
+        self.best, self.best_weights, self.best_epochs, self.wait = {}, {}, {}, 0
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_weights, self.best_epochs, self.wait = {}, {}, {}, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        improved = False
+        for sid, student in self.students.items():
+            value = (logs or {}).get(f"val_auc_{sid}")
+            if value is None:
+                raise KeyError(f"val_auc_{sid} is not logged: per-student early stopping needs validation data")
+            if sid not in self.best or value > self.best[sid]:
+                self.best[sid], self.best_epochs[sid] = float(value), epoch + 1
+                self.best_weights[sid] = student.get_weights()
+                improved = True
+        self.wait = 0 if improved else self.wait + 1
+        if self.wait >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        for sid, weights in self.best_weights.items():
+            self.students[sid].set_weights(weights)
 
 
 def layer_widths(layers: List[tf.Tensor]) -> List[int]:

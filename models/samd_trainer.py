@@ -1,11 +1,16 @@
 """SAMD training run: the frozen KEEP teacher distilled into one student per scenario, in one process.
 
 Called by the SamdTrainer component's executor (`components/samd_trainer`). Reads
-the transformed examples, draws one batch per scenario per step (Algorithm 1: a
-minor scenario gets as many batches as the super scenario, never starved), trains
-all students and the meta network together, and exports every student as its own
-standalone SavedModel (its raw features in, its tasks' probabilities out, its slice
-of the transform graph inside, nothing of the teacher or the meta network).
+the transformed examples, draws one batch per scenario per step (Algorithm 1; every
+scenario is in every step, never starved), trains all students and the meta network
+together, and exports every student as its own standalone SavedModel (its raw
+features in, its tasks' probabilities out, its slice of the transform graph inside,
+nothing of the teacher or the meta network).
+
+Batches: with `sampling="sqrt"` scenario i's batch is N·batch_size·sqrt(n_i)/Σ_j sqrt(n_j)
+(at least MIN_BATCH), n_i its training rows; with "uniform", batch_size each.
+Early stopping: per student, on its own validation click AUC (models.samd.PerStudentEarlyStopping).
+The top-G neighbours are re-ranked from the similarity matrix (SamdConfig.similarity).
 
 custom_config:
     {"samd": {<SamdConfig field>: value}, "students": {scenario: {<StudentSpec field>: value}},
@@ -34,16 +39,33 @@ from models import export
 from models import features as F
 from models.keep import KeepModel
 from models.multitask import budget_record, seed_everything, write_training_record
-from models.samd import SamdConfig, SamdDistiller, ScenarioTable, layer_widths
+from models.samd import (PerStudentEarlyStopping, SamdConfig, SamdDistiller, ScenarioTable, layer_widths,
+                         rank_neighbours, teacher_tasks)
 from models.students import build_student, default_student_specs, student_vocab_features
 
 SCENARIO_ATTRIBUTES = ("exposure_position", "business_type", "item_family")
 
 
-def load_teacher(keras_dir: str) -> KeepModel:
+MIN_BATCH = 32  # the smallest per-scenario batch under sqrt sampling
+
+
+def load_teacher(keras_dir: str, sample_features) -> KeepModel:
+    """The KEEP model saved in `keras_dir`, every variable restored (built on `sample_features` first).
+
+    Raises ValueError naming the folder if the checkpoint lacks any of the model's
+    variables (a different architecture, a truncated copy): a half-restored teacher
+    would distil its random initialisation.
+    """
     with open(os.path.join(keras_dir, "config.json")) as f:
         teacher = KeepModel.from_config(json.load(f))
-    teacher.load_weights(os.path.join(keras_dir, "weights")).expect_partial()
+    teacher(sample_features, training=False)  # create every variable, so the check below sees them all
+    try:
+        status = teacher.load_weights(os.path.join(keras_dir, "weights"))
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as e:
+        raise ValueError(f"{keras_dir}: the teacher checkpoint does not restore every variable of the model "
+                         f"in its config.json: {str(e).splitlines()[0]}") from None
+    status.expect_partial()  # the optimizer's slots are in the checkpoint, not needed here
     return teacher
 
 
@@ -62,9 +84,36 @@ def scenario_indices(tf_transform_output, scenario_ids) -> Dict[str, int]:
     return {s: vocab.index(s) + 1 for s in scenario_ids}
 
 
-def per_scenario_batches(file_pattern, tf_transform_output, indices: Mapping[str, int], batch_size: int,
+def scenario_rows(file_pattern, indices: Mapping[str, int]) -> Dict[str, int]:
+    """Rows of each scenario in the transformed examples (one pass reading scenario_id only)."""
+    files = sorted(glob.glob(file_pattern))
+    if not files:
+        raise FileNotFoundError(f"no transformed examples match {file_pattern}")
+    spec = {"scenario_id": tf.io.FixedLenFeature([], tf.int64)}
+    counts = {}
+    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(8192).map(
+            lambda x: tf.io.parse_example(x, spec)["scenario_id"]):
+        values, _, n = tf.unique_with_counts(batch)
+        for v, c in zip(values.numpy(), n.numpy()):
+            counts[int(v)] = counts.get(int(v), 0) + int(c)
+    return {sid: counts.get(idx, 0) for sid, idx in indices.items()}
+
+
+def batch_sizes(rows: Mapping[str, int], batch_size: int, sampling: str) -> Dict[str, int]:
+    """Per-scenario batch: equal ("uniform"), or ∝ sqrt(rows) with the same total ("sqrt")."""
+    if sampling == "uniform":
+        return {sid: batch_size for sid in rows}
+    roots = {sid: np.sqrt(max(n, 1)) for sid, n in rows.items()}
+    total = batch_size * len(rows)
+    return {sid: max(MIN_BATCH, int(round(total * r / sum(roots.values())))) for sid, r in roots.items()}
+
+
+def per_scenario_batches(file_pattern, tf_transform_output, indices: Mapping[str, int], batch_size,
                          shuffle: bool):
-    """A dataset whose elements are tuples: one feature batch per scenario, in `indices` order."""
+    """A dataset whose elements are tuples: one feature batch per scenario, in `indices` order.
+
+    `batch_size`: one size for all, or {scenario: size}.
+    """
     spec = tf_transform_output.transformed_feature_spec()
     files = sorted(glob.glob(file_pattern))
     if not files:
@@ -76,13 +125,15 @@ def per_scenario_batches(file_pattern, tf_transform_output, indices: Mapping[str
         ds = ds.filter(lambda f, idx=idx: tf.equal(f["scenario_id"], idx)).cache().repeat()
         if shuffle:
             ds = ds.shuffle(10_000, seed=len(parts))
-        parts.append(ds.batch(batch_size, drop_remainder=True))
+        size = batch_size[sid] if isinstance(batch_size, Mapping) else batch_size
+        parts.append(ds.batch(size, drop_remainder=True))
     return tf.data.Dataset.zip(tuple(parts)).prefetch(2)
 
 
 def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_keras_dir: str, scenarios_csv: str,
         output_dir: str, report_dir: str, train_steps: int, eval_steps: int,
-        neighbours: Optional[Mapping[str, list]] = None, custom: Optional[Mapping] = None) -> Dict:
+        similarity: Optional[Mapping] = None, custom: Optional[Mapping] = None) -> Dict:
+    """`similarity`: the ScenarioSimilarity document (scenarios, matrix, top_g), or None."""
     custom = dict(custom or {})
     seed_everything(custom)
     config = SamdConfig.from_dict(custom.get("samd"))
@@ -92,39 +143,48 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
         rows = [r for r in rows if r["scenario_id"] in set(custom["scenarios"])]
     roles = {r["scenario_id"]: r["role"] for r in rows}
     indices = scenario_indices(tft_output, list(roles))
-    neighbours = {s: [n for n in v if n in roles][: config.top_g] for s, v in (neighbours or {}).items() if s in roles}
+    neighbours = {}
+    if similarity:
+        # Re-ranked among this run's scenarios, by the configured normalisation.
+        order = [similarity["scenarios"].index(s) for s in roles]
+        matrix = np.asarray(similarity["matrix"])[np.ix_(order, order)]
+        neighbours = rank_neighbours(list(roles), matrix, config.top_g, config.similarity)
     table = ScenarioTable.build(rows, SCENARIO_ATTRIBUTES, neighbours)
 
-    teacher = load_teacher(teacher_keras_dir)
     specs = default_student_specs(roles, custom.get("students"))
     students = {}
     for sid, spec in specs.items():
         sizes = {n: F.vocab_size(tft_output, n) for n in student_vocab_features(spec)}
         students[sid] = build_student(spec, sizes)
 
-    train = per_scenario_batches(train_pattern, tft_output, indices, config.batch_size, shuffle=True)
-    evaluation = per_scenario_batches(eval_pattern, tft_output, indices, config.batch_size, shuffle=False)
+    counts = scenario_rows(train_pattern, indices)
+    empty = [s for s, n in counts.items() if n == 0]
+    if empty:
+        raise ValueError(f"scenario(s) {empty} have no rows in the training split {train_pattern}")
+    sizes = batch_sizes(counts, config.batch_size, config.sampling)
+    train = per_scenario_batches(train_pattern, tft_output, indices, sizes, shuffle=True)
+    evaluation = per_scenario_batches(eval_pattern, tft_output, indices, sizes, shuffle=False)
     sample = next(iter(train))
-    teacher_widths = layer_widths(teacher.teacher_layers(sample[0]))
+    teacher = load_teacher(teacher_keras_dir, sample[0])
+    teacher_widths = layer_widths(teacher.teacher_layers(sample[0], tasks=teacher_tasks(config)))
     student_widths = {sid: layer_widths(students[sid].layer_outputs(sample[i])) for i, sid in enumerate(roles)}
     distiller = SamdDistiller(config, teacher, students, table, teacher_widths, student_widths)
     distiller.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
 
     epochs = max(1, int(custom.get("epochs", 5)))
     steps = max(1, train_steps // epochs)
-    logging.info("SAMD: %d students (%s), %d epochs of %d steps, strategy %s", len(students),
-                 ", ".join(f"{s}:{spec.architecture}" for s, spec in specs.items()), epochs, steps, config.strategy)
+    logging.info("SAMD: %d students (%s), %d epochs of %d steps, strategy %s, batches %s", len(students),
+                 ", ".join(f"{s}:{spec.architecture}" for s, spec in specs.items()), epochs, steps, config.strategy,
+                 sizes)
+    stopping = PerStudentEarlyStopping(students, patience=int(custom.get("patience", 2)))
     t0 = time.time()
     history = distiller.fit(
         train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation, validation_steps=max(1, eval_steps),
-        callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_loss_ce", mode="min",
-                                                    patience=int(custom.get("patience", 2)),
-                                                    restore_best_weights=True, verbose=1)],
-        verbose=2,
+        callbacks=[stopping], verbose=2,
     )
     train_seconds = time.time() - t0
-    budget = budget_record(distiller, history, config.batch_size * len(students), steps, monitor="val_loss_ce",
-                           mode="min")
+    budget = budget_record(distiller, history, sum(sizes.values()), steps, monitor="val_loss_ce", mode="min")
+    budget["best_epoch"] = stopping.best_epochs  # each student's own
     # What is served: the students alone (the meta network and projections stay behind).
     budget["parameters"] = int(sum(np.prod(v.shape) for s in students.values() for v in s.trainable_variables))
     write_training_record(output_dir, {"model": "samd", "seconds": round(train_seconds, 2), **budget})
@@ -142,6 +202,9 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
         "students": {sid: {"architecture": s.architecture, "features": list(s.features), "tasks": list(s.tasks)}
                      for sid, s in specs.items()},
         "neighbours": {sid: [table.scenario_ids[j] for j in table.top_g[i]] for i, sid in enumerate(table.scenario_ids)},
+        "similarity": config.similarity,
+        "rows": counts, "batch_sizes": sizes,
+        "best_epochs": stopping.best_epochs, "best_val_auc": stopping.best,
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
     })
     os.makedirs(report_dir, exist_ok=True)

@@ -23,11 +23,11 @@ class Executor(base_executor.BaseExecutor):
         teacher_dir = keras_model_dir(path_utils.serving_model_path(teacher_uri))
         if not os.path.exists(os.path.join(teacher_dir, "config.json")):
             raise FileNotFoundError(f"{teacher_dir}: the teacher model has no Keras weights (train KEEP first)")
-        neighbours = None
+        similarity = None
         if input_dict.get("similarity"):
             path = os.path.join(artifact_utils.get_single_uri(input_dict["similarity"]), "similarity.json")
             with open(path) as f:
-                neighbours = json.load(f)["top_g"]
+                similarity = json.load(f)
         model_uri = artifact_utils.get_single_uri(output_dict["model"])
         report_uri = artifact_utils.get_single_uri(output_dict["transfer_report"])
         report = samd_trainer.run(
@@ -40,7 +40,7 @@ class Executor(base_executor.BaseExecutor):
             report_dir=report_uri,
             train_steps=exec_properties["train_steps"],
             eval_steps=exec_properties["eval_steps"],
-            neighbours=neighbours,
+            similarity=similarity,
             custom=json.loads(exec_properties.get("custom_config") or "{}"),
         )
         logging.info("SAMD trained %d students in %.1fs", len(report["students"]), report["train_seconds"])
