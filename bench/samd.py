@@ -1,120 +1,319 @@
-"""Benchmark: SAMD students vs the same students trained alone, and joint vs separate wall time.
+"""Benchmark: SAMD students against the same students trained alone, KEEP, and the ablations.
 
 Uses the artifacts of a finished pipeline run (transform graph, transformed and raw
-examples, the KEEP teacher, the scenario similarity):
+examples, the KEEP teacher, the scenario similarity, the KEEP evaluators' test
+predictions), e.g. one seed of bench/quality.py on the rich preset:
 
-    .venv/bin/python -m bench.samd --run runs --data data/default [--steps 600]
+    .venv/bin/python -m bench.samd --run /tmp/keep_samd_quality/seed0 \
+        --data /tmp/keep_samd_quality/data --transform /tmp/keep_samd_quality/transform \
+        --seeds 0 1 2 --variants samd alone \
+        [--workdir /tmp/samd_bench] [--steps 300] [--epochs 5] [--summarise-only]
 
-1. SAMD (strategy meta): all students in one run, distilled from KEEP.
-2. Alone: the same run with distill_weight 0 — each student is then trained on its
-   own scenario's batches only (no shared parameter reaches it): the paper's
-   "trained alone" baseline with the same steps and batches.
-3. Separate: N runs of one scenario each (distillation on), timed, against the
-   joint run's wall time.
-Per-scenario AUC is computed on the test split's raw examples through each exported
-student (sklearn). Writes bench/results/samd.json.
+Each (variant, seed) is one models.samd_trainer.run (the SamdTrainer's own code: train
+split, early stopping on validation) whose exported students are scored on the test
+day's raw examples; predictions are kept under --workdir, so runs can be added later
+and the table rebuilt. Variants are SamdConfig overrides (VARIANTS); "alone" is the
+same students with no distillation (distill_weight 0): the paper's trained-alone
+baseline with the same steps, batches and early stopping.
+
+Reported (bench/results/samd.json): click AUC per scenario and role group (mean ± std
+over seeds); per seed, the paired DeLong 95% interval of each variant minus "alone" and
+minus KEEP (keep_general, and keep_downstream on the sub-scenarios) on the same rows,
+per scenario and for each group mean (the groups' scenarios are disjoint rows, so the
+mean difference's variance is the sum of the scenarios' over n^2); W_T's mean row
+entropy per scenario against 0.3 log M_i; the Spearman rank correlation, over pairs of
+scenarios with students of equal depth, between |T_i - T_j| and |W_T^i - W_T^j|; the
+top-G neighbours. A difference whose interval contains 0 is "no difference".
 """
 
 import argparse
 import glob
+import io
+import itertools
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
-from sklearn.metrics import roc_auc_score
 
+from components.model_evaluator import metrics as M
 from models import samd_trainer
 
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "samd.json")
 GROUPS = ("super", "homogeneous", "heterogeneous", "minor")
+VARIANTS = {
+    "samd": {},
+    "alone": {"distill_weight": 0.0, "transfer_entropy": 0.0},
+    "entropy_0": {"transfer_entropy": 0.0},  # the literal meta objective
+    "no_cluster": {"strategy": "no_cluster"},
+    "all2all": {"strategy": "all2all"},
+    "similarity": {"strategy": "similarity"},
+    "explicit_only": {"implicit": False},
+    "implicit_only": {"explicit": False},
+    "raw_similarity": {"similarity": "raw"},
+    "shared_projection": {"projection": "shared"},
+    "all_teacher_layers": {"teacher_layers": "all"},
+    "uniform_sampling": {"sampling": "uniform"},
+    "response": {"response_weight": 1.0},  # beyond the paper
+}
+KEEP_EVALUATORS = {"keep_general": "KeepEvaluator", "keep_downstream": "DownstreamEvaluator"}
 
 
-def _artifacts(run):
+def artifacts(run, transform=None):
+    """The run's artifacts; `transform`: a pipelines.transform_only folder the run imported (bench/quality.py)."""
     root = os.path.join(run, "pipelines", "keep_samd")
-    one = lambda pattern: sorted(glob.glob(os.path.join(root, pattern)))[-1]  # noqa: E731
-    examples = one("Transform/transformed_examples/*")
+
+    def one(pattern):
+        found = sorted(glob.glob(os.path.join(root, pattern)), key=_version)
+        if not found:
+            raise FileNotFoundError(f"{os.path.join(root, pattern)}: not in the run (an imported Transform? "
+                                    "pass --transform)")
+        return found[-1]
+
+    if transform:
+        from bench.quality import finished_transform
+
+        head = finished_transform(transform)
+        if head is None:
+            raise FileNotFoundError(f"{transform}: no finished Transform")
+        examples, graph, raw = head.transformed_examples, head.transform_graph, head.raw_examples
+    else:
+        examples, graph = one("Transform/transformed_examples/*"), one("Transform/transform_graph/*")
+        raw = one("CsvExampleGen/examples/*")
     sim = glob.glob(os.path.join(root, "ScenarioSimilarity/similarity/*/similarity.json"))
     return {
-        "transform_graph": one("Transform/transform_graph/*"),
+        "transform_graph": graph,
         "train": os.path.join(examples, "Split-train", "*"),
         "validation": os.path.join(examples, "Split-validation", "*"),  # early stopping
-        "raw_test": os.path.join(one("CsvExampleGen/examples/*"), "Split-test", "*"),  # scoring: the test day
+        "raw_test": os.path.join(raw, "Split-test", "*"),  # scoring: the test day
         "teacher": one("KeepTrainer/model/*/Format-Keras"),
-        "similarity": json.load(open(sorted(sim)[-1])) if sim else None,
+        "similarity": json.load(open(sorted(sim, key=_version)[-1])) if sim else None,
+        "root": root,
     }
 
 
-def _eval_rows(pattern):
+def _version(path):
+    parts = [p for p in path.split(os.sep) if p.isdigit()]
+    return int(parts[-1]) if parts else 0
+
+
+def test_rows(pattern):
+    """Serialized raw test examples with their scenario and click label, in file order."""
     rows = [r.numpy() for r in tf.data.TFRecordDataset(sorted(glob.glob(pattern)), compression_type="GZIP")]
-    scen = np.array([tf.train.Example.FromString(r).features.feature["scenario_id"].bytes_list.value[0].decode()
-                     for r in rows])
-    click = np.array([tf.train.Example.FromString(r).features.feature["click"].int64_list.value[0] for r in rows])
-    return rows, scen, click
+    parsed = [tf.train.Example.FromString(r).features.feature for r in rows]
+    scenario = np.array([f["scenario_id"].bytes_list.value[0].decode() for f in parsed])
+    click = np.array([f["click"].int64_list.value[0] for f in parsed])
+    return rows, scenario, click
 
 
-def _student_aucs(model_dir, rows, scen, click):
-    out = {}
+def score_students(model_dir, rows, scenario):
+    """Each exported student's click probability on its own scenario's rows: [rows], NaN elsewhere."""
+    pred = np.full(len(rows), np.nan)
     for sid in sorted(os.listdir(model_dir)):
-        m = scen == sid
+        idx = np.flatnonzero(scenario == sid)
         serve = tf.saved_model.load(os.path.join(model_dir, sid)).signatures["serving_default"]
-        pred = np.concatenate([serve(examples=tf.constant([rows[i] for i in np.flatnonzero(m)[s:s + 1024]]))["click"]
-                               .numpy() for s in range(0, int(m.sum()), 1024)])
-        out[sid] = float(roc_auc_score(click[m], pred)) if len(set(click[m])) == 2 else None
+        pred[idx] = np.concatenate([serve(examples=tf.constant([rows[i] for i in idx[s:s + 2048]]))["click"].numpy()
+                                    .reshape(-1) for s in range(0, len(idx), 2048)])
+    return pred
+
+
+def keep_predictions(root, scenario, click):
+    """{keep model: click predictions on the test rows} from the run's evaluators, NaN where not covered."""
+    out = {}
+    for name, component in KEEP_EVALUATORS.items():
+        found = sorted(glob.glob(os.path.join(root, component, "evaluation", "*", "predictions.npz")), key=_version)
+        if not found:
+            continue
+        with open(found[-1], "rb") as f:
+            p = dict(np.load(io.BytesIO(f.read())))
+        same = np.array_equal(p["click_label"], click) and (
+            "scenario" not in p or np.array_equal(p["scenario"].astype(str), scenario))  # older files lack it
+        if not same:
+            raise ValueError(f"{found[-1]} was scored on other rows than {root}'s test split")
+        out[name] = np.where(p["click_covered"], p["click"], np.nan)
     return out
 
 
-def _train(a, art, scenarios_csv, custom, out_dir):
+def train_variant(art, scenarios_csv, variant, seed, steps, epochs, eval_steps, out):
+    custom = {"seed": seed, "epochs": epochs, "patience": 2, "samd": VARIANTS[variant]}
     t0 = time.perf_counter()
     report = samd_trainer.run(art["train"], art["validation"], art["transform_graph"], art["teacher"], scenarios_csv,
-                              out_dir, out_dir + "_report", a.steps, 10, art["similarity"], custom)
+                              os.path.join(out, "model"), out, steps, eval_steps, art["similarity"], custom)
     return report, time.perf_counter() - t0
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser()
-    p.add_argument("--run", default="runs")
-    p.add_argument("--data", default="data/default")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--skip-separate", action="store_true")
-    a = p.parse_args(argv)
-    art = _artifacts(a.run)
-    scenarios_csv = os.path.join(a.data, "scenarios.csv")
-    roles = {r["scenario_id"]: r["role"] for r in samd_trainer.read_scenarios(scenarios_csv)}
-    rows, scen, click = _eval_rows(art["raw_test"])
-    tmp = tempfile.mkdtemp()
-    base = {"epochs": a.epochs, "patience": a.epochs}
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "steps": a.steps, "runs": {}}
-    try:
-        for name, samd in (("samd", {}), ("alone", {"distill_weight": 0.0})):
-            report, wall = _train(a, art, scenarios_csv, {**base, "samd": samd}, os.path.join(tmp, name))
-            results["runs"][name] = {"wall_seconds": round(wall, 1), "train_seconds": report["train_seconds"],
-                                     "auc": _student_aucs(os.path.join(tmp, name), rows, scen, click)}
-            print(f"{name}: {wall:.0f}s", json.dumps(results["runs"][name]["auc"]))
-        if not a.skip_separate:
-            total = 0.0
-            for sid in roles:
-                _, wall = _train(a, art, scenarios_csv, {**base, "scenarios": [sid]}, os.path.join(tmp, f"sep_{sid}"))
-                total += wall
-            results["runs"]["separate"] = {"wall_seconds": round(total, 1)}
-            print(f"separate: {total:.0f}s for {len(roles)} runs vs joint {results['runs']['samd']['wall_seconds']}s")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _paired(click, scenario, roles, a, b):
+    """Per scenario and per group mean: (diff, low, high) of AUC(a) - AUC(b), paired DeLong, same rows."""
+    per, var = {}, {}
+    for sid in sorted(set(scenario)):
+        rows = (scenario == sid) & ~np.isnan(a) & ~np.isnan(b)
+        d = M.paired_auc_difference(click[rows], a[rows], b[rows]) if rows.any() else None
+        if d:
+            per[sid] = [float(x) for x in d]
+            var[sid] = ((d[2] - d[1]) / (2 * 1.96)) ** 2
     groups = {}
     for g in GROUPS:
-        ids = [s for s, r in roles.items() if r == g]
-        groups[g] = {name: float(np.mean([results["runs"][name]["auc"][s] for s in ids
-                                          if results["runs"][name]["auc"].get(s) is not None]))
-                     for name in ("samd", "alone")} if ids else None
-    results["groups"] = groups
-    print("groups:", json.dumps(groups))
-    os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-    with open(os.path.join(os.path.dirname(__file__), "results", "samd.json"), "w") as f:
-        json.dump(results, f, indent=1)
+        ids = [s for s in per if roles.get(s) == g]
+        if ids:
+            mean = float(np.mean([per[s][0] for s in ids]))
+            half = 1.96 * float(np.sqrt(sum(var[s] for s in ids))) / len(ids)
+            groups[g] = [mean, mean - half, mean + half]
+    return per, groups
+
+
+def _spearman(x, y):
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    return float(np.corrcoef(rx, ry)[0, 1]) if len(x) > 2 and np.std(rx) > 0 and np.std(ry) > 0 else None
+
+
+def transfer_stats(report):
+    """Mean row entropy of W_T per scenario (and its share of log M_i), Spearman(|ΔT|, |ΔW_T|)."""
+    sc = report["scenarios"]
+    if any(r["transfer_weights"] is None for r in sc.values()):
+        return None
+    entropy = {s: {"entropy": r["transfer_entropy"], "share_of_max": r["transfer_entropy"] / r["max_entropy"]}
+               for s, r in sc.items()}
+    dt, dw = [], []
+    for a, b in itertools.combinations(sc, 2):
+        wa, wb = np.asarray(sc[a]["transfer_weights"]), np.asarray(sc[b]["transfer_weights"])
+        if wa.shape == wb.shape:
+            dt.append(float(np.linalg.norm(np.subtract(sc[a]["scenario_representation"],
+                                                       sc[b]["scenario_representation"]))))
+            dw.append(float(np.abs(wa - wb).sum()))
+    return {"entropy": entropy, "min_share_of_max": min(e["share_of_max"] for e in entropy.values()),
+            "spearman_t_vs_wt": _spearman(dt, dw), "pairs": len(dt)}
+
+
+def summarise(workdir, variants, seeds, click, scenario, roles, keep):
+    table, paired, transfer, budgets = {}, {}, {}, {}
+    loaded = {}
+    for v in variants:
+        for seed in seeds:
+            path = os.path.join(workdir, f"{v}_s{seed}")
+            if os.path.exists(os.path.join(path, "predictions.npy")):
+                loaded[(v, seed)] = (np.load(os.path.join(path, "predictions.npy")),
+                                     json.load(open(os.path.join(path, "transfer.json"))))
+    for v in variants:
+        runs = [(seed, *loaded[(v, seed)]) for seed in seeds if (v, seed) in loaded]
+        if not runs:
+            continue
+        per_seed = []
+        for _, pred, _ in runs:
+            aucs = {}
+            for sid in sorted(set(scenario)):
+                rows = scenario == sid
+                auc = M.auc_interval(click[rows], pred[rows])
+                aucs[sid] = auc[0] if auc else None
+            for g in GROUPS:
+                vals = [aucs[s] for s in aucs if roles.get(s) == g and aucs[s] is not None]
+                aucs[f"mean {g}"] = float(np.mean(vals)) if vals else None
+            per_seed.append(aucs)
+        table[v] = {k: {"mean": float(np.mean([a[k] for a in per_seed])),
+                        "std": float(np.std([a[k] for a in per_seed], ddof=1)) if len(per_seed) > 1 else 0.0,
+                        "seeds": len(per_seed)} for k in per_seed[0] if per_seed[0][k] is not None}
+        paired[v] = {}
+        for base in ["alone"] + list(keep):
+            if base == v:
+                continue
+            rows_per_seed = []
+            for seed, pred, _ in runs:
+                other = keep[base] if base in keep else loaded.get((base, seed), (None,))[0]
+                if other is None:
+                    continue
+                per, groups = _paired(click, scenario, roles, pred, other)
+                rows_per_seed.append({"seed": seed, "scenarios": per, "groups": groups})
+            if rows_per_seed:
+                paired[v][base] = rows_per_seed
+        transfer[v] = [dict(transfer_stats(r) or {}, seed=seed, neighbours=r.get("neighbours"),
+                            best_epochs=r.get("best_epochs"), batch_sizes=r.get("batch_sizes"))
+                       for seed, _, r in runs]
+        budgets[v] = [r.get("train_seconds") for _, _, r in runs]
+    for name, pred in keep.items():
+        aucs = {}
+        for sid in sorted(set(scenario)):
+            rows = (scenario == sid) & ~np.isnan(pred)
+            auc = M.auc_interval(click[rows], pred[rows]) if rows.any() else None
+            if auc:
+                aucs[sid] = {"mean": auc[0], "std": 0.0, "seeds": 1}
+        for g in GROUPS:
+            vals = [aucs[s]["mean"] for s in aucs if roles.get(s) == g]
+            if vals:
+                aucs[f"mean {g}"] = {"mean": float(np.mean(vals)), "std": 0.0, "seeds": 1}
+        table[name] = aucs
+    return {"auc": table, "paired": paired, "transfer": transfer, "train_seconds": budgets}
+
+
+def verdict(d):
+    return "above" if d[1] > 0 else "below" if d[2] < 0 else "no difference"
+
+
+def print_table(result, scenario_order):
+    keys = scenario_order + [f"mean {g}" for g in GROUPS]
+    names = list(result["auc"])
+    print(f"\n== click AUC on the test day (mean ± std over seeds) ==\n{'':>20}" + "".join(f"{n[:13]:>15}" for n in names))
+    for k in keys:
+        cells = [result["auc"][n].get(k) for n in names]
+        print(f"{k:>20}" + "".join((f"{c['mean']:.3f}±{c['std']:.3f}" if c else "n/a").rjust(15) for c in cells))
+    for v, bases in result["paired"].items():
+        for base, seeds in bases.items():
+            cells = "  ".join(f"{g}: " + ", ".join(f"{s['groups'][g][0]:+.4f} [{s['groups'][g][1]:+.4f}, "
+                                                  f"{s['groups'][g][2]:+.4f}] {verdict(s['groups'][g])}"
+                                                  for s in seeds if g in s["groups"])
+                              for g in GROUPS if any(g in s["groups"] for s in seeds))
+            print(f"{v} - {base}: {cells}")
+    for v, runs in result["transfer"].items():
+        for r in runs:
+            if "min_share_of_max" in r:
+                print(f"{v} seed {r['seed']}: W_T entropy min share of log M_i {r['min_share_of_max']:.2f}, "
+                      f"Spearman(|dT|, |dW_T|) {r['spearman_t_vs_wt']} over {r['pairs']} pairs")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--run", required=True, help="a finished pipeline run (its output folder)")
+    p.add_argument("--data", required=True, help="the run's data root (scenarios.csv)")
+    p.add_argument("--transform", default=None,
+                   help="the Transform folder the run imported (bench/quality.py: <workdir>/transform)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", default=["samd", "alone"], choices=sorted(VARIANTS))
+    p.add_argument("--workdir", default="/tmp/samd_bench")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--eval-steps", type=int, default=20)
+    p.add_argument("--output", default=RESULTS)
+    p.add_argument("--summarise-only", action="store_true")
+    a = p.parse_args(argv)
+    art = artifacts(a.run, a.transform)
+    scenarios_csv = os.path.join(a.data, "scenarios.csv")
+    roles = {r["scenario_id"]: r["role"] for r in samd_trainer.read_scenarios(scenarios_csv)}
+    rows, scenario, click = test_rows(art["raw_test"])
+    keep = keep_predictions(art["root"], scenario, click)
+    t0 = time.time()
+    if not a.summarise_only:
+        for seed in a.seeds:
+            for v in a.variants:
+                out = os.path.join(a.workdir, f"{v}_s{seed}")
+                if os.path.exists(os.path.join(out, "predictions.npy")):
+                    continue
+                report, wall = train_variant(art, scenarios_csv, v, seed, a.steps, a.epochs, a.eval_steps, out)
+                np.save(os.path.join(out, "predictions.npy"), score_students(os.path.join(out, "model"), rows,
+                                                                              scenario))
+                print(f"{v} seed {seed}: {wall:.0f}s", flush=True)
+    result = summarise(a.workdir, a.variants, a.seeds, click, scenario, roles, keep)
+    result.update({"command": "python -m bench.samd " + " ".join(argv if argv is not None else
+                                                                   __import__("sys").argv[1:]),
+                   "run": a.run, "steps": a.steps, "epochs": a.epochs, "seeds": a.seeds,
+                   "variants": {v: VARIANTS[v] for v in a.variants}, "roles": roles,
+                   "seconds": round(time.time() - t0, 1),
+                   "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"})
+    os.makedirs(os.path.dirname(a.output), exist_ok=True)
+    with open(a.output, "w") as f:
+        json.dump(result, f, indent=1)
+    order = sorted(roles, key=lambda s: (GROUPS.index(roles[s]), s))
+    print_table(result, order)
+    print(f"\nwrote {a.output}")
 
 
 if __name__ == "__main__":

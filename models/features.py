@@ -9,6 +9,8 @@ Conventions of the transformed examples:
 * labels stay 0/1 floats under their raw names.
 """
 
+from typing import Dict
+
 from schemas import contract
 
 SEQUENCE_LENGTH = 20
@@ -56,6 +58,17 @@ def vocab_size(tf_transform_output, name: str) -> int:
     if name in INTEGER_CATEGORICAL_MAX:
         return integer_vocab_size(name)
     return tf_transform_output.vocabulary_size_by_name(VOCABULARY[name]) + 1 + OOV_BUCKETS
+
+
+def scenario_indices(tf_transform_output, scenario_ids) -> Dict[str, int]:
+    """Transformed index of every scenario id (vocabulary position + 1, as models/preprocessing does)."""
+    vocab = [v.decode() if isinstance(v, bytes) else v
+             for v in tf_transform_output.vocabulary_by_name(VOCABULARY["scenario_id"])]
+    missing = [s for s in scenario_ids if s not in vocab]
+    if missing:
+        raise ValueError(f"scenario(s) {missing} of scenarios.csv have no rows in the training data")
+    return {s: vocab.index(s) + 1 for s in scenario_ids}
+
 # Id features only some (heterogeneous) scenarios carry.
 SCENARIO_SPECIFIC_ID_FEATURES = tuple(
     n for n in contract.SCENARIO_SPECIFIC_FEATURES if n not in contract.NUMERIC_FEATURES

@@ -4,7 +4,12 @@ Reads the transformed examples, trains `models.keep.KeepModel` with its hybrid l
 and exports a standalone SavedModel through `models.export`.
 
 `custom_config` (from the pipeline) may hold:
-    {"keep": {<KeepConfig field>: value, ...}, "epochs": int}
+    {"keep": {<KeepConfig field>: value, ...}, "epochs": int, "patience": int, "seed": int,
+     "model_name": str, "roles": [role, ...], "scenarios_csv": path}
+
+With "roles", the model trains and early-stops on the rows of the scenarios with those
+roles in `scenarios_csv` only: SAMD's general model is trained on the super scenario
+(its paper's section 4.1), the served KEEP model on every scenario.
 
 The train steps are spread over `epochs`; after each, the validation split is scored and
 training stops once the click AUC has not improved for `patience` epochs, keeping
@@ -37,6 +42,22 @@ def make_dataset(file_pattern, data_accessor, tf_transform_output, batch_size, s
     ).prefetch(tf.data.AUTOTUNE)
 
 
+def read_roles(scenarios_csv: str) -> dict:
+    """{scenario_id: role} of a scenarios.csv."""
+    import csv
+
+    with tf.io.gfile.GFile(scenarios_csv) as f:
+        return {r["scenario_id"]: r["role"] for r in csv.DictReader(f)}
+
+
+def only_scenarios(dataset, indices, batch_size):
+    """The batches of `dataset` re-formed from the rows whose transformed scenario_id is in `indices`."""
+    wanted = tf.constant(sorted(indices), tf.int64)
+    return dataset.unbatch().filter(
+        lambda f: tf.reduce_any(tf.equal(tf.reshape(f["scenario_id"], [-1])[:1], wanted))
+    ).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
 def build_model(config: KeepConfig, tf_transform_output) -> KeepModel:
     vocab_sizes = {name: F.vocab_size(tf_transform_output, name) for name in config.id_features}
     model = KeepModel(config, vocab_sizes, name="keep_general")
@@ -51,6 +72,15 @@ def run_fn(fn_args):
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, config.batch_size)
     evaluation = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, config.batch_size)
+    if custom.get("roles"):
+        roles = read_roles(custom["scenarios_csv"])
+        chosen = [s for s, r in roles.items() if r in set(custom["roles"])]
+        if not chosen:
+            raise ValueError(f"{custom['scenarios_csv']}: no scenario has a role in {custom['roles']}")
+        indices = list(F.scenario_indices(tft_output, chosen).values())
+        logging.info("training KEEP on the rows of %s only", chosen)
+        train = only_scenarios(train, indices, config.batch_size)
+        evaluation = only_scenarios(evaluation, indices, config.batch_size)
     model = build_model(config, tft_output)
     epochs = max(1, int(custom.get("epochs", 6)))
     patience = max(1, int(custom.get("patience", 2)))

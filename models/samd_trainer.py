@@ -74,16 +74,6 @@ def read_scenarios(path: str):
         return list(csv.DictReader(f))
 
 
-def scenario_indices(tf_transform_output, scenario_ids) -> Dict[str, int]:
-    """Transformed index of every scenario id (vocabulary position + 1, as models/preprocessing does)."""
-    vocab = [v.decode() if isinstance(v, bytes) else v
-             for v in tf_transform_output.vocabulary_by_name(F.VOCABULARY["scenario_id"])]
-    missing = [s for s in scenario_ids if s not in vocab]
-    if missing:
-        raise ValueError(f"scenario(s) {missing} of scenarios.csv have no rows in the training data")
-    return {s: vocab.index(s) + 1 for s in scenario_ids}
-
-
 def scenario_rows(file_pattern, indices: Mapping[str, int]) -> Dict[str, int]:
     """Rows of each scenario in the transformed examples (one pass reading scenario_id only)."""
     files = sorted(glob.glob(file_pattern))
@@ -142,7 +132,7 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
     if custom.get("scenarios"):  # a subset (e.g. one scenario, to time separate runs)
         rows = [r for r in rows if r["scenario_id"] in set(custom["scenarios"])]
     roles = {r["scenario_id"]: r["role"] for r in rows}
-    indices = scenario_indices(tft_output, list(roles))
+    indices = F.scenario_indices(tft_output, list(roles))
     neighbours = {}
     if similarity:
         # Re-ranked among this run's scenarios, by the configured normalisation.
@@ -187,6 +177,7 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
     budget["best_epoch"] = stopping.best_epochs  # each student's own
     # What is served: the students alone (the meta network and projections stay behind).
     budget["parameters"] = int(sum(np.prod(v.shape) for s in students.values() for v in s.trainable_variables))
+    tf.io.gfile.makedirs(output_dir)
     write_training_record(output_dir, {"model": "samd", "seconds": round(train_seconds, 2), **budget})
 
     for sid, student in students.items():

@@ -140,7 +140,21 @@ def create_pipeline(options: PipelineOptions, local: bool = True, imported=None)
     components.append(trainer)
     samd_trainer = None
     if options.samd_enabled:
-        samd_config = {k: v for k, v in options.samd.items() if k not in ("enabled", "train_steps")}
+        samd_config = {k: v for k, v in options.samd.items() if k not in ("enabled", "train_steps", "teacher")}
+        teacher = trainer
+        if options.samd_teacher == "super":  # SAMD's paper (4.1): the general model of the super scenario
+            teacher = tfx.components.Trainer(
+                run_fn="models.keep_trainer.run_fn",
+                examples=transformed,
+                transform_graph=graph,
+                schema=schema,
+                train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=options.train_steps),
+                eval_args=tfx.proto.EvalArgs(splits=["validation"], num_steps=options.eval_steps),
+                custom_config={"keep": dict(options.keep), "epochs": options.epochs, "model_name": "samd_teacher",
+                               "seed": options.seed, "roles": ["super"],
+                               "scenarios_csv": os.path.join(options.data_root, "scenarios.csv")},
+            ).with_id("SamdTeacherTrainer")
+            components.append(teacher)
         similarity = ScenarioSimilarity(
             examples=raw_examples, data_root=options.data_root,
             alpha=options.similarity_alpha, top_g=int(samd_config.get("samd", {}).get("top_g", 2)),
@@ -150,7 +164,7 @@ def create_pipeline(options: PipelineOptions, local: bool = True, imported=None)
         samd_trainer = SamdTrainer(
             examples=transformed,
             transform_graph=graph,
-            teacher=trainer.outputs["model"],
+            teacher=teacher.outputs["model"],
             similarity=similarity.outputs["similarity"],
             data_root=options.data_root,
             train_steps=options.samd_train_steps,

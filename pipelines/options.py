@@ -18,7 +18,10 @@ runner reads its options from environment variables (all optional):
     KEEP_SAMD_EPOCHS       epochs the train steps are spread over, each ending with a validation pass (6)
     KEEP_SAMD_SAMD         JSON object for the SAMD run: {"samd": {SamdConfig overrides},
                            "students": {scenario: {StudentSpec overrides}}, "epochs": n,
-                           "train_steps": n, "enabled": true}
+                           "train_steps": n, "enabled": true,
+                           "teacher": "super" (a KEEP model trained on the super scenario's
+                           rows, as SAMD's paper does; the SamdTeacherTrainer) | "general"
+                           (the served KEEP model, trained on every scenario)}
     KEEP_SAMD_UNIFIED      JSON object for the unified models and baselines:
                            {"models": ["pepnet", "adl", "grec", "shared_bottom", "mmoe",
                            "logistic_regression"],
@@ -98,6 +101,13 @@ class PipelineOptions:
     @property
     def samd_enabled(self) -> bool:
         return bool(self.samd.get("enabled", True))
+
+    @property
+    def samd_teacher(self) -> str:
+        teacher = self.samd.get("teacher", "super")
+        if teacher not in ("super", "general"):
+            raise ValueError(f"KEEP_SAMD_SAMD teacher={teacher!r}: 'super' or 'general'")
+        return teacher
 
     @property
     def samd_train_steps(self) -> int:

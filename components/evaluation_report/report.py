@@ -190,10 +190,17 @@ def plot_transfer_weights(transfer, path):
     cols = 4
     rows = (len(scen) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), squeeze=False)
+    near = transfer.get("neighbours", {})
     for ax, sid in zip(axes.flat, scen):
-        w = np.asarray(transfer["scenarios"][sid]["transfer_weights"])
+        record = transfer["scenarios"][sid]
+        w = np.asarray(record["transfer_weights"])
         im = ax.imshow(w, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_title(sid, fontsize=9)
+        title = sid
+        if record.get("transfer_entropy") is not None:  # how graded: 0 one-hot, 1 uniform rows
+            title += f"  H/log M_i={record['transfer_entropy'] / record['max_entropy']:.2f}"
+        if near.get(sid):
+            title += "\ntop-G: " + ", ".join(near[sid])
+        ax.set_title(title, fontsize=8)
         ax.set_xlabel("student layer", fontsize=7)
         ax.set_ylabel("teacher layer", fontsize=7)
     for ax in list(axes.flat)[len(scen):]:
@@ -262,11 +269,13 @@ def write_report(evaluations: Dict, out_dir: str, transfer: Optional[Dict] = Non
         if record.get("cluster_by_scenario"):
             plot_clusters(name, record["cluster_by_scenario"], os.path.join(out_dir, f"{name}_clusters.png"))
             images.append(f"{name}_clusters.png")
-    if transfer:
+    if transfer and all(r.get("transfer_weights") is not None for r in transfer["scenarios"].values()):
         plot_transfer_weights(transfer, os.path.join(out_dir, "samd_transfer_weights.png"))
+        images.append("samd_transfer_weights.png")
+    if transfer:
         roles = next(iter(evaluations.values()))["roles"] if evaluations else {}
         plot_representations(transfer, roles, os.path.join(out_dir, "samd_representations.png"))
-        images += ["samd_transfer_weights.png", "samd_representations.png"]
+        images.append("samd_representations.png")
     files = {"markdown": os.path.join(out_dir, "report.md"), "html": os.path.join(out_dir, "report.html"),
              "text": os.path.join(out_dir, "report.txt"), "metrics": os.path.join(out_dir, "metrics.json")}
     with open(files["markdown"], "w") as f:

@@ -25,8 +25,8 @@ def test_compiles_a_kfp_v2_pipeline_spec(tmp_path):
     unified = {f"{''.join(p.capitalize() for p in m.split('_'))}{kind}" for m in MODELS for kind in ("Trainer", "Evaluator", "Pusher")}
     assert set(parsed.root.dag.tasks) == {
         "ImportSchemaGen", "RawDataCheck", "CsvExampleGen", "StatisticsGen", "ExampleValidator", "ValidationGate",
-        "ScenarioSimilarity", "Transform", "KeepTrainer", "KeepEvaluator", "KeepPusher", "SamdTrainer",
-        "SamdEvaluator", "SamdPusher", "EvaluationReport", "KnowledgeCenter", "KnowledgePusher", "DownstreamTrainer",
+        "ScenarioSimilarity", "Transform", "KeepTrainer", "KeepEvaluator", "KeepPusher", "SamdTeacherTrainer",
+        "SamdTrainer", "SamdEvaluator", "SamdPusher", "EvaluationReport", "KnowledgeCenter", "KnowledgePusher", "DownstreamTrainer",
         "DownstreamEvaluator", "DownstreamPusher"} | unified
     text = out.read_text()
     assert "registry.example/keep_samd:1" in text and "DataflowRunner" in text
