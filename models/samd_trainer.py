@@ -16,14 +16,13 @@ custom_config:
     {"samd": {<SamdConfig field>: value}, "students": {scenario: {<StudentSpec field>: value}},
      "epochs": int, "patience": int, "scenarios": [subset of scenario ids]}
 
-Each scenario's examples are filtered out of the split once and cached in memory
-(`Dataset.cache`); at production scale, write per-scenario splits instead.
+Each split is parsed once and held in memory, each scenario's rows sliced out of it;
+at production scale, write per-scenario splits instead.
 """
 
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
 import time
@@ -74,19 +73,21 @@ def read_scenarios(path: str):
         return list(csv.DictReader(f))
 
 
-def scenario_rows(file_pattern, indices: Mapping[str, int]) -> Dict[str, int]:
-    """Rows of each scenario in the transformed examples (one pass reading scenario_id only)."""
-    files = sorted(glob.glob(file_pattern))
+def load_split(file_pattern, tf_transform_output) -> Dict[str, np.ndarray]:
+    """Every transformed row of a split, parsed once, as {feature: array} (files in sorted order)."""
+    files = sorted(tf.io.gfile.glob(file_pattern))
     if not files:
         raise FileNotFoundError(f"no transformed examples match {file_pattern}")
-    spec = {"scenario_id": tf.io.FixedLenFeature([], tf.int64)}
-    counts = {}
-    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(8192).map(
-            lambda x: tf.io.parse_example(x, spec)["scenario_id"]):
-        values, _, n = tf.unique_with_counts(batch)
-        for v, c in zip(values.numpy(), n.numpy()):
-            counts[int(v)] = counts.get(int(v), 0) + int(c)
-    return {sid: counts.get(idx, 0) for sid, idx in indices.items()}
+    spec = tf_transform_output.transformed_feature_spec()
+    parts = list(tf.data.TFRecordDataset(files, compression_type="GZIP").batch(8192)
+                 .map(lambda x: tf.io.parse_example(x, spec)).as_numpy_iterator())
+    return {k: np.concatenate([p[k] for p in parts]) for k in spec}
+
+
+def scenario_rows(rows: Mapping[str, np.ndarray], indices: Mapping[str, int]) -> Dict[str, int]:
+    """Rows of each scenario."""
+    scenario = np.asarray(rows["scenario_id"]).reshape(-1)
+    return {sid: int((scenario == idx).sum()) for sid, idx in indices.items()}
 
 
 def batch_sizes(rows: Mapping[str, int], batch_size: int, sampling: str) -> Dict[str, int]:
@@ -98,25 +99,24 @@ def batch_sizes(rows: Mapping[str, int], batch_size: int, sampling: str) -> Dict
     return {sid: max(MIN_BATCH, int(round(total * r / sum(roots.values())))) for sid, r in roots.items()}
 
 
-def per_scenario_batches(file_pattern, tf_transform_output, indices: Mapping[str, int], batch_size,
-                         shuffle: bool):
+def per_scenario_batches(rows: Mapping[str, np.ndarray], indices: Mapping[str, int], batch_size, shuffle: bool,
+                         seed: int = 0):
     """A dataset whose elements are tuples: one feature batch per scenario, in `indices` order.
 
-    `batch_size`: one size for all, or {scenario: size}.
+    `rows`: load_split's arrays (held in memory: each scenario's rows are sliced out once,
+    where filtering the files would read them once per scenario). `batch_size`: one size
+    for all, or {scenario: size}. Each scenario's rows repeat; with `shuffle`, in a new
+    order every pass.
     """
-    spec = tf_transform_output.transformed_feature_spec()
-    files = sorted(glob.glob(file_pattern))
-    if not files:
-        raise FileNotFoundError(f"no transformed examples match {file_pattern}")
-    rows = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    scenario = np.asarray(rows["scenario_id"]).reshape(-1)
     parts = []
-    for sid, idx in indices.items():
-        ds = rows.batch(4096).map(lambda x: tf.io.parse_example(x, spec)).unbatch()
-        ds = ds.filter(lambda f, idx=idx: tf.equal(f["scenario_id"], idx)).cache().repeat()
+    for k, (sid, idx) in enumerate(indices.items()):
+        mine = scenario == idx
+        ds = tf.data.Dataset.from_tensor_slices({name: values[mine] for name, values in rows.items()})
         if shuffle:
-            ds = ds.shuffle(10_000, seed=len(parts))
+            ds = ds.shuffle(int(mine.sum()), seed=seed + k, reshuffle_each_iteration=True)
         size = batch_size[sid] if isinstance(batch_size, Mapping) else batch_size
-        parts.append(ds.batch(size, drop_remainder=True))
+        parts.append(ds.repeat().batch(size, drop_remainder=True))
     return tf.data.Dataset.zip(tuple(parts)).prefetch(2)
 
 
@@ -147,13 +147,17 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
         sizes = {n: F.vocab_size(tft_output, n) for n in student_vocab_features(spec)}
         students[sid] = build_student(spec, sizes)
 
-    counts = scenario_rows(train_pattern, indices)
-    empty = [s for s, n in counts.items() if n == 0]
-    if empty:
-        raise ValueError(f"scenario(s) {empty} have no rows in the training split {train_pattern}")
+    train_rows, eval_rows = load_split(train_pattern, tft_output), load_split(eval_pattern, tft_output)
+    counts = scenario_rows(train_rows, indices)
+    for split, pattern, n in (("training", train_pattern, counts), ("validation", eval_pattern,
+                                                                     scenario_rows(eval_rows, indices))):
+        empty = [s for s, c in n.items() if c == 0]
+        if empty:
+            raise ValueError(f"scenario(s) {empty} have no rows in the {split} split {pattern}")
     sizes = batch_sizes(counts, config.batch_size, config.sampling)
-    train = per_scenario_batches(train_pattern, tft_output, indices, sizes, shuffle=True)
-    evaluation = per_scenario_batches(eval_pattern, tft_output, indices, sizes, shuffle=False)
+    seed = int(custom.get("seed") or 0)
+    train = per_scenario_batches(train_rows, indices, sizes, shuffle=True, seed=seed)
+    evaluation = per_scenario_batches(eval_rows, indices, sizes, shuffle=False)
     sample = next(iter(train))
     teacher = load_teacher(teacher_keras_dir, sample[0])
     teacher_widths = layer_widths(teacher.teacher_layers(sample[0], tasks=teacher_tasks(config)))

@@ -296,3 +296,19 @@ def test_load_teacher_restores_every_variable_and_refuses_a_wrong_checkpoint(tmp
     (tmp_path / "deeper" / "config.json").write_text((tmp_path / "narrower" / "config.json").read_text())
     with pytest.raises(ValueError, match="deeper: the teacher checkpoint does not restore"):
         load_teacher(str(tmp_path / "deeper"), f)
+
+
+def test_per_scenario_batches_hold_only_their_scenarios_rows_at_their_sizes():
+    from models.samd_trainer import per_scenario_batches, scenario_rows
+
+    rows = {"scenario_id": np.array([1, 2, 1, 3, 1, 2, 1], np.int64), "row": np.arange(7)}
+    indices = {"x": 1, "y": 2, "z": 3}
+    assert scenario_rows(rows, indices) == {"x": 4, "y": 2, "z": 1}
+    for batch in per_scenario_batches(rows, indices, {"x": 3, "y": 2, "z": 2}, shuffle=True).take(4):
+        for idx, part in zip(indices.values(), batch):
+            assert set(part["scenario_id"].numpy()) == {idx}
+        assert [len(part["row"]) for part in batch] == [3, 2, 2]
+    # Without shuffling: the rows in file order, repeated.
+    batch = next(iter(per_scenario_batches(rows, indices, 3, shuffle=False)))
+    np.testing.assert_array_equal(batch[0]["row"].numpy(), [0, 2, 4])
+    np.testing.assert_array_equal(batch[2]["row"].numpy(), [3, 3, 3])
