@@ -57,12 +57,22 @@ VARIANTS = {
     "all_teacher_layers": {"teacher_layers": "all"},
     "uniform_sampling": {"sampling": "uniform"},
     "response": {"response_weight": 1.0},  # beyond the paper
+    "meta_lr_1e-3": {"meta_learning_rate": 1e-3},
+    "lookahead": {"meta_objective": "lookahead"},
+    "lookahead_null": {"meta_objective": "lookahead", "null_transfer": True},
+    "lookahead_null_1e-3": {"meta_objective": "lookahead", "null_transfer": True, "meta_learning_rate": 1e-3},
 }
 KEEP_EVALUATORS = {"keep_general": "KeepEvaluator", "keep_downstream": "DownstreamEvaluator"}
 
 
-def artifacts(run, transform=None):
-    """The run's artifacts; `transform`: a pipelines.transform_only folder the run imported (bench/quality.py)."""
+TEACHERS = {"general": "KeepTrainer", "super": "SamdTeacherTrainer"}
+
+
+def artifacts(run, transform=None, teacher="super"):
+    """The run's artifacts; `transform`: a pipelines.transform_only folder the run imported (bench/quality.py).
+
+    `teacher`: "super" (the run's SamdTeacherTrainer, the pipeline's default) or "general" (its KeepTrainer).
+    """
     root = os.path.join(run, "pipelines", "keep_samd")
 
     def one(pattern):
@@ -88,7 +98,7 @@ def artifacts(run, transform=None):
         "train": os.path.join(examples, "Split-train", "*"),
         "validation": os.path.join(examples, "Split-validation", "*"),  # early stopping
         "raw_test": os.path.join(raw, "Split-test", "*"),  # scoring: the test day
-        "teacher": one("KeepTrainer/model/*/Format-Keras"),
+        "teacher": one(f"{TEACHERS[teacher]}/model/*/Format-Keras"),
         "similarity": json.load(open(sorted(sim, key=_version)[-1])) if sim else None,
         "root": root,
     }
@@ -277,6 +287,8 @@ def main(argv=None):
     p.add_argument("--transform", default=None,
                    help="the Transform folder the run imported (bench/quality.py: <workdir>/transform)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--teacher", default="super", choices=sorted(TEACHERS),
+                   help="super: the run's SamdTeacherTrainer (default, as the pipeline); general: its KEEP model")
     p.add_argument("--variants", nargs="+", default=["samd", "alone"], choices=sorted(VARIANTS))
     p.add_argument("--workdir", default="/tmp/samd_bench")
     p.add_argument("--steps", type=int, default=300)
@@ -285,7 +297,7 @@ def main(argv=None):
     p.add_argument("--output", default=RESULTS)
     p.add_argument("--summarise-only", action="store_true")
     a = p.parse_args(argv)
-    art = artifacts(a.run, a.transform)
+    art = artifacts(a.run, a.transform, a.teacher)
     scenarios_csv = os.path.join(a.data, "scenarios.csv")
     roles = {r["scenario_id"]: r["role"] for r in samd_trainer.read_scenarios(scenarios_csv)}
     rows, scenario, click = test_rows(art["raw_test"])
@@ -304,7 +316,7 @@ def main(argv=None):
     result = summarise(a.workdir, a.variants, a.seeds, click, scenario, roles, keep)
     result.update({"command": "python -m bench.samd " + " ".join(argv if argv is not None else
                                                                    __import__("sys").argv[1:]),
-                   "run": a.run, "steps": a.steps, "epochs": a.epochs, "seeds": a.seeds,
+                   "run": a.run, "teacher": a.teacher, "teacher_dir": art["teacher"], "steps": a.steps, "epochs": a.epochs, "seeds": a.seeds,
                    "variants": {v: VARIANTS[v] for v in a.variants}, "roles": roles,
                    "seconds": round(time.time() - t0, 1),
                    "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"})

@@ -97,6 +97,7 @@ TEACHER_LAYERS = ("click", "all")
 PROJECTIONS = ("pair", "shared")
 SIMILARITIES = ("cosine", "raw")
 SAMPLINGS = ("sqrt", "uniform")
+META_OBJECTIVES = ("distill", "lookahead")
 META_STRATEGIES = ("meta", "no_cluster")  # the strategies whose W_T is learnt
 
 
@@ -117,6 +118,8 @@ class SamdConfig:
     transfer_temperature: float = 1.0  # softmax temperature of W_T
     transfer_entropy: float = 0.1  # λ of the entropy term on W_T's rows (0: the literal, one-hot-prone reading)
     response_weight: float = 0.0  # beyond the paper: cross-entropy against the teacher's click probability
+    meta_objective: str = "distill"  # the meta parameters minimise "distill" (L_fd, the paper) or "lookahead"
+    null_transfer: bool = False  # W_T gets a "no transfer" column (with "lookahead" only)
     learning_rate: float = 1e-3  # the students' (paper: 1e-4 on far larger data)
     meta_learning_rate: float = 1e-4  # T, the clusters, g and W_d (paper: 1e-4)
     batch_size: int = 256  # per scenario per step, on average over the scenarios (paper: 512)
@@ -127,11 +130,14 @@ class SamdConfig:
     def __post_init__(self):
         for name, allowed in (("strategy", STRATEGIES), ("teacher_layers", TEACHER_LAYERS),
                               ("projection", PROJECTIONS), ("similarity", SIMILARITIES), ("sampling", SAMPLINGS),
-                              ("distill_loss", ("l2", "mmd"))):
+                              ("distill_loss", ("l2", "mmd")), ("meta_objective", META_OBJECTIVES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown SAMD {name} {getattr(self, name)!r}; one of {allowed}")
         if self.transfer_temperature <= 0 or self.transfer_entropy < 0 or self.response_weight < 0:
             raise ValueError("transfer_temperature must be > 0, transfer_entropy and response_weight >= 0")
+        if self.null_transfer and self.meta_objective != "lookahead":
+            # Under L_fd the empty column (loss 0) always wins: no transfer at all.
+            raise ValueError("null_transfer needs meta_objective='lookahead'")
 
     @classmethod
     def from_dict(cls, overrides: Optional[Mapping] = None) -> "SamdConfig":
@@ -247,21 +253,23 @@ class MetaFunction(tf_keras.layers.Layer):
         shared by the students of that depth (see the module docstring).
       units: g's hidden units.
       temperature: the softmax temperature.
-    Shapes: [N, 2d] (or [N, d] without clusters) -> a list of N [M_g, M_i] matrices.
+      null_column: one more column per W_T, the weight a teacher layer sends nowhere.
+    Shapes: [N, 2d] (or [N, d] without clusters) -> a list of N [M_g, M_i (+1)] matrices.
     """
 
     def __init__(self, teacher_layers: int, student_layers: Sequence[int], units=(64, 32, 16), temperature=1.0,
-                 **kwargs):
+                 null_column=False, **kwargs):
         super().__init__(**kwargs)
         self.teacher_layers = teacher_layers
         self.student_layers = [int(m) for m in student_layers]
         self.units = tuple(units)
         self.temperature = float(temperature)
+        self.null_column = bool(null_column)
         self.g = [tf_keras.layers.Dense(u, activation="relu") for u in self.units]
         self.g_out = tf_keras.layers.Dense(teacher_layers * teacher_layers, name="g_out")
         # Random, not zero: with W_d = 0 no gradient reaches g, T or the centres.
         self.plug_ins = {
-            m: self.add_weight(name=f"w_d_{m}", shape=(teacher_layers, m),
+            m: self.add_weight(name=f"w_d_{m}", shape=(teacher_layers, m + int(self.null_column)),
                                initializer=tf_keras.initializers.RandomNormal(stddev=1.0))
             for m in sorted(set(self.student_layers))
         }
@@ -276,7 +284,8 @@ class MetaFunction(tf_keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "teacher_layers": self.teacher_layers,
-                "student_layers": self.student_layers, "units": self.units, "temperature": self.temperature}
+                "student_layers": self.student_layers, "units": self.units, "temperature": self.temperature,
+                "null_column": self.null_column}
 
 
 def row_entropy(w):
@@ -339,7 +348,7 @@ class SamdDistiller(tf_keras.Model):
             config.explicit, config.implicit, name="scenario_representation")
         self.cluster = SoftCluster(config.num_clusters, name="soft_cluster")
         self.meta = MetaFunction(m_g, [len(self.student_widths[s]) for s in self.scenario_ids], config.meta_units,
-                                 config.transfer_temperature, name="meta_function")
+                                 config.transfer_temperature, config.null_transfer, name="meta_function")
         self.meta_optimizer = tf_keras.optimizers.Adam(config.meta_learning_rate)
         if config.projection == "pair":
             # Φ_mn: student layer m -> teacher layer n's width, one per pair.
@@ -400,6 +409,8 @@ class SamdDistiller(tf_keras.Model):
     def distillation_loss(self, sid, weights, student_layers, teacher_layers):
         """Equation 10: sum_m sum_n w_mn L(Φ_i(F_i^m), Φ_g(F_g^n)); weights are [M_g, M_i]."""
         losses = self.pair_losses(sid, student_layers, teacher_layers)
+        if weights.shape[-1] == losses.shape[-1] + 1:  # the "no transfer" column costs nothing
+            losses = tf.pad(losses, [[0, 0], [0, 1]])
         # Averaged over teacher layers (each row of weights sums to 1), so L_fd stays on the
         # scale of one layer pair whatever M_g is, comparable to the cross-entropy.
         return tf.reduce_sum(weights * losses) / len(teacher_layers)
@@ -421,31 +432,60 @@ class SamdDistiller(tf_keras.Model):
             ce += self.config.response_weight * pointwise_loss(soft, logits["click"])
         return fd, ce, tf.sigmoid(logits["click"]), row_entropy(weights)
 
-    def _step(self, data, training):
-        """(Equation 11's loss, L_fd, L_ce, the meta objective's entropy term, mean row entropy)."""
+    def _alignment(self, sid, inner, fd, ce):
+        """cos(∇θ L_ce, ∇θ L_fd) over the student's own parameters θ; differentiable in W_T through ∇θ L_fd.
+
+        First order, one SGD step θ' = θ - α(∇L_ce + ∇L_fd) lowers L_ce by α ∇L_ce·∇L_fd
+        (plus a term without W_T): the meta objective of the look-ahead reading.
+        """
+        theta = self.students[sid].trainable_variables
+        pairs = [(tf.convert_to_tensor(a), tf.convert_to_tensor(b))
+                 for a, b in zip(inner.gradient(ce, theta), inner.gradient(fd, theta))
+                 if a is not None and b is not None]
+        if not pairs:
+            return 0.0
+        dot = tf.add_n([tf.reduce_sum(tf.stop_gradient(a) * b) for a, b in pairs])
+        norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(a)) for a, _ in pairs])
+                       * tf.add_n([tf.reduce_sum(tf.square(b)) for _, b in pairs]))
+        return dot / (tf.stop_gradient(norm) + 1e-12)
+
+    def _step(self, data, training, lookahead=False):
+        """(Equation 11's loss, L_fd, L_ce, the meta objective, mean row entropy of W_T).
+
+        The meta objective is what the meta parameters minimise: per row of W_T,
+        w·L - λH(w) ("distill"), or -cos(∇L_ce, ∇L_fd) - λH(w) with `lookahead`.
+        """
         _, _, _, meta_weights = self.scenario_state()
-        total_fd, total_ce, total_h = 0.0, 0.0, 0.0
+        total_fd, total_ce, total_h, total_align = 0.0, 0.0, 0.0, 0.0
         for i, sid in enumerate(self.scenario_ids):
-            fd, ce, p_click, h = self._scenario_loss(i, sid, data[i], meta_weights, training)
+            if lookahead:
+                with tf.GradientTape(persistent=True) as inner:
+                    fd, ce, p_click, h = self._scenario_loss(i, sid, data[i], meta_weights, training)
+                total_align += self._alignment(sid, inner, fd, ce)
+            else:
+                fd, ce, p_click, h = self._scenario_loss(i, sid, data[i], meta_weights, training)
             total_fd += fd
             total_ce += ce
             total_h += h
             self.auc[sid].update_state(data[i]["click"], p_click)
         learnt = self.config.strategy in META_STRATEGIES
-        entropy_term = -self.config.transfer_entropy * total_h if learnt else 0.0  # per row: w·L - λH(w)
+        entropy_term = -self.config.transfer_entropy * total_h if learnt else 0.0
+        fit = -total_align if lookahead else self.config.distill_weight * total_fd
         mean_h = total_h / len(self.scenario_ids)
-        return self.config.distill_weight * total_fd + total_ce, total_fd, total_ce, entropy_term, mean_h  # Eq. 11
+        return self.config.distill_weight * total_fd + total_ce, total_fd, total_ce, fit + entropy_term, mean_h  # Eq. 11
 
     def train_step(self, data):
-        with tf.GradientTape() as tape:
-            loss, fd, ce, entropy_term, h = self._step(data, training=True)
-            objective = loss + entropy_term  # the entropy term reaches only the meta parameters
+        lookahead = self.config.meta_objective == "lookahead" and self.config.strategy in META_STRATEGIES
+        with tf.GradientTape(persistent=True) as tape:
+            loss, fd, ce, meta_objective, h = self._step(data, training=True, lookahead=lookahead)
         meta = self.meta_variables()
         meta_ids = {id(v) for v in meta}
         rest = [v for v in self.trainable_variables if id(v) not in meta_ids]
-        grads = tape.gradient(objective, rest + meta)
-        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads[:len(rest)], rest) if g is not None])
-        self.meta_optimizer.apply_gradients([(g, v) for g, v in zip(grads[len(rest):], meta) if g is not None])
+        student_grads = tape.gradient(loss, rest)
+        meta_grads = tape.gradient(meta_objective, meta)
+        del tape
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(student_grads, rest) if g is not None])
+        self.meta_optimizer.apply_gradients([(g, v) for g, v in zip(meta_grads, meta) if g is not None])
         return self._update(loss, fd, ce, h)
 
     def test_step(self, data):
@@ -476,7 +516,7 @@ class SamdDistiller(tf_keras.Model):
             report["scenarios"][sid] = {
                 "transfer_weights": w[i].numpy().tolist() if learnt else None,
                 "transfer_entropy": float(row_entropy(w[i])) if learnt else None,
-                "max_entropy": float(np.log(w[i].shape[-1])),
+                "max_entropy": float(np.log(w[i].shape[-1])),  # W_T's last column is "no transfer" with null_transfer
                 "scenario_representation": t[i].numpy().tolist(),
                 "cluster_representation": c[i].numpy().tolist(),
                 "cluster_assignment": p[i].numpy().tolist(),

@@ -162,21 +162,43 @@ def test_layers_round_trip_through_get_config():
     assert again.student_layers == [3, 4] and again.teacher_layers == 5 and again.temperature == 0.5
 
 
-def _meta_gradients(d, batches):
+def _meta_gradients(d, batches, lookahead=False):
     with tf.GradientTape() as tape:
-        loss, _, _, entropy_term, _ = d._step(batches, training=True)
-        objective = loss + entropy_term
+        _, _, _, meta_objective, _ = d._step(batches, training=True, lookahead=lookahead)
     meta = d.meta_variables()
-    return meta, tape.gradient(objective, meta)
+    return meta, tape.gradient(meta_objective, meta)
 
 
-def test_every_meta_parameter_gets_a_non_zero_gradient_at_the_first_step():
-    d, *_ = make()
-    meta, grads = _meta_gradients(d, data())
+@pytest.mark.parametrize("objective", ["distill", "lookahead"])
+def test_every_meta_parameter_gets_a_non_zero_gradient_at_the_first_step(objective):
+    d, *_ = make(meta_objective=objective)
+    meta, grads = _meta_gradients(d, data(), lookahead=objective == "lookahead")
     names = [v.name for v in meta]
     assert any("w_d" in n for n in names) and any("centres" in n for n in names) and any("w_exp" in n for n in names)
     for v, g in zip(meta, grads):
         assert g is not None and float(tf.reduce_max(tf.abs(g))) > 0, v.name
+
+
+def test_lookahead_with_a_no_transfer_column():
+    with pytest.raises(ValueError, match="null_transfer needs"):
+        SamdConfig(null_transfer=True)
+    d, _, _, tw, sw = make(meta_objective="lookahead", null_transfer=True, meta_learning_rate=0.01)
+    w = d.scenario_state()[3]
+    assert [tuple(x.shape) for x in w] == [(len(tw), len(sw[s]) + 1) for s in "abcd"]
+    before = [x.numpy() for x in w]
+    batches = data()
+    for _ in range(3):
+        logs = d.train_step(batches)
+    assert np.isfinite(float(logs["loss"]))
+    after = [x.numpy() for x in d.scenario_state()[3]]
+    assert all(not np.allclose(a, b) for a, b in zip(before, after))
+    # The empty column adds nothing to L_fd: all weight there, no distillation.
+    f = features()
+    t_layers = d.teacher.teacher_layers(f, tasks=("click",))
+    s_layers = d.students["a"].layer_outputs(f)
+    nowhere = np.zeros((len(tw), len(sw["a"]) + 1), np.float32)
+    nowhere[:, -1] = 1.0
+    assert float(d.distillation_loss("a", tf.constant(nowhere), s_layers, t_layers)) == 0.0
 
 
 def test_transfer_weights_follow_the_scenario_representation_after_training():
