@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
@@ -25,11 +26,23 @@ def test_compiles_a_kfp_v2_pipeline_spec(tmp_path):
     unified = {f"{''.join(p.capitalize() for p in m.split('_'))}{kind}" for m in MODELS for kind in ("Trainer", "Evaluator", "Pusher")}
     assert set(parsed.root.dag.tasks) == {
         "ImportSchemaGen", "RawDataCheck", "CsvExampleGen", "StatisticsGen", "ExampleValidator", "ValidationGate",
-        "ScenarioSimilarity", "Transform", "KeepTrainer", "KeepEvaluator", "KeepPusher", "SamdTeacherTrainer",
-        "SamdTrainer", "SamdEvaluator", "SamdPusher", "EvaluationReport", "KnowledgeCenter", "KnowledgePusher", "DownstreamTrainer",
+        "ScenarioSimilarity", "Transform", "KeepTrainer", "KeepEvaluator", "KeepPusher", "SamdTrainer",
+        "SamdEvaluator", "SamdPusher", "EvaluationReport", "KnowledgeCenter", "KnowledgePusher", "DownstreamTrainer",
         "DownstreamEvaluator", "DownstreamPusher"} | unified
     text = out.read_text()
     assert "registry.example/keep_samd:1" in text and "DataflowRunner" in text
+
+
+def test_samd_teacher_super_adds_a_super_scenario_keep_trainer(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    ids = lambda **samd: [c.id for c in create_pipeline(PipelineOptions(  # noqa: E731
+        output_dir=str(tmp_path / "runs"), data_root=str(data), samd=samd)).components]
+    assert "SamdTeacherTrainer" not in ids()
+    with_super = ids(teacher="super")
+    assert with_super.index("SamdTeacherTrainer") < with_super.index("SamdTrainer")
+    with pytest.raises(ValueError, match="teacher='best'"):
+        ids(teacher="best")
 
 
 def test_local_pipeline_has_the_documented_order(tmp_path):
