@@ -118,8 +118,14 @@ def run_fn(fn_args):
     with open(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
         json.dump({"model": name, "train_seconds": seconds, "examples_per_second": trained_steps * batch / seconds,
                    "history": {k: [float(x) for x in v] for k, v in history.history.items()}}, f, indent=1)
-    write_training_record(fn_args.serving_model_dir, {"model": name, "seconds": seconds,
-                                                      **budget_record(model, history, batch, steps)})
+    record = {"model": name, "seconds": seconds, **budget_record(model, history, batch, steps)}
+    if name == "adl":  # does training route a validation batch as serving does?
+        from models.adl import routing_report
+
+        report = routing_report(model, next(iter(evaluation)))
+        record["routing"] = {k: report[k] for k in ("train_serve_agreement", "batch_fit_agreement",
+                                                    "cluster_sizes", "max_centre_cosine")}
+    write_training_record(fn_args.serving_model_dir, record)
     outputs = {"serving_default": ("click", "conversion", "cart")}
     if hasattr(model, "cluster_assignment"):  # ADL: which cluster each example is routed to, for the report
         outputs["routing"] = ("cluster",)

@@ -202,6 +202,11 @@ def test_planted_worse_model_is_not_blessed_and_not_pushed(pipeline_run):
         assert record["metrics"]["ALL"]["click"]["gauc"] is not None
     students = _evaluation(tmp, "SamdEvaluator")["blessings"]
     assert len(students) == 8 and all(b["blessed"] for b in students.values())
+    # ADL routes a sample by the stored centres in training as in serving.
+    adl = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "AdlTrainer", "model", "*", "Format-Serving",
+                                 "training.json"))
+    with open(adl[0]) as f:
+        assert json.load(f)["routing"]["train_serve_agreement"] == 1.0
 
 
 def test_run_writes_the_report_and_its_plots(pipeline_run):
