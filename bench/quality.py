@@ -122,33 +122,59 @@ def _stats(values: List[float]) -> Dict:
             "seeds": len(values)}
 
 
-def _paired(loaded, name, kind):
-    """Per seed: `name` minus the floor on ALL click, same rows; AUC by DeLong, GAUC by a bootstrap over users."""
+def _paired(loaded, name, kind, base=FLOOR, task="click", rows_of=None):
+    """Per seed: `name` minus `base` on `task`, same rows (ALL, or the rows `rows_of(predictions)` selects);
+    AUC by DeLong, GAUC by a bootstrap over users."""
     per_seed = []
     for seed in loaded:
-        if name not in seed or FLOOR not in seed:
+        if name not in seed or base not in seed:
             per_seed.append(None)
             continue
-        mine, floor = seed[name][1], seed[FLOOR][1]
-        if not np.array_equal(mine["click_label"], floor["click_label"]):
-            raise ValueError(f"{name} and {FLOOR} were scored on different rows")
-        rows = mine["click_covered"] & floor["click_covered"]
-        y = mine["click_label"][rows]
+        mine, other = seed[name][1], seed[base][1]
+        if not np.array_equal(mine[f"{task}_label"], other[f"{task}_label"]):
+            raise ValueError(f"{name} and {base} were scored on different rows")
+        rows = mine[f"{task}_covered"] & other[f"{task}_covered"]
+        if task != "click":  # conversion and cart are judged over clicks, as the evaluator does
+            rows = rows & (mine["click_label"] == 1)
+        if rows_of is not None:
+            rows = rows & rows_of(mine)
+        y = mine[f"{task}_label"][rows]
         if kind == "auc":
-            d = M.paired_auc_difference(y, mine["click"][rows], floor["click"][rows])
+            d = M.paired_auc_difference(y, mine[task][rows], other[task][rows])
         elif "user" in mine:
-            d = M.paired_gauc_difference(mine["user"][rows], y, mine["click"][rows], floor["click"][rows])
+            d = M.paired_gauc_difference(mine["user"][rows], y, mine[task][rows], other[task][rows])
         else:  # predictions written before user ids were saved
             d = None
         per_seed.append({"diff": d[0], "low": d[1], "high": d[2], "rows": int(rows.sum())} if d else None)
     valid = [p for p in per_seed if p]
-    verdict = ("above the floor" if valid and all(p["low"] > 0 for p in valid) else
-               "below the floor" if valid and all(p["high"] < 0 for p in valid) else
+    verdict = (f"above {base}" if valid and all(p["low"] > 0 for p in valid) else
+               f"below {base}" if valid and all(p["high"] < 0 for p in valid) else
                "no difference (an interval contains 0)" if valid else "n/a")
     return {"per_seed": per_seed, "mean_diff": _stats([p["diff"] for p in valid]), "verdict": verdict}
 
 
-def summarise(runs: List[Dict[str, str]]) -> Dict:
+def paired_against(loaded, names, baselines, roles) -> Dict:
+    """Each model minus each baseline, per task, on ALL rows and on each role group's rows (paired DeLong)."""
+    out = {}
+    for base in baselines:
+        for name in names:
+            if name == base:
+                continue
+            cells = {}
+            for task in M.TASKS:
+                cells[f"ALL {task}"] = _paired(loaded, name, "auc", base, task)
+                for role in ROLES:
+                    members = [s for s, r in roles.items() if r == role]
+                    if members:
+                        cells[f"{role} {task}"] = _paired(
+                            loaded, name, "auc", base, task,
+                            rows_of=lambda p, m=tuple(members): np.isin(p["scenario"].astype(str), m)
+                            if "scenario" in p else np.ones(len(p[f"{task}_label"]), bool))
+            out.setdefault(base, {})[name] = cells
+    return out
+
+
+def summarise(runs: List[Dict[str, str]], baselines=()) -> Dict:
     """The table: {model: {slice: {task: {auc, gauc, ci, gap}}}}, group means, paired differences to the floor."""
     loaded = [{name: _load(folder) for name, folder in run.items()} for run in runs]
     names = list(dict.fromkeys(n for seed in loaded for n in seed))
@@ -190,8 +216,9 @@ def summarise(runs: List[Dict[str, str]]) -> Dict:
     paired = {kind: {name: _paired(loaded, name, kind) for name in names if name != FLOOR}
               for kind in ("auc", "gauc")} if FLOOR in names else {}
     budgets = {name: [seed[name][0].get("budget") for seed in loaded if name in seed] for name in names}
+    against = paired_against(loaded, names, [b for b in baselines if b in names], roles)
     return {"slices": slices, "roles": roles, "oracle": oracle, "models": table, "group_mean_auc": groups,
-            "paired_click_vs_floor_on_all": paired, "budget": budgets}
+            "paired_click_vs_floor_on_all": paired, "paired_vs_baselines": against, "budget": budgets}
 
 
 def print_table(result: Dict) -> None:
@@ -221,6 +248,12 @@ def print_table(result: Dict) -> None:
         for n, p in result["paired_click_vs_floor_on_all"].get(kind, {}).items():
             seeds = "  ".join(f"{q['diff']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}]" for q in p["per_seed"] if q)
             print(f"{n:>16}: {seeds}  -> {p['verdict']}")
+    for base, per in result.get("paired_vs_baselines", {}).items():
+        print(f"\n== minus {base}, same rows, paired DeLong 95% per seed (ALL and the role groups' rows) ==")
+        for n, cells in per.items():
+            for key, p in cells.items():
+                seeds = "  ".join(f"{q['diff']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}]" for q in p["per_seed"] if q)
+                print(f"{n:>16} {key:>22}: {seeds}  -> {p['verdict']}")
 
 
 def main(argv=None) -> int:
@@ -238,6 +271,8 @@ def main(argv=None) -> int:
                    help="train only these (KEEP and the floor always): samd, keep_downstream, unified names")
     p.add_argument("--options", default=None,
                    help='JSON of PipelineOptions fields merged in, e.g. \'{"samd": {"samd": {"meta": "all2all"}}}\'')
+    p.add_argument("--baselines", nargs="+", default=["shared_bottom", "mmoe"],
+                   help="also pair every model against these (per task, on ALL and each role group's rows)")
     p.add_argument("--summarise-only", action="store_true",
                    help="rebuild the table from the evaluations already under --workdir")
     a = p.parse_args(argv)
@@ -265,7 +300,7 @@ def main(argv=None) -> int:
                                  a.samd_steps, a.models, json.loads(a.options) if a.options else None))
             seconds[f"seed{seed}"] = time.time() - t1
             print(f"seed {seed}: {seconds[f'seed{seed}']:.0f}s", flush=True)
-    result = summarise(runs)
+    result = summarise(runs, a.baselines)
     split = TimeSplit().split_days(range(config.days))
     result.update({
         "command": "python -m bench.quality " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
