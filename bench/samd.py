@@ -7,7 +7,7 @@ predictions), e.g. one seed of bench/quality.py on the rich preset:
     .venv/bin/python -m bench.samd --run /tmp/keep_samd_quality/seed0 \
         --data /tmp/keep_samd_quality/data --transform /tmp/keep_samd_quality/transform \
         --seeds 0 1 2 --variants samd alone \
-        [--workdir /tmp/samd_bench] [--steps 300] [--epochs 5] [--summarise-only]
+        [--workdir /tmp/samd_bench] [--steps 300] [--epochs 5] [--summarise-only] [--separate]
 
 Each (variant, seed) is one models.samd_trainer.run (the SamdTrainer's own code: train
 split, early stopping on validation) whose exported students are scored on the test
@@ -146,8 +146,8 @@ def keep_predictions(root, scenario, click):
     return out
 
 
-def train_variant(art, scenarios_csv, variant, seed, steps, epochs, eval_steps, out):
-    custom = {"seed": seed, "epochs": epochs, "patience": 2, "samd": VARIANTS[variant]}
+def train_variant(art, scenarios_csv, variant, seed, steps, epochs, eval_steps, out, **extra):
+    custom = {"seed": seed, "epochs": epochs, "patience": 2, "samd": VARIANTS[variant], **extra}
     t0 = time.perf_counter()
     report = samd_trainer.run(art["train"], art["validation"], art["transform_graph"], art["teacher"], scenarios_csv,
                               os.path.join(out, "model"), out, steps, eval_steps, art["similarity"], custom)
@@ -296,6 +296,8 @@ def main(argv=None):
     p.add_argument("--eval-steps", type=int, default=20)
     p.add_argument("--output", default=RESULTS)
     p.add_argument("--summarise-only", action="store_true")
+    p.add_argument("--separate", action="store_true",
+                   help="also time one SAMD run per scenario (seed 0) against the joint run of all")
     a = p.parse_args(argv)
     art = artifacts(a.run, a.transform, a.teacher)
     scenarios_csv = os.path.join(a.data, "scenarios.csv")
@@ -314,6 +316,13 @@ def main(argv=None):
                                                                               scenario))
                 print(f"{v} seed {seed}: {wall:.0f}s", flush=True)
     result = summarise(a.workdir, a.variants, a.seeds, click, scenario, roles, keep)
+    if a.separate:  # the product's claim: one process for N students costs less than N processes
+        joint = train_variant(art, scenarios_csv, "samd", 0, a.steps, a.epochs, a.eval_steps,
+                              os.path.join(a.workdir, "timing_joint"))[1]
+        separate = sum(train_variant(art, scenarios_csv, "samd", 0, a.steps, a.epochs, a.eval_steps,
+                                     os.path.join(a.workdir, f"timing_{sid}"), scenarios=[sid])[1] for sid in roles)
+        result["wall_seconds"] = {"joint": round(joint, 1), "separate": round(separate, 1)}
+        print(f"joint {joint:.0f}s vs {len(roles)} separate runs {separate:.0f}s")
     result.update({"command": "python -m bench.samd " + " ".join(argv if argv is not None else
                                                                    __import__("sys").argv[1:]),
                    "run": a.run, "teacher": a.teacher, "teacher_dir": art["teacher"], "steps": a.steps, "epochs": a.epochs, "seeds": a.seeds,

@@ -37,6 +37,16 @@ Readings of the paper (and where it is silent, our choices; each is a config fie
   The meta parameters (T's, the clusters', g's and W_d) have their own Adam at
   `meta_learning_rate`, 1e-4 as in the paper (section 5.1.3); the students keep
   `learning_rate`.
+* Meta objective. Algorithm 1 updates the meta network by the loss of Equation 11,
+  i.e. by L_fd: it learns which layer pairs are easy to match, not which transfer
+  helps the student. `meta_objective="lookahead"` (the learning-to-transfer family
+  the paper cites) instead maximises cos(∇θ L_ce, ∇θ L_fd) over each student's
+  parameters θ: to first order, one SGD step on L_ce + L_fd lowers L_ce in proportion
+  to ∇L_ce·∇L_fd, so W_T moves towards the pairs whose distillation pulls the student
+  where its own labels do (same batch; differentiated through ∇θ L_fd with nested
+  tapes). `null_transfer` adds a column to W_T whose weight is distilled nowhere, so a
+  scenario the teacher does not fit can take less transfer; under L_fd that column
+  (loss 0) would always win, so it needs the look-ahead.
 * Training of T. The paper pre-trains T offline and refreshes it weekly without
   naming the objective. Here T's parameters (attribute embeddings, W_exp, W_imp,
   W_sim) are trained with the meta network through the meta objective, in the same
@@ -73,11 +83,13 @@ Readings of the paper (and where it is silent, our choices; each is a config fie
   than equal (`"uniform"`, Algorithm 1 read literally), so a minor scenario is not
   replayed many times per pass of the super scenario.
 
-Example:
-    distiller = SamdDistiller(SamdConfig(), teacher, students, scenarios)
-    distiller.compile(optimizer=tf_keras.optimizers.Adam(1e-3))
-    distiller.fit(per_scenario_batches, ...)   # a tuple of N feature dicts per step
-    distiller.transfer_weights()                # {scenario: W_T^i as an array}
+Example (models/samd_trainer.py does this):
+    config = SamdConfig()
+    widths = layer_widths(teacher.teacher_layers(features, tasks=teacher_tasks(config)))
+    distiller = SamdDistiller(config, teacher, students, table, widths, student_widths)
+    distiller.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    distiller.fit(batches, callbacks=[PerStudentEarlyStopping(students)], ...)  # N feature dicts per step
+    distiller.transfer_report()   # {"scenarios": {sid: W_T^i, its entropy, T_i, C_i, p_i}}
 """
 
 from __future__ import annotations
