@@ -65,8 +65,10 @@ def test_transfer_weights_have_shape_mg_by_mi_and_sum_to_one_over_student_layers
     d, _, students, tw, sw = make()
     _, _, p, w = d.scenario_state()
     for i, sid in enumerate("abcd"):
-        assert w[i].shape == (len(tw), len(sw[sid]))
+        assert w[i].shape == (len(tw), len(sw[sid]) + 1)  # the default "no transfer" column
         np.testing.assert_allclose(tf.reduce_sum(w[i], -1).numpy(), 1.0, rtol=1e-6)
+    literal = make(meta_objective="distill", null_transfer=False)[0].scenario_state()[3]
+    assert [tuple(x.shape) for x in literal] == [(len(tw), len(sw[s])) for s in "abcd"]
     np.testing.assert_allclose(tf.reduce_sum(p, -1).numpy(), 1.0, rtol=1e-6)
     assert len(tw) == 1 + 2  # teacher_layers="click": shared bottom + the click tower's 2 hidden layers
     _, _, _, tw_all, _ = make(teacher_layers="all")
@@ -171,7 +173,7 @@ def _meta_gradients(d, batches, lookahead=False):
 
 @pytest.mark.parametrize("objective", ["distill", "lookahead"])
 def test_every_meta_parameter_gets_a_non_zero_gradient_at_the_first_step(objective):
-    d, *_ = make(meta_objective=objective)
+    d, *_ = make(meta_objective=objective, null_transfer=objective == "lookahead")
     meta, grads = _meta_gradients(d, data(), lookahead=objective == "lookahead")
     names = [v.name for v in meta]
     assert any("w_d" in n for n in names) and any("centres" in n for n in names) and any("w_exp" in n for n in names)
@@ -181,7 +183,7 @@ def test_every_meta_parameter_gets_a_non_zero_gradient_at_the_first_step(objecti
 
 def test_lookahead_with_a_no_transfer_column():
     with pytest.raises(ValueError, match="null_transfer needs"):
-        SamdConfig(null_transfer=True)
+        SamdConfig(meta_objective="distill", null_transfer=True)
     d, _, _, tw, sw = make(meta_objective="lookahead", null_transfer=True, meta_learning_rate=0.01)
     w = d.scenario_state()[3]
     assert [tuple(x.shape) for x in w] == [(len(tw), len(sw[s]) + 1) for s in "abcd"]
@@ -217,11 +219,12 @@ def test_transfer_weights_follow_the_scenario_representation_after_training():
 
 def test_entropy_term_keeps_transfer_weights_graded_and_is_the_meta_parameters_only_other_signal():
     batches = data()
-    # Without distillation and entropy the meta parameters get no gradient at all.
-    d, *_ = make(distill_weight=0.0, transfer_entropy=0.0)
+    literal = dict(meta_objective="distill", null_transfer=False)
+    # Under L_fd, without distillation and entropy the meta parameters get no gradient at all.
+    d, *_ = make(distill_weight=0.0, transfer_entropy=0.0, **literal)
     assert all(g is None or float(tf.reduce_max(tf.abs(g))) == 0 for g in _meta_gradients(d, batches)[1])
     # With the entropy term alone, training moves every W_T towards uniform rows.
-    d, *_ = make(distill_weight=0.0, transfer_entropy=1.0, meta_learning_rate=0.05)
+    d, *_ = make(distill_weight=0.0, transfer_entropy=1.0, meta_learning_rate=0.05, **literal)
     before = [float(row_entropy(w)) for w in d.scenario_state()[3]]
     for _ in range(20):
         d.train_step(batches)
