@@ -51,9 +51,10 @@ Readings of the paper (and where it is silent, our choices; each is a config fie
   seeds, paired against the same students trained alone): the default is above alone
   on the minor (+0.027 to +0.029) and homogeneous groups with no difference on the
   heterogeneous one; the literal reading is below alone on the heterogeneous group in
-  2 of 3 seeds. W_T stays close to uniform at the paper's meta learning rate, so part
-  of the gain is the column's mass, a lower transfer weight; bench/samd.py's
-  `all2all_weight_0.78` control measures that part.
+  2 of 3 seeds. W_T stays close to uniform at the paper's meta learning rate, and a
+  plain all2all at distill weight 0.78 (the column's mass) does about as well (minor
+  +0.018 to +0.028): on this data most of the gain is the lower transfer weight, not
+  what the meta network learns (a finding; bench/results/samd.json).
 * Training of T. The paper pre-trains T offline and refreshes it weekly without
   naming the objective. Here T's parameters (attribute embeddings, W_exp, W_imp,
   W_sim) are trained with the meta network through the meta objective, in the same
