@@ -154,7 +154,8 @@ def test_every_scenario_gets_a_standalone_samd_student(pipeline_run):
         transfer = json.load(f)
     assert set(transfer["scenarios"]) == set(scenarios)
     w = transfer["scenarios"]["banner"]["transfer_weights"]
-    assert len(w) == len(transfer["teacher_layers"]) and len(w[0]) == len(transfer["student_layers"]["banner"])
+    # M_g rows; the student's layers plus the "no transfer" column (SamdConfig.null_transfer, on by default).
+    assert len(w) == len(transfer["teacher_layers"]) and len(w[0]) == len(transfer["student_layers"]["banner"]) + 1
 
 
 def test_every_unified_model_and_baseline_is_pushed_and_predicts_standalone(pipeline_run):
@@ -203,8 +204,7 @@ def test_planted_worse_model_is_not_blessed_and_not_pushed(pipeline_run):
     students = _evaluation(tmp, "SamdEvaluator")["blessings"]
     assert len(students) == 8 and all(b["blessed"] for b in students.values())
     # ADL routes a sample by the stored centres in training as in serving.
-    adl = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "AdlTrainer", "model", "*", "Format-Serving",
-                                 "training.json"))
+    adl = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "AdlTrainer", "model", "*", "training.json"))
     with open(adl[0]) as f:
         assert json.load(f)["routing"]["train_serve_agreement"] == 1.0
 
