@@ -131,6 +131,9 @@ def _paired(loaded, name, kind, base=FLOOR, task="click", rows_of=None):
             per_seed.append(None)
             continue
         mine, other = seed[name][1], seed[base][1]
+        if f"{task}_covered" not in mine or f"{task}_covered" not in other:  # a model without that task
+            per_seed.append(None)
+            continue
         if not np.array_equal(mine[f"{task}_label"], other[f"{task}_label"]):
             raise ValueError(f"{name} and {base} were scored on different rows")
         rows = mine[f"{task}_covered"] & other[f"{task}_covered"]
