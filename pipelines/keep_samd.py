@@ -102,16 +102,20 @@ def create_pipeline(options: PipelineOptions, local: bool = True, imported=None)
     raw_examples, transformed, graph, schema = (head[k] for k in ("examples", "transformed", "graph", "schema"))
     gate = head.get("gate")  # none when the head is imported
     components = list(head["components"])
-    trainer = tfx.components.Trainer(
-        run_fn="models.keep_trainer.run_fn",
-        examples=transformed,
-        transform_graph=graph,
-        schema=schema,
-        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=options.train_steps),
-        eval_args=tfx.proto.EvalArgs(splits=["validation"], num_steps=options.eval_steps),
-        custom_config={"keep": dict(options.keep), "epochs": options.epochs, "model_name": KEEP_MODEL_NAME,
-                       "seed": options.seed},
-    ).with_id("KeepTrainer")
+    def keep_trainer(node_id, model_name, **extra):
+        """A KEEP Trainer on the transformed examples; `extra` joins its custom_config."""
+        return tfx.components.Trainer(
+            run_fn="models.keep_trainer.run_fn",
+            examples=transformed,
+            transform_graph=graph,
+            schema=schema,
+            train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=options.train_steps),
+            eval_args=tfx.proto.EvalArgs(splits=["validation"], num_steps=options.eval_steps),
+            custom_config={"keep": dict(options.keep), "epochs": options.epochs, "model_name": model_name,
+                           "seed": options.seed, **extra},
+        ).with_id(node_id)
+
+    trainer = keep_trainer("KeepTrainer", KEEP_MODEL_NAME)
     evaluations = {}
 
     knowledge_inputs = {}  # model name -> the cache its evaluator looks its input up in
@@ -143,17 +147,8 @@ def create_pipeline(options: PipelineOptions, local: bool = True, imported=None)
         samd_config = {k: v for k, v in options.samd.items() if k not in ("enabled", "train_steps", "teacher")}
         teacher = trainer
         if options.samd_teacher == "super":  # SAMD's paper (4.1): the general model of the super scenario
-            teacher = tfx.components.Trainer(
-                run_fn="models.keep_trainer.run_fn",
-                examples=transformed,
-                transform_graph=graph,
-                schema=schema,
-                train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=options.train_steps),
-                eval_args=tfx.proto.EvalArgs(splits=["validation"], num_steps=options.eval_steps),
-                custom_config={"keep": dict(options.keep), "epochs": options.epochs, "model_name": "samd_teacher",
-                               "seed": options.seed, "roles": ["super"],
-                               "scenarios_csv": os.path.join(options.data_root, "scenarios.csv")},
-            ).with_id("SamdTeacherTrainer")
+            teacher = keep_trainer("SamdTeacherTrainer", "samd_teacher", roles=["super"],
+                                   scenarios_csv=os.path.join(options.data_root, "scenarios.csv"))
             components.append(teacher)
         similarity = ScenarioSimilarity(
             examples=raw_examples, data_root=options.data_root,
