@@ -38,7 +38,7 @@ from components.validation_gate import ValidationGate
 from components.raw_data_check.checks import RawDataError
 from components.serving_pusher import executor as serving_pusher
 from components.time_split_example_gen import TimeSplit
-from pipelines.options import PIPELINE_NAME, PipelineOptions, example_gen as make_example_gen
+from pipelines.options import PIPELINE_NAME, OptionsError, PipelineOptions, example_gen as make_example_gen
 
 KEEP_MODEL_NAME = "keep_general"
 DOWNSTREAM_MODEL_NAME = "keep_downstream"
@@ -207,7 +207,7 @@ def create_pipeline(options: PipelineOptions, local: bool = True, imported=None)
     corrupted = dict(options.unified.get("corrupt_labels", {}))
     bad = {m: c for m, c in corrupted.items() if m not in options.unified_models or c not in ("shuffle", "invert")}
     if bad:
-        raise ValueError(f"KEEP_SAMD_UNIFIED corrupt_labels {bad}: expected {{trained unified model: "
+        raise OptionsError(f"KEEP_SAMD_UNIFIED corrupt_labels {bad}: expected {{trained unified model: "
                          f"'shuffle' | 'invert'}}")
     for name in options.unified_models:
         title = "".join(part.capitalize() for part in name.split("_"))
@@ -232,7 +232,7 @@ def create_pipeline(options: PipelineOptions, local: bool = True, imported=None)
     while pending:
         ready = [n for n in pending if options.blessing_baselines.get(n) in (None, *evaluations)]
         if not ready:
-            raise ValueError(f"KEEP_SAMD_BLESSING baselines form a cycle among {pending}")
+            raise OptionsError(f"KEEP_SAMD_BLESSING baselines form a cycle among {pending}")
         for name in ready:
             node, title = trained[name]
             components.append(evaluator(name, node.outputs["model"], f"{title}Evaluator"))

@@ -19,7 +19,7 @@ from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
 from pipelines.keep_samd import create_pipeline  # noqa: E402
-from pipelines.options import PipelineOptions  # noqa: E402
+from pipelines.options import OptionsError, PipelineOptions  # noqa: E402
 
 
 from components.raw_data_check import RawDataError  # noqa: E402
@@ -42,7 +42,7 @@ def main() -> int:
         options = PipelineOptions.from_env()
         tfx.orchestration.LocalDagRunner().run(create_pipeline(options))
     except Exception as e:  # noqa: BLE001 - reworded below or re-raised
-        cause = _user_error(e) or (e if isinstance(e, ValueError) and "KEEP_SAMD_" in str(e) else None)
+        cause = _user_error(e) or (e if isinstance(e, OptionsError) else None)
         if cause is None:
             raise
         print(f"\nkeep_samd: run stopped: {cause}", file=sys.stderr)

@@ -64,6 +64,10 @@ RAW_PATTERN = "day=*/*.csv"  # impression logs under the data root
 EXAMPLE_GEN_ID = "CsvExampleGen"  # the node id of the pipeline's ExampleGen (a TimeSplitExampleGen)
 
 
+class OptionsError(ValueError):
+    """A pipeline option the user gave is invalid (the message names the option and the value)."""
+
+
 def example_gen(data_root: str, time_split: Optional[Dict] = None):
     """The pipeline's ExampleGen: every day=N/*.csv, split train / validation / test by day (TimeSplit)."""
     from components.time_split_example_gen import TimeSplitExampleGen
@@ -109,7 +113,7 @@ class PipelineOptions:
     def samd_teacher(self) -> str:
         teacher = self.samd.get("teacher", "general")
         if teacher not in ("super", "general"):
-            raise ValueError(f"KEEP_SAMD_SAMD teacher={teacher!r}: 'super' or 'general'")
+            raise OptionsError(f"KEEP_SAMD_SAMD teacher={teacher!r}: 'super' or 'general'")
         return teacher
 
     @property
@@ -124,7 +128,7 @@ class PipelineOptions:
     def downstream_spans(self) -> int:
         spans = self.downstream.get("spans", 0)
         if not isinstance(spans, int) or spans < 0:
-            raise ValueError(f"KEEP_SAMD_DOWNSTREAM spans={spans!r}: a number of days >= 0 (0: every day)")
+            raise OptionsError(f"KEEP_SAMD_DOWNSTREAM spans={spans!r}: a number of days >= 0 (0: every day)")
         return spans
 
     def downstream_config(self) -> Dict:
@@ -139,7 +143,7 @@ class PipelineOptions:
         names = tuple(self.unified.get("models", tuple(MODELS)))
         unknown = set(names) - set(MODELS)
         if unknown:
-            raise ValueError(f"KEEP_SAMD_UNIFIED names unknown model(s) {sorted(unknown)}; known: {sorted(MODELS)}")
+            raise OptionsError(f"KEEP_SAMD_UNIFIED names unknown model(s) {sorted(unknown)}; known: {sorted(MODELS)}")
         return names
 
     def blessing_config(self, model: str) -> Dict:
@@ -151,7 +155,7 @@ class PipelineOptions:
         try:
             BlessingConfig.from_dict(config)  # fails here, at pipeline creation, on a bad option
         except (TypeError, ValueError) as e:
-            raise ValueError(f"KEEP_SAMD_BLESSING for {model}: {e}") from None
+            raise OptionsError(f"KEEP_SAMD_BLESSING for {model}: {e}") from None
         return config
 
     @property
@@ -162,7 +166,7 @@ class PipelineOptions:
         trained |= {"keep_downstream"} if self.downstream_enabled else set()
         for model, base in baselines.items():
             if model not in trained or base not in trained or model == base:
-                raise ValueError(f"KEEP_SAMD_BLESSING baselines: {model!r} -> {base!r}: both must be trained models "
+                raise OptionsError(f"KEEP_SAMD_BLESSING baselines: {model!r} -> {base!r}: both must be trained models "
                                  f"of this run ({sorted(trained)}), and differ")
         return baselines
 
@@ -185,7 +189,7 @@ class PipelineOptions:
                 try:
                     kw[field] = int(env[key])
                 except ValueError:
-                    raise ValueError(f"{key}={env[key]!r} is not an integer") from None
+                    raise OptionsError(f"{key}={env[key]!r} is not an integer") from None
         for key, field in (("KEEP_SAMD_KEEP", "keep"), ("KEEP_SAMD_SAMD", "samd"), ("KEEP_SAMD_UNIFIED", "unified"),
                            ("KEEP_SAMD_BLESSING", "blessing"), ("KEEP_SAMD_DOWNSTREAM", "downstream"),
                            ("KEEP_SAMD_SPLIT", "time_split")):
@@ -193,7 +197,7 @@ class PipelineOptions:
                 try:
                     kw[field] = json.loads(env[key])
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{key} is not a JSON object: {e}") from None
+                    raise OptionsError(f"{key} is not a JSON object: {e}") from None
                 if not isinstance(kw[field], dict):
-                    raise ValueError(f"{key} is not a JSON object")
+                    raise OptionsError(f"{key} is not a JSON object")
         return cls(**kw)
