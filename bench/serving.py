@@ -1,17 +1,22 @@
-"""Benchmark: gRPC Predict through serving.model_server vs. the same SavedModel in-process.
+"""Benchmark: Predict through serving.model_server (gRPC and REST) vs. the same SavedModel in-process.
 
-p50/p99 latency and requests/s at batch 1, 16, 64, 256, for three settings: the
-signature called in this process (no server), the server without batching, and the
-server with server-side batching (several concurrent clients, so batches can form).
-The server runs as a subprocess, as in production, so its Python threads do not share
-a GIL with the clients. Writes bench/results/serving.json.
+p50/p99 latency and requests/s at batch 1, 16, 64, 256, like for like: every mode is
+run with 1 client (latency) and with --clients concurrent clients (throughput), the
+in-process signature included. Modes: in_process (no server), grpc, rest (JSON over
+one keep-alive connection per client), grpc_batching (server-side batching). The
+server runs as a subprocess, as in production, so its Python threads do not share a
+GIL with the clients. Then the server's peak RSS under one 50 MB Predict, with the
+example cap off (what the server did before it had one) and on (the default).
+Writes bench/results/serving.json.
 
     .venv/bin/python -m bench.serving runs/serving/keep_general \\
         'runs/pipelines/keep_samd/CsvExampleGen/examples/*/Split-test/*.gz' [--seconds 2]
 """
 
 import argparse
+import base64
 import glob
+import http.client
 import json
 import os
 import platform
@@ -54,24 +59,47 @@ def summarize(mode, batch, clients, latencies, wall) -> dict:
             "requests_per_s": round(len(lat) / wall, 1), "examples_per_s": round(len(lat) * batch / wall, 1)}
 
 
-def run_in_process(path, batches, seconds) -> list:
+def run_in_process(path, batches, seconds, clients=1) -> list:
     fn = tf.saved_model.load(path).signatures["serving_default"]
     results = []
     for b, serialized in batches.items():
         fn(examples=tf.constant(serialized))  # warm up, as the server does at load
-        lat, start = [], time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            t = time.perf_counter()
+
+        def call():
             # Converting in and out is part of the cost, as it is in the server.
             _ = {k: v.numpy() for k, v in fn(examples=tf.constant(serialized)).items()}
-            lat.append(time.perf_counter() - t)
-        results.append(summarize("in_process", b, 1, lat, time.perf_counter() - start))
+
+        lat, wall = _drive(call, seconds, clients)
+        results.append(summarize("in_process", b, clients, lat, wall))
     return results
 
 
-def start_server(base, batching: bool, max_batch: int, timeout_us: int):
+def _drive(call, seconds, clients, setup=None):
+    """Runs `call` from `clients` threads for `seconds`; (latencies, wall seconds)."""
+    lat, lock, start = [], threading.Lock(), time.perf_counter()
+
+    def client():
+        state = setup() if setup else None
+        mine = []
+        while time.perf_counter() - start < seconds:
+            t = time.perf_counter()
+            call(state) if setup else call()
+            mine.append(time.perf_counter() - t)
+        with lock:
+            lat.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return lat, time.perf_counter() - start
+
+
+def start_server(base, batching: bool, max_batch: int, timeout_us: int, extra=()):
     cmd = [sys.executable, "-m", "serving.model_server", f"--model_name={MODEL}", f"--model_base_path={base}",
-           "--port=0", "--rest_api_port=0", "--file_system_poll_wait_seconds=0", "--log_level=WARNING"]
+           "--port=0", "--rest_api_port=-1", "--file_system_poll_wait_seconds=0", "--log_level=WARNING",
+           "--version_settle_seconds=0", *extra]
     if batching:
         cmd += ["--enable_batching", f"--max_batch_size={max_batch}", f"--batch_timeout_micros={timeout_us}"]
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
@@ -80,7 +108,15 @@ def start_server(base, batching: bool, max_batch: int, timeout_us: int):
     if not line.startswith("ready "):
         proc.kill()
         raise SystemExit(f"server did not start: {line!r}")
-    return proc, int(dict(kv.split("=") for kv in line.split()[1:])["grpc_port"])
+    ports = dict(kv.split("=") for kv in line.split()[1:])
+    return proc, int(ports["grpc_port"]), int(ports["rest_port"])
+
+
+def _predict_request(serialized) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    request.inputs["examples"].CopyFrom(tf.make_tensor_proto(serialized, dtype=tf.string, shape=[len(serialized)]))
+    return request
 
 
 def run_grpc(port, mode, batches, seconds, clients) -> list:
@@ -88,29 +124,122 @@ def run_grpc(port, mode, batches, seconds, clients) -> list:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     results = []
     for b, serialized in batches.items():
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = MODEL
-        request.inputs["examples"].CopyFrom(tf.make_tensor_proto(serialized, dtype=tf.string, shape=[b]))
+        request = _predict_request(serialized)
         stub.Predict(request, timeout=60)  # warm the connection and the model
-        lat, lock, start = [], threading.Lock(), time.perf_counter()
-
-        def client():
-            mine = []
-            while time.perf_counter() - start < seconds:
-                t = time.perf_counter()
-                stub.Predict(request, timeout=60)
-                mine.append(time.perf_counter() - t)
-            with lock:
-                lat.extend(mine)
-
-        threads = [threading.Thread(target=client) for _ in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        results.append(summarize(mode, b, clients, lat, time.perf_counter() - start))
+        lat, wall = _drive(lambda: stub.Predict(request, timeout=60), seconds, clients)
+        results.append(summarize(mode, b, clients, lat, wall))
     channel.close()
     return results
+
+
+def run_rest(port, batches, seconds, clients) -> list:
+    """One keep-alive connection per client, as a pooled HTTP client would hold."""
+    results = []
+    path = f"/v1/models/{MODEL}:predict"
+    for b, serialized in batches.items():
+        body = json.dumps({"instances": [{"b64": base64.b64encode(x).decode()} for x in serialized]}).encode()
+
+        def connect():
+            return http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+        def call(conn):
+            conn.request("POST", path, body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status != 200:
+                raise SystemExit(f"REST predict failed: {resp.status} {data[:200]!r}")
+
+        warm = connect()
+        call(warm)
+        warm.close()
+        lat, wall = _drive(call, seconds, clients, setup=connect)
+        results.append(summarize("rest", b, clients, lat, wall))
+    return results
+
+
+def _rss_mb(pid: int) -> dict:
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS", "VmHWM")))
+    return {k: round(int(v.split()[0]) / 1024, 1) for k, v in fields.items()}
+
+
+def run_big_request(base, pool, mb: int = 50) -> list:
+    """Server peak RSS (VmHWM) around one `mb` MB Predict: example cap off, then on."""
+    per = sum(len(x) for x in pool) / len(pool)
+    serialized = (pool * (int(mb * 1e6 / per) // len(pool) + 1))[:int(mb * 1e6 / per)]
+    request = _predict_request(serialized)
+    out = []
+    for label, extra in (("no example cap (before)", ["--max_examples_per_request=0", "--max_inflight_examples=0"]),
+                         ("default caps (after)", [])):
+        proc, port, _ = start_server(base, False, 0, 0, extra=[f"--max_request_bytes={(mb + 14) << 20}", *extra])
+        try:
+            channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", -1),
+                                                                          ("grpc.max_receive_message_length", -1)])
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            stub.Predict(_predict_request(pool[:1]), timeout=60)
+            idle = _rss_mb(proc.pid)
+            t = time.perf_counter()
+            try:
+                stub.Predict(request, timeout=600)
+                status = "OK"
+            except grpc.RpcError as e:
+                status = f"{e.code().name}: {e.details()[:80]}"
+            seconds = time.perf_counter() - t
+            after = _rss_mb(proc.pid)
+            channel.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        out.append({"setting": label, "request_mb": round(request.ByteSize() / 1e6, 1),
+                    "examples": len(serialized), "status": status, "seconds": round(seconds, 2),
+                    "rss_idle_mb": idle.get("VmRSS"), "rss_after_mb": after.get("VmRSS"),
+                    "peak_rss_mb": after.get("VmHWM")})
+    return out
+
+
+def run_swap(path, pool, pushes: int = 2, settle_s: float = 6.0) -> dict:
+    """Batch-1 latency from 1 client while new versions are pushed (copied aside, renamed in)."""
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="bench-swap-")
+    try:
+        base = os.path.join(root, MODEL)
+        shutil.copytree(path, os.path.join(base, "1"))
+        proc, port, _ = start_server(base, False, 0, 0, extra=["--file_system_poll_wait_seconds=0.1"])
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = _predict_request(pool[:1])
+        stub.Predict(request, timeout=60)
+        lat, versions, stop = [], set(), threading.Event()
+
+        def loop():
+            while not stop.is_set():
+                t = time.perf_counter()
+                versions.add(stub.Predict(request, timeout=60).model_spec.version.value)
+                lat.append(time.perf_counter() - t)
+
+        thread = threading.Thread(target=loop)
+        thread.start()
+        try:
+            time.sleep(1.0)
+            for v in range(2, 2 + pushes):
+                staging = os.path.join(root, f"staging-{v}")
+                shutil.copytree(path, staging)
+                os.rename(staging, os.path.join(base, str(v)))
+                time.sleep(settle_s)
+        finally:
+            stop.set()
+            thread.join(timeout=120)
+            channel.close()
+            proc.terminate()
+            proc.wait(timeout=60)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    ms = np.asarray(lat) * 1000
+    return {"pushes": pushes, "versions_seen": sorted(versions), "requests": len(ms),
+            "p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "max_ms": round(float(ms.max()), 1)}
 
 
 def main(argv=None):
@@ -119,8 +248,10 @@ def main(argv=None):
     p.add_argument("examples", help="glob of gzipped TFRecords of raw tf.Examples")
     p.add_argument("--batch_sizes", default="1,16,64,256")
     p.add_argument("--seconds", type=float, default=2.0, help="per setting; keep it short on shared machines")
-    p.add_argument("--clients", type=int, default=4, help="concurrent gRPC clients")
+    p.add_argument("--clients", type=int, default=4, help="concurrent clients for the throughput runs")
     p.add_argument("--batch_timeout_micros", type=int, default=2000)
+    p.add_argument("--big_request_mb", type=int, default=50, help="0: skip the peak-RSS run")
+    p.add_argument("--swap", type=int, default=1, help="0: skip the latency-across-version-swaps run")
     p.add_argument("--output", default=os.path.join(REPO, "bench", "results", "serving.json"))
     a = p.parse_args(argv)
 
@@ -131,21 +262,40 @@ def main(argv=None):
     batches = {b: pool[:b] for b in sizes}
     path = latest_version(a.base_path)
 
-    results = run_in_process(path, batches, a.seconds)
+    counts = sorted({1, a.clients})
+    results = []
+    for clients in counts:
+        results += run_in_process(path, batches, a.seconds, clients)
     for batching in (False, True):
-        proc, port = start_server(a.base_path, batching, max_batch=2 * max(sizes),
-                                  timeout_us=a.batch_timeout_micros)
+        proc, port, rest_port = start_server(a.base_path, batching, max_batch=2 * max(sizes),
+                                             timeout_us=a.batch_timeout_micros)
         try:
-            results += run_grpc(port, "grpc_batching" if batching else "grpc", batches, a.seconds, a.clients)
+            for clients in counts:
+                if batching and clients == 1:
+                    continue  # nothing to batch with
+                results += run_grpc(port, "grpc_batching" if batching else "grpc", batches, a.seconds, clients)
+                if not batching:
+                    results += run_rest(rest_port, batches, a.seconds, clients)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
     for r in results:
         print(f"serving: {r['mode']:<14} batch {r['batch']:>3} x{r['clients']}: p50 {r['p50_ms']:8.2f} ms  "
               f"p99 {r['p99_ms']:8.2f} ms  {r['requests_per_s']:8.1f} req/s  {r['examples_per_s']:9.0f} ex/s")
-    out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+    swap = run_swap(path, pool) if a.swap else {}
+    if swap:
+        print(f"serving: batch 1 x1 across {swap['pushes']} version swaps (versions {swap['versions_seen']}): "
+              f"p50 {swap['p50_ms']} ms  p99 {swap['p99_ms']} ms  max {swap['max_ms']} ms")
+    big = run_big_request(a.base_path, pool, a.big_request_mb) if a.big_request_mb else []
+    for r in big:
+        print(f"serving: {r['request_mb']} MB Predict ({r['examples']} examples), {r['setting']}: {r['status']} "
+              f"in {r['seconds']} s; server RSS {r['rss_idle_mb']} MB idle -> {r['rss_after_mb']} MB after, "
+              f"peak {r['peak_rss_mb']} MB")
+    # Shared machines skew every figure; the load says how much else was running.
+    load = [round(x, 2) for x in os.getloadavg()]
+    out = {"load_average_1_5_15min_at_end": load, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                       f"TF {tf.__version__}",
-           "model": path, "seconds_per_setting": a.seconds, "results": results}
+           "model": path, "seconds_per_setting": a.seconds, "results": results, "swap": swap, "big_request": big}
     os.makedirs(os.path.dirname(a.output), exist_ok=True)
     with open(a.output, "w") as f:
         json.dump(out, f, indent=1)

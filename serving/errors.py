@@ -7,11 +7,12 @@ TF Serving's `http_server.cc` uses, so both protocols agree on what went wrong.
 import grpc
 import tensorflow as tf
 
-# TF Serving's ToHTTPStatusCode (model_servers/http_server.cc).
+# TF Serving's ToHTTPStatusCode (model_servers/http_server.cc): CANCELLED is
+# CLIENT_CLOSED_REQUEST (499), DEADLINE_EXCEEDED is GATEWAY_TO (504).
 _HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
-    grpc.StatusCode.CANCELLED: 408,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 408,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
     grpc.StatusCode.UNKNOWN: 500,
     grpc.StatusCode.INTERNAL: 500,
     grpc.StatusCode.DATA_LOSS: 500,
@@ -56,9 +57,31 @@ def not_found(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.NOT_FOUND, message)
 
 
+def tf_error_text(message: str) -> str:
+    """TF's whole error message, less the Python stack of where the failing op was defined.
+
+    The first line alone is often just "Graph execution error:"; the cause ("Could not
+    parse example input ...") and the node come after the stack, and the caller needs them.
+    """
+    out, skipping = [], False
+    for line in message.splitlines():
+        if line.startswith("Detected at node"):
+            skipping = True
+            continue
+        if skipping and (not line.strip() or line.startswith("  ") or line.startswith("<stack traces")):
+            continue
+        skipping = False
+        if line.strip() or (out and out[-1].strip()):
+            out.append(line)
+    return "\n".join(out).strip()
+
+
 def from_tf_error(err: tf.errors.OpError, context: str) -> ServingError:
     """Surfaces a TensorFlow runtime error (e.g. an unparsable tf.Example) with its own code."""
     code = _BY_NUMBER.get(err.error_code, grpc.StatusCode.UNKNOWN)
-    # The first line is TF's own message; the rest is a graph stack trace nobody asked for.
-    first = (err.message or str(err)).strip().splitlines()
-    return ServingError(code, f"{context}: {first[0] if first else type(err).__name__}")
+    text = tf_error_text(err.message or str(err)) or type(err).__name__
+    return ServingError(code, f"{context}: {text}")
+
+
+def resource_exhausted(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)

@@ -7,6 +7,7 @@ and warmup file. It only reads SavedModels from disk; nothing of the training co
 
     python -m serving.model_server --model_config_file=runs/serving/models.config
     python -m serving.model_server --model_name=keep_general --model_base_path=runs/serving/keep_general
+    python -m serving.model_server ... --port=0 --rest_api_port=-1 --port_file=/tmp/ports.json
 
 In-process (tests, notebooks):
 
@@ -15,13 +16,16 @@ In-process (tests, notebooks):
 """
 
 import argparse
+import gc
+import json
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
-from typing import Optional
+from typing import Callable, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,6 +35,8 @@ from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
 from serving import grpc_service  # noqa: E402
 from serving.config import build_config, parse_config, read_config_file  # noqa: E402
 from serving.errors import ServingError  # noqa: E402
+from serving.limits import (DEFAULT_MAX_EXAMPLES_PER_REQUEST, DEFAULT_MAX_INFLIGHT_EXAMPLES,  # noqa: E402
+                            ExampleBudget)
 from serving.rest import RestServer  # noqa: E402
 from serving.servable import BatchingOptions  # noqa: E402
 from serving.versions import ModelRegistry  # noqa: E402
@@ -38,6 +44,9 @@ from serving.versions import ModelRegistry  # noqa: E402
 log = logging.getLogger("serving")
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+# A version folder must be unchanged this long before it loads (see serving/versions.py).
+DEFAULT_SETTLE_S = 2.0
+_FROZEN = False
 
 
 def _host_port(host: str, port: int) -> str:
@@ -48,7 +57,10 @@ class ModelServer:
     """gRPC + REST model server; `start()` returns once the initial versions are loaded.
 
     Port 0 binds any free port (read `port` / `rest_port` after start); `rest_api_port=None`
-    turns REST off (the CLI's `--rest_api_port=0`, as in tensorflow_model_server).
+    turns REST off (the CLI's `--rest_api_port=0`, as in tensorflow_model_server; the CLI's
+    `--rest_api_port=-1` is port 0 here). A version folder loads once it has been unchanged
+    for `version_settle_seconds` and is complete (serving/versions.py); `clock` is the wall
+    clock that rule reads (tests shift it instead of sleeping).
     """
 
     def __init__(self, config: Optional[model_server_config_pb2.ModelServerConfig] = None, *,
@@ -57,7 +69,13 @@ class ModelServer:
                  enable_batching: bool = False, max_batch_size: int = 64,
                  batch_timeout_micros: int = 1000, num_batch_threads: Optional[int] = None,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 file_system_poll_wait_seconds: float = 1.0, grpc_max_threads: int = 16):
+                 file_system_poll_wait_seconds: float = 1.0, grpc_max_threads: int = 16,
+                 version_settle_seconds: float = DEFAULT_SETTLE_S, clock: Callable[[], float] = time.time,
+                 rest_workers: Optional[int] = None, rest_read_timeout_seconds: float = 30.0,
+                 rest_idle_timeout_seconds: float = 60.0,
+                 max_examples_per_request: int = DEFAULT_MAX_EXAMPLES_PER_REQUEST,
+                 max_inflight_examples: int = DEFAULT_MAX_INFLIGHT_EXAMPLES,
+                 enable_reload_config_request: bool = True, model_base_path_prefix: str = ""):
         if config is None:
             if not model_base_path:
                 raise ValueError("give a ModelServerConfig or model_base_path")
@@ -71,6 +89,13 @@ class ModelServer:
         self._max_request_bytes = max_request_bytes
         self._poll_s = file_system_poll_wait_seconds
         self._grpc_threads = grpc_max_threads
+        self._settle_s = version_settle_seconds
+        self._clock = clock
+        self._rest_options = dict(workers=rest_workers, read_timeout_s=rest_read_timeout_seconds,
+                                  idle_timeout_s=rest_idle_timeout_seconds)
+        self._budget = ExampleBudget(max_examples_per_request, max_inflight_examples)
+        self._allow_reload = enable_reload_config_request
+        self._base_path_prefix = model_base_path_prefix
         self.registry: Optional[ModelRegistry] = None
         self._grpc: Optional[grpc.Server] = None
         self._rest: Optional[RestServer] = None
@@ -83,13 +108,25 @@ class ModelServer:
         return self.registry.stats.snapshot() if self.registry else {}
 
     def start(self) -> "ModelServer":
+        # TensorFlow's modules are ~1M long-lived objects; every full collection walked them
+        # with the GIL held (0.3-0.9 s on 2 busy cores: the stalls seen at version swaps).
+        # Frozen, they are never scanned again; models stay collectable.
+        global _FROZEN
+        if not _FROZEN:  # once: later freezes would pin earlier servers' models (tests)
+            gc.collect()
+            gc.freeze()
+            _FROZEN = True
         # Like tensorflow_model_server: load what can be loaded before accepting requests.
-        self.registry = ModelRegistry(self._specs, self._batching, retry_base_s=max(self._poll_s, 0.1))
+        self.registry = ModelRegistry(self._specs, self._batching, retry_base_s=max(self._poll_s, 0.1),
+                                      settle_s=self._settle_s, clock=self._clock, budget=self._budget,
+                                      allow_reload=self._allow_reload,
+                                      base_path_prefix=self._base_path_prefix)
+        self.registry.wait_settled()
         try:
             self._start_grpc()
             if self._rest_port_wanted is not None:
                 self._rest = RestServer((self._host, self._rest_port_wanted), self.registry,
-                                        self._max_request_bytes)
+                                        self._max_request_bytes, **self._rest_options)
                 self.rest_port = self._rest.port
                 self._rest_thread = threading.Thread(target=self._rest.serve_forever,
                                                      kwargs={"poll_interval": 0.2},
@@ -108,8 +145,11 @@ class ModelServer:
         options = [("grpc.max_receive_message_length", self._max_request_bytes),
                    ("grpc.max_send_message_length", -1),
                    ("grpc.so_reuseport", 0)]  # a busy port must fail, not be shared
+        # RPCs past this many (running or queued for a thread) get RESOURCE_EXHAUSTED from gRPC
+        # itself: queued requests hold their bytes (up to --max_request_bytes each) meanwhile.
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=self._grpc_threads,
-                                                            thread_name_prefix="grpc"), options=options)
+                                                            thread_name_prefix="grpc"), options=options,
+                                 maximum_concurrent_rpcs=8 * self._grpc_threads)
         grpc_service.add_services(self._grpc, self.registry)
         address = _host_port(self._host, self._port_wanted)
         try:
@@ -163,7 +203,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port)")
-    p.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0: no REST)")
+    p.add_argument("--rest_api_port", type=int, default=8501,
+                   help="REST port (0: no REST, as in tensorflow_model_server; -1: any free port)")
+    p.add_argument("--port_file", default="",
+                   help="once both ports are bound and the initial versions loaded, write "
+                        "{\"grpc_port\": N, \"rest_port\": M} here as JSON (atomically)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind both ports to")
     p.add_argument("--model_config_file", default="", help="ModelServerConfig text proto")
     p.add_argument("--model_name", default="default", help="model name, without --model_config_file")
@@ -176,11 +220,43 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                    help="seconds between scans of the base paths (0: scan once at startup)")
     p.add_argument("--grpc_max_threads", type=int, default=16)
+    p.add_argument("--rest_api_num_threads", type=int, default=0,
+                   help="REST worker threads (0: 2 per CPU, at least 4); beyond them clients wait")
+    # Not TF Serving's --rest_api_timeout_in_ms (a processing timeout): a receive deadline.
+    p.add_argument("--rest_read_timeout_in_ms", type=int, default=30000,
+                   help="a REST request must arrive whole within this (else 408, connection closed)")
+    p.add_argument("--max_examples_per_request", type=int, default=DEFAULT_MAX_EXAMPLES_PER_REQUEST,
+                   help="rows per Predict (0: no cap); beyond: RESOURCE_EXHAUSTED / 429")
+    p.add_argument("--max_inflight_examples", type=int, default=DEFAULT_MAX_INFLIGHT_EXAMPLES,
+                   help="rows in flight over all requests (0: no budget); beyond: RESOURCE_EXHAUSTED / 429")
+    p.add_argument("--enable_reload_config_request", type=_bool, nargs="?", const=True, default=True,
+                   help="false: HandleReloadConfigRequest answers PERMISSION_DENIED")
+    p.add_argument("--model_base_path_prefix", default="",
+                   help="reload requests may only name base paths under this folder")
+    p.add_argument("--version_settle_seconds", type=float, default=DEFAULT_SETTLE_S,
+                   help="a version folder loads only after nothing in it changed for this long")
     p.add_argument("--log_level", default="INFO")
     a = p.parse_args(argv)
     if not a.model_config_file and not a.model_base_path:
         p.error("give --model_config_file or --model_base_path")
+    if a.rest_api_port < -1:
+        p.error("--rest_api_port must be -1 (any free port), 0 (no REST) or a port")
     return a
+
+
+def _rest_port_arg(value: int) -> Optional[int]:
+    # CLI 0 is TF Serving's "REST off"; -1 is ours for "any free port" (ModelServer's 0).
+    return None if value == 0 else (0 if value == -1 else value)
+
+
+def write_port_file(path: str, grpc_port: int, rest_port: int) -> None:
+    """Readers poll for the file: it must never be seen half-written."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"grpc_port": grpc_port, "rest_port": rest_port}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -197,6 +273,13 @@ def main(argv=None) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+    if a.port_file:
+        try:
+            write_port_file(a.port_file, server.port, server.rest_port or 0)
+        except OSError as e:
+            print(f"model_server: cannot write --port_file: {e}", file=sys.stderr)
+            server.stop()
+            return 2
     # Machine-readable, for scripts that start the server on port 0.
     print(f"ready grpc_port={server.port} rest_port={server.rest_port or 0}", flush=True)
     done.wait()
@@ -207,13 +290,20 @@ def main(argv=None) -> int:
 
 def _server_from_args(a: argparse.Namespace, config) -> ModelServer:
     return ModelServer(config, model_name=a.model_name, model_base_path=a.model_base_path,
-                       host=a.host, port=a.port, rest_api_port=a.rest_api_port or None,
+                       host=a.host, port=a.port, rest_api_port=_rest_port_arg(a.rest_api_port),
                        enable_batching=a.enable_batching, max_batch_size=a.max_batch_size,
                        batch_timeout_micros=a.batch_timeout_micros,
                        num_batch_threads=a.num_batch_threads or None,
                        max_request_bytes=a.max_request_bytes,
                        file_system_poll_wait_seconds=a.file_system_poll_wait_seconds,
-                       grpc_max_threads=a.grpc_max_threads)
+                       grpc_max_threads=a.grpc_max_threads,
+                       version_settle_seconds=a.version_settle_seconds,
+                       rest_workers=a.rest_api_num_threads or None,
+                       rest_read_timeout_seconds=a.rest_read_timeout_in_ms / 1000,
+                       max_examples_per_request=a.max_examples_per_request,
+                       max_inflight_examples=a.max_inflight_examples,
+                       enable_reload_config_request=a.enable_reload_config_request,
+                       model_base_path_prefix=a.model_base_path_prefix)
 
 
 if __name__ == "__main__":

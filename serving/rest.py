@@ -1,4 +1,4 @@
-"""The REST front end: TF Serving's /v1/models API on the standard library's HTTP server.
+"""The REST front end: TF Serving's /v1/models API over HTTP/1.1.
 
     GET  /v1/models/<name>[/versions/<v>|/labels/<l>]            model status
     GET  /v1/models/<name>[/versions/<v>|/labels/<l>]/metadata   signature metadata
@@ -7,16 +7,40 @@
 JSON bodies and errors ({"error": "..."} with TF Serving's HTTP status) follow
 TF Serving's REST API; binary strings travel as {"b64": "..."}. The version that
 answered a predict is also sent in an `X-Model-Version` header (TF Serving has none).
+
+The HTTP stack: h11 (already in requirements.lock) parses requests, and this module
+owns the sockets. Why not http.server: it writes headers and body separately (with
+delayed ACK that stalled every keep-alive request ~40 ms), has no read deadline, and
+runs a thread per connection without limit. Why not tornado: its malformed-request
+handling (drop the connection, or HTML) is not TF Serving's JSON 400, and its event
+loop would still need a thread pool for TF. Here:
+
+  * each response goes out in one `sendall`, on TCP_NODELAY sockets;
+  * a request must arrive whole within `read_timeout_s` (every recv waits only for
+    what is left of that deadline, so trickling bytes does not extend it); a late one
+    gets 408 and its connection is closed, with one log line and no traceback;
+  * a fixed pool of `workers` threads serves requests; idle keep-alive connections
+    wait in one selector thread, not in a worker. When every worker is busy the
+    selector stops accepting and reading: new clients wait in the kernel backlog
+    (back-pressure), nothing grows without bound. Idle connections close after
+    `idle_timeout_s`.
 """
 
 import base64
 import binascii
 import json
 import logging
+import os
+import queue
 import re
+import selectors
+import socket
+import threading
+import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
+
+import h11
 
 import grpc
 import numpy as np
@@ -26,18 +50,12 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving import grpc_service
 from serving.config import check_model_name
-from serving.errors import ServingError, invalid, not_found
+from serving.errors import ServingError, invalid, resource_exhausted
 from serving.servable import DEFAULT_SIGNATURE, Signature, check_input_names
 from serving.versions import ModelRegistry
 
 log = logging.getLogger("serving")
 
-_MODEL = r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-_GET = re.compile(_MODEL + r"(?P<metadata>/metadata)?/?")
-_POST = re.compile(_MODEL + r":(?P<verb>[A-Za-z]+)")
-
-# A body this much over the cap is not read at all; the connection is simply closed.
-_MAX_DRAIN_FACTOR = 4
 
 
 def _proto_json(message) -> dict:
@@ -76,7 +94,8 @@ def _string_leaf(value, name) -> bytes:
         return value.encode("utf-8")
     if _is_b64(value) and isinstance(value["b64"], str):
         try:
-            return base64.b64decode(value["b64"], validate=True)
+            # strict_mode: what b64decode(validate=True) checks, without its per-call regex.
+            return binascii.a2b_base64(value["b64"], strict_mode=True)
         except (binascii.Error, ValueError) as e:
             raise invalid(f"input {name!r}: {{\"b64\": ...}} is not valid base64: {e}") from e
     raise invalid(f"input {name!r} expects strings or {{\"b64\": ...}} objects, got {json.dumps(value)[:80]}")
@@ -85,6 +104,12 @@ def _string_leaf(value, name) -> bytes:
 def json_to_array(value, spec: tf.TensorSpec, name: str) -> np.ndarray:
     """A JSON value as an array of the signature's dtype; anything else names the input."""
     dims = _dims(value)
+    if spec.dtype == tf.string and len(dims) == 1:
+        # The common case (a batch of serialized tf.Examples): no nesting to walk; a
+        # nested list among the leaves is refused by _string_leaf.
+        arr = np.empty(dims[0], dtype=object)
+        arr[:] = [_string_leaf(v, name) for v in value]
+        return arr
     flat: list = []
     _flatten(value, dims, 0, flat, name)
     if spec.dtype == tf.string:
@@ -157,142 +182,385 @@ def format_predict(outputs: Dict[str, np.ndarray], row_format: bool) -> dict:
     return {"predictions": [dict(zip(names, row)) for row in zip(*(converted[k] for k in names))]}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "keep-samd-serving"
-    server: "RestServer"
 
-    def log_message(self, fmt, *args):  # quiet by default; requests are many
-        log.debug("rest %s - " + fmt, self.address_string(), *args)
+# TF Serving routes only /v1/... to its REST handler (http_server.cc, kPathRegex); the rest is 404.
+_V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+# http_rest_api_util.cc ParseModelInfo: versions are ASCII digits (RE2 \d), verbs are these three.
+_MODEL = re.compile(r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
+                    r"(?::(?P<verb>classify|regress|predict))?(?:/(?P<metadata>metadata))?", re.ASCII)
+_INT64_MAX = (1 << 63) - 1
+# A body this much over the cap is not read at all; the connection is simply closed.
+_MAX_DRAIN_FACTOR = 4
+_MAX_HEAD_BYTES = 64 << 10
+_CORS = [("Access-Control-Allow-Origin", "*"), ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+         ("Access-Control-Allow-Headers", "Content-Type")]
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            408: "Request Timeout", 409: "Conflict", 429: "Too Many Requests", 499: "Client Closed Request",
+            500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+            504: "Gateway Timeout"}
 
-    def _send(self, status: int, payload: dict, headers: Optional[dict] = None, close: bool = False):
-        data = json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
 
-    def _error(self, err: ServingError, close: bool = False):
-        self._send(err.http_status, {"error": err.message}, close=close)
+def malformed(method: str, path: str) -> ServingError:
+    # http_rest_api_handler.cc ProcessRequest's default status.
+    return invalid(f"Malformed request: {method} {path}")
 
-    def _target(self, match) -> Tuple[str, Optional[int], Optional[str]]:
+
+def _request_examples(body: dict) -> int:
+    """Rows a predict body declares, counted before any conversion."""
+    if "instances" in body and isinstance(body["instances"], list):
+        return len(body["instances"])
+    inputs = body.get("inputs")
+    if isinstance(inputs, dict):
+        return max((len(v) for v in inputs.values() if isinstance(v, list)), default=1)
+    return len(inputs) if isinstance(inputs, list) else 1
+
+
+def handle(registry: ModelRegistry, method: str, target: str, body: bytes) -> Tuple[int, dict, list]:
+    """(status, JSON payload, extra headers) for one request; never raises."""
+    path = urllib.parse.urlsplit(target).path
+    try:
+        if not _V1.fullmatch(path):
+            return 404, {"error": f"Not found: {method} {path}"}, []
+        match = _MODEL.fullmatch(path)
+        if method not in ("GET", "POST") or match is None:
+            return 400, {"error": malformed(method, path).message}, (_CORS if method == "OPTIONS" else [])
+        if method == "GET" and match["verb"] or method == "POST" and (not match["verb"] or match["metadata"]):
+            raise malformed(method, path)
         name = check_model_name(urllib.parse.unquote(match["name"]))
         version = match["version"]
         if version is not None:
-            if not version.isdigit():
-                raise invalid(f"version {version!r} in the URL is not an integer")
             version = int(version)
+            if version > _INT64_MAX:
+                # http_rest_api_util.cc: SimpleAtoi into int64 fails.
+                raise invalid(f"Failed to convert version: {match['version']} to numeric.")
         label = urllib.parse.unquote(match["label"]) if match["label"] else None
-        return name, version, label
-
-    def do_GET(self):
-        try:
-            path = urllib.parse.urlsplit(self.path).path
-            match = _GET.fullmatch(path)
-            if not match:
-                raise not_found(f"Malformed request: GET {path}")
-            name, version, label = self._target(match)
-            registry = self.server.registry
-            if match["metadata"]:
-                request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-            else:
-                request = get_model_status_pb2.GetModelStatusRequest()
-            request.model_spec.name = name
-            if version is not None:
-                request.model_spec.version.value = version
-            elif label:
-                request.model_spec.version_label = label
-            if match["metadata"]:
-                response = grpc_service.model_metadata(registry, request)
-                sdm = get_model_metadata_pb2.SignatureDefMap()
-                response.metadata["signature_def"].Unpack(sdm)
-                payload = {"model_spec": _proto_json(response.model_spec),
-                           "metadata": {"signature_def": _proto_json(sdm)}}
-            else:
-                payload = _proto_json(grpc_service.model_status(registry, request))
-            self._send(200, payload)
-        except ServingError as e:
-            self._error(e)
-        except Exception as e:  # noqa: BLE001 - keep serving
-            log.exception("REST GET %s failed", self.path)
-            self._error(ServingError(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}"))
-
-    def _read_body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.strip().isdigit():
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "request needs a Content-Length header")
-        length = int(length)
-        cap = self.server.max_request_bytes
-        if cap and length > cap:
-            err = ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"request body of {length} bytes is over the {cap}-byte limit "
-                               "(--max_request_bytes)")
-            if length <= cap * _MAX_DRAIN_FACTOR:
-                # Read it anyway so the client gets our answer instead of a reset connection.
-                remaining = length
-                while remaining > 0:
-                    chunk = self.rfile.read(min(remaining, 1 << 20))
-                    if not chunk:
-                        break
-                    remaining -= len(chunk)
-            raise err
-        return self.rfile.read(length)
-
-    def do_POST(self):
-        try:
-            body_bytes = self._read_body()
-        except ServingError as e:
-            # The body may be unread: this connection cannot carry another request.
-            self._error(e, close=True)
-            return
-        try:
-            path = urllib.parse.urlsplit(self.path).path
-            match = _POST.fullmatch(path)
-            if not match:
-                raise not_found(f"Malformed request: POST {path}")
-            if match["verb"] != "predict":
-                raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                                   f"{match['verb']!r} is not supported; this server implements :predict")
-            name, version, label = self._target(match)
-            try:
-                body = json.loads(body_bytes)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise invalid(f"JSON parse error: {e}") from e
-            if not isinstance(body, dict):
-                raise invalid("request body must be a JSON object")
-            servable = self.server.registry.resolve(name, version, label)
-            signature = body.get("signature_name") or DEFAULT_SIGNATURE
-            if not isinstance(signature, str):
-                raise invalid("'signature_name' must be a string")
-            sig = servable.signature(signature)
-            inputs, row_format = parse_predict_body(body, sig)
-            outputs = servable.predict(signature, inputs)
-            self._send(200, format_predict(outputs, row_format),
-                       headers={"X-Model-Version": str(servable.version)})
-        except ServingError as e:
-            self._error(e)
-        except Exception as e:  # noqa: BLE001 - keep serving
-            log.exception("REST POST %s failed", self.path)
-            self._error(ServingError(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}"))
+        if method == "GET":
+            return 200, _get(registry, name, version, label, bool(match["metadata"])), []
+        if match["verb"] != "predict":
+            raise invalid(f":{match['verb']} is not supported by this server; use :predict")
+        return _predict(registry, name, version, label, body)
+    except ServingError as e:
+        return e.http_status, {"error": e.message}, []
+    except RecursionError:
+        return 400, {"error": "JSON parse error: the request nests too deeply"}, []
+    except Exception as e:  # noqa: BLE001 - keep serving; one line, the client gets the text
+        log.error("REST %s %s failed: %s: %s", method, path, type(e).__name__, e)
+        return 500, {"error": f"{type(e).__name__}: {e}"}, []
 
 
-class RestServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+def _get(registry, name, version, label, metadata: bool) -> dict:
+    if metadata:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    else:
+        request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = name
+    if version is not None:
+        request.model_spec.version.value = version
+    elif label:
+        request.model_spec.version_label = label
+    if metadata:
+        response = grpc_service.model_metadata(registry, request)
+        sdm = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(sdm)
+        return {"model_spec": _proto_json(response.model_spec), "metadata": {"signature_def": _proto_json(sdm)}}
+    return _proto_json(grpc_service.model_status(registry, request))
 
-    def __init__(self, address: Tuple[str, int], registry: ModelRegistry, max_request_bytes: int):
+
+def _predict(registry, name, version, label, body_bytes: bytes) -> Tuple[int, dict, list]:
+    try:
+        body = json.loads(body_bytes)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise invalid(f"JSON parse error: {e}") from e
+    if not isinstance(body, dict):
+        raise invalid("request body must be a JSON object")
+    servable = registry.resolve(name, version, label)
+    signature = body.get("signature_name") or DEFAULT_SIGNATURE
+    if not isinstance(signature, str):
+        raise invalid("'signature_name' must be a string")
+    if signature not in servable.signatures:
+        # http_rest_api_handler.cc GetInfoMap (REST says INVALID_ARGUMENT; gRPC FAILED_PRECONDITION).
+        raise invalid(f"Serving signature name: \"{signature}\" not found in signature def")
+    if isinstance(body.get("instances"), list) and not body["instances"]:
+        # util/json_tensor.cc, FillPredictRequestFromJson.
+        raise invalid("No values in 'instances' array")
+    n = _request_examples(body)
+    with registry.budget.hold(n):
+        sig = servable.signature(signature)
+        inputs, row_format = parse_predict_body(body, sig)
+        outputs = servable.predict(signature, inputs)
+        payload = format_predict(outputs, row_format)
+    return 200, payload, [("X-Model-Version", str(servable.version))]
+
+
+def _response(status: int, payload: dict, headers=(), close: bool = False) -> bytes:
+    """Status line, headers and body as one buffer: one write, no small-segment stall."""
+    data = json.dumps(payload).encode("utf-8")
+    head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", "Content-Type: application/json",
+            f"Content-Length: {len(data)}"]
+    head += [f"{k}: {v}" for k, v in headers]
+    if close:
+        head.append("Connection: close")
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
+
+
+class _ReadTimeout(Exception):
+    pass
+
+
+class _Conn:
+    __slots__ = ("sock", "peer", "buffered", "idle_since")
+
+    def __init__(self, sock, peer):
+        self.sock = sock
+        self.peer = peer
+        self.buffered = b""  # bytes received past the previous request (pipelining)
+        self.idle_since = 0.0
+
+
+class RestServer:
+    """TF Serving's REST API on a bounded worker pool; `serve_forever()` runs the selector."""
+
+    def __init__(self, address: Tuple[str, int], registry: ModelRegistry, max_request_bytes: int,
+                 workers: Optional[int] = None, read_timeout_s: float = 30.0, idle_timeout_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.registry = registry
         self.max_request_bytes = max_request_bytes
-        super().__init__(address, _Handler)
+        self.read_timeout_s = read_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self._clock = clock
+        # TF won't use more than the cores; a few more threads cover I/O waits.
+        self.workers = workers or max(4, 2 * (os.cpu_count() or 1))
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._listener = socket.create_server(address, family=family, backlog=128)
+        self._listener.setblocking(False)
+        self.server_address = self._listener.getsockname()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._jobs: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._returned: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._free = threading.Semaphore(self.workers)
+        self._busy_lock = threading.Lock()
+        self.busy = 0  # workers holding a connection now (tests, ops)
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._threads = [threading.Thread(target=self._work, name=f"rest-{i}", daemon=True)
+                         for i in range(self.workers)]
+        for t in self._threads:
+            t.start()
 
     @property
     def port(self) -> int:
         return self.server_address[1]
 
+    # ---- selector thread --------------------------------------------------------------
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._listener, selectors.EVENT_READ, None)
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        idle: Dict[socket.socket, _Conn] = {}
+        try:
+            while not self._stopping.is_set():
+                while True:
+                    try:
+                        conn = self._returned.get_nowait()
+                    except queue.Empty:
+                        break
+                    conn.idle_since = self._clock()
+                    idle[conn.sock] = conn
+                    sel.register(conn.sock, selectors.EVENT_READ, conn)
+                # Back-pressure: with no free worker, read nothing and accept nothing.
+                if not self._free.acquire(timeout=poll_interval):
+                    self._sweep(sel, idle)
+                    continue
+                dispatched = False
+                for key, _ in sel.select(timeout=poll_interval):
+                    if key.data == "wake":
+                        try:
+                            self._wake_r.recv(4096)
+                        except BlockingIOError:
+                            pass
+                        continue
+                    if dispatched:
+                        continue  # level-triggered: reported again next round
+                    if key.data is None:
+                        try:
+                            sock, peer = self._listener.accept()
+                        except (BlockingIOError, InterruptedError):
+                            continue
+                        except OSError as e:  # e.g. EMFILE: keep serving open connections
+                            log.warning("REST accept failed: %s", e)
+                            time.sleep(0.1)
+                            continue
+                        sock.setblocking(True)
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        conn = _Conn(sock, peer)
+                    else:
+                        conn = key.data
+                        sel.unregister(conn.sock)
+                        idle.pop(conn.sock, None)
+                    self._jobs.put(conn)
+                    dispatched = True
+                if not dispatched:
+                    self._free.release()
+                self._sweep(sel, idle)
+        finally:
+            for conn in idle.values():
+                self._close(conn)
+            sel.close()
+            self._stopped.set()
+
+    def _sweep(self, sel, idle: Dict[socket.socket, "_Conn"]) -> None:
+        now = self._clock()
+        for sock, conn in list(idle.items()):
+            if now - conn.idle_since > self.idle_timeout_s:
+                sel.unregister(sock)
+                del idle[sock]
+                self._close(conn)
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        self._wake()
+        self._stopped.wait(timeout=10)
+        for _ in self._threads:
+            self._jobs.put(None)
+
+    def server_close(self) -> None:
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    # ---- workers ----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            conn = self._jobs.get()
+            if conn is None:
+                return
+            with self._busy_lock:
+                self.busy += 1
+            keep = False
+            try:
+                keep = self._serve_one(conn)
+                while keep and conn.buffered:  # pipelined: already read, the selector won't see it
+                    keep = self._serve_one(conn)
+            except Exception as e:  # noqa: BLE001 - a worker must survive any one connection
+                log.error("REST connection from %s failed: %s: %s", conn.peer, type(e).__name__, e)
+            with self._busy_lock:
+                self.busy -= 1
+            if keep and not self._stopping.is_set():
+                self._returned.put(conn)
+                self._wake()
+            else:
+                self._close(conn)
+            self._free.release()
+
+    @staticmethod
+    def _close(conn: _Conn) -> None:
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+
+    def _abort(self, conn: _Conn, why: str, status: Optional[int] = None, payload: Optional[dict] = None) -> bool:
+        """One log line per aborted request, no traceback; the connection is closed."""
+        self.registry.stats.add("rest_aborted")
+        log.warning("REST request from %s aborted: %s", conn.peer[0] if conn.peer else "?", why)
+        if status is not None:
+            try:
+                conn.sock.sendall(_response(status, payload or {"error": why}, close=True))
+            except OSError:
+                pass
+        return False
+
+    def _recv_event(self, h, conn: _Conn, deadline: float):
+        while True:
+            event = h.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise _ReadTimeout
+            conn.sock.settimeout(remaining)
+            try:
+                data = conn.sock.recv(1 << 16)
+            except socket.timeout:
+                raise _ReadTimeout from None
+            h.receive_data(data)
+
+    def _serve_one(self, conn: _Conn) -> bool:
+        """Reads one request, answers it; True when the connection can carry another."""
+        deadline = self._clock() + self.read_timeout_s
+        h = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD_BYTES)
+        if conn.buffered:
+            h.receive_data(conn.buffered)
+            conn.buffered = b""
+        received = 0
+        try:
+            event = self._recv_event(h, conn, deadline)
+            if isinstance(event, h11.ConnectionClosed):
+                return False  # an idle keep-alive connection closed by its client
+            request: h11.Request = event
+            method = request.method.decode("ascii", "replace").upper()
+            target = request.target.decode("ascii", "replace")
+            length = next((v for k, v in request.headers if k == b"content-length"), None)
+            cap = self.max_request_bytes
+            if cap and length is not None and int(length) > cap:
+                err = resource_exhausted(f"request body of {int(length)} bytes is over the {cap}-byte limit "
+                                         "(--max_request_bytes)")
+                if int(length) <= cap * _MAX_DRAIN_FACTOR and not h.they_are_waiting_for_100_continue:
+                    # Read it anyway (within the deadline) so the client gets our answer, not a reset.
+                    self._drain(h, conn, deadline)
+                return self._abort(conn, err.message, err.http_status, {"error": err.message})
+            if h.they_are_waiting_for_100_continue:
+                conn.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            chunks = []
+            while True:
+                event = self._recv_event(h, conn, deadline)
+                if isinstance(event, h11.Data):
+                    received += len(event.data)
+                    if cap and received > cap:  # chunked bodies declare no length
+                        err = resource_exhausted(f"request body is over the {cap}-byte limit (--max_request_bytes)")
+                        return self._abort(conn, err.message, err.http_status, {"error": err.message})
+                    chunks.append(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                elif isinstance(event, h11.ConnectionClosed):
+                    return self._abort(conn, f"client closed the connection after {received} body bytes")
+        except _ReadTimeout:
+            return self._abort(conn, f"no complete request within {self.read_timeout_s:g}s "
+                                     f"({received} body bytes read)", 408)
+        except h11.RemoteProtocolError as e:
+            return self._abort(conn, f"malformed HTTP request: {e}", 400,
+                               {"error": f"Malformed request: {e}"})
+        except (ConnectionError, OSError) as e:
+            return self._abort(conn, f"connection error: {type(e).__name__}: {e}")
+        status, payload, headers = handle(self.registry, method, target, b"".join(chunks))
+        keep = self._keep_alive(request)
+        data, closed = h.trailing_data
+        conn.buffered = data
+        try:
+            conn.sock.sendall(_response(status, payload, headers, close=not keep))
+        except OSError as e:
+            return self._abort(conn, f"client went away before the response: {e}")
+        return keep and not closed
+
+    @staticmethod
+    def _keep_alive(request) -> bool:
+        tokens = {t.strip().lower() for k, v in request.headers if k == b"connection" for t in v.split(b",")}
+        if request.http_version == b"1.0":
+            return b"keep-alive" in tokens
+        return b"close" not in tokens
+
+    def _drain(self, h, conn: _Conn, deadline: float) -> None:
+        try:
+            while not isinstance(self._recv_event(h, conn, deadline), (h11.EndOfMessage, h11.ConnectionClosed)):
+                pass
+        except (_ReadTimeout, h11.RemoteProtocolError, OSError):
+            pass

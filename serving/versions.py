@@ -1,6 +1,21 @@
 """Version management: which versions of which models are loaded, and atomic swaps.
 
-Each model's base path is scanned for `<integer>/saved_model.pb`. A version the policy
+Each model's base path is scanned for `<integer>/saved_model.pb`. When is a version
+folder complete? Pushers should write it as a temporary sibling and rename it into
+place, but rsync, gsutil and cp write in place, in any order. So a folder is loaded
+only when it is *stable*:
+
+  1. settled: no file or folder in it changed (by ctime, which copiers cannot
+     back-date the way they preserve mtimes) for `settle_s` seconds, and
+  2. complete: saved_model.pb parses, and every file it references is there:
+     variables/variables.index with every variables.data-?????-of-N shard, and each
+     asset named in its asset_file_def.
+
+A settled folder that is not complete is a load failure (reported in GetModelStatus,
+retried when its files change). A loaded version is re-checked at every poll: when
+its files change it keeps serving, and is reloaded once the new files are stable.
+
+A version the policy
 wants is loaded and warmed up off to the side; only then is the model's snapshot (an
 immutable {version: Servable} mapping) replaced in one assignment, and versions that
 fell out of the policy are unloaded after it. Requests read the snapshot once, so a
@@ -9,19 +24,21 @@ with backoff (at once if their files change), and meanwhile the policy falls bac
 the versions that do load.
 """
 
+import gc
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 import grpc
 from tensorflow_serving.apis import get_model_status_pb2
 
 from serving.config import ModelSpec, check_model_name, is_version_dir_name
-from serving.errors import ServingError, not_found
+from serving.errors import ServingError, invalid, not_found
+from serving.limits import ExampleBudget
 from serving.servable import BatchingOptions, Servable
 from serving.stats import Stats
 
@@ -38,20 +55,84 @@ class _Failure:
     error: str
 
 
-def _stat(path: str) -> tuple:
+@dataclass(frozen=True)
+class _OnDisk:
+    fingerprint: tuple  # (relpath, size, mtime_ns, ctime_ns) of everything in the folder
+    changed_ns: int  # newest ctime in the folder, wall clock
+
+
+def _fingerprint(vdir: str) -> Optional[_OnDisk]:
+    entries, newest = [], 0
     try:
-        st = os.stat(path)
-        return (st.st_mtime_ns, st.st_size)
+        st = os.stat(vdir)
+        newest = st.st_ctime_ns
+        for root, dirs, files in os.walk(vdir):
+            dirs.sort()
+            for name in dirs + sorted(files):
+                path = os.path.join(root, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:  # removed while we walk: it is changing, try next poll
+                    return None
+                entries.append((os.path.relpath(path, vdir), st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+                newest = max(newest, st.st_ctime_ns)
     except OSError:
-        return (None, None)
+        return None
+    return _OnDisk(tuple(entries), newest)
+
+
+def check_complete(vdir: str) -> None:
+    """Raises ValueError naming what is missing from a SavedModel folder (rule 2 above)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    try:
+        with open(os.path.join(vdir, "saved_model.pb"), "rb") as f:
+            saved = saved_model_pb2.SavedModel.FromString(f.read())
+    except Exception as e:  # noqa: BLE001 - DecodeError or OSError: either way not loadable
+        raise ValueError(f"saved_model.pb cannot be read: {e}") from e
+    if not saved.meta_graphs:
+        raise ValueError("saved_model.pb holds no MetaGraph")
+    missing = []
+    var_dir = os.path.join(vdir, "variables")
+    names = set(os.listdir(var_dir)) if os.path.isdir(var_dir) else set()
+    has_vars = any(n.WhichOneof("kind") == "variable" for mg in saved.meta_graphs
+                   for n in mg.object_graph_def.nodes)
+    shards = [n for n in names if n.startswith("variables.data-")]
+    if has_vars or "variables.index" in names or shards:
+        if "variables.index" not in names:
+            missing.append("variables/variables.index")
+        if not shards:
+            missing.append("variables/variables.data-*")
+        for count in {n.rsplit("-of-", 1)[-1] for n in shards}:
+            for i in range(int(count) if count.isdigit() else 0):
+                shard = f"variables.data-{i:05d}-of-{count}"
+                if shard not in names:
+                    missing.append(f"variables/{shard}")
+    for mg in saved.meta_graphs:
+        for asset in mg.asset_file_def:
+            if not os.path.isfile(os.path.join(vdir, "assets", asset.filename)):
+                missing.append(f"assets/{asset.filename}")
+    if missing:
+        raise ValueError(f"incomplete SavedModel, missing {sorted(set(missing))}")
+
+
+def _collect_unloaded() -> None:
+    """An unloaded version is cyclic garbage (TF objects refer to each other): collect it
+    now, in the poller, rather than in whichever request's allocation trips the next full
+    collection. Cheap since TensorFlow's own objects are frozen (ModelServer.start)."""
+    gc.collect()
 
 
 class Model:
     """One configured model and the versions of it currently served."""
 
     def __init__(self, spec: ModelSpec, batching: Optional[BatchingOptions], stats: Stats,
-                 retry_base_s: float = 1.0):
+                 retry_base_s: float = 1.0, settle_s: float = 0.0, clock: Callable[[], float] = time.time):
         self.spec = spec
+        self._settle_ns = int(max(0.0, settle_s) * 1e9)
+        self._clock = clock  # wall clock: compared with file ctimes
+        self._loaded: Dict[int, tuple] = {}  # version -> fingerprint it was loaded from
+        self.pending_until: Optional[float] = None  # when the next unsettled folder settles
         self._batching = batching
         self._stats = stats
         self._retry_base = max(0.1, retry_base_s)
@@ -64,11 +145,11 @@ class Model:
         """The current snapshot; never mutated, only replaced."""
         return self._servables
 
-    def scan(self) -> Dict[int, tuple]:
-        """{version: fingerprint} of complete-looking version folders under the base path.
+    def scan(self) -> Dict[int, _OnDisk]:
+        """{version: what is on disk} for every `<integer>/saved_model.pb` under the base path.
 
-        Non-integer names (a Pusher's temp dir) and folders without saved_model.pb (still
-        being copied) are not versions yet.
+        Non-integer names (a Pusher's temp dir) and folders without saved_model.pb are
+        not versions yet.
         """
         found = {}
         try:
@@ -77,40 +158,59 @@ class Model:
             return found
         for name in names:
             vdir = os.path.join(self.spec.base_path, name)
-            pb = os.path.join(vdir, "saved_model.pb")
-            if is_version_dir_name(name) and os.path.isfile(pb):
-                found[int(name)] = (_stat(vdir), _stat(pb), _stat(os.path.join(vdir, "variables")))
+            if is_version_dir_name(name) and os.path.isfile(os.path.join(vdir, "saved_model.pb")):
+                disk = _fingerprint(vdir)
+                if disk is not None:
+                    found[int(name)] = disk
         return found
 
     def sync(self) -> None:
         """Loads what the policy wants, swaps the snapshot, unloads the rest. Caller serialises."""
         on_disk = self.scan()
         now = time.monotonic()
+        now_ns = int(self._clock() * 1e9)
         for v in list(self._failures):
             f = self._failures[v]
-            if v not in on_disk or f.fingerprint != on_disk[v]:
+            if v not in on_disk or f.fingerprint != on_disk[v].fingerprint:
                 del self._failures[v]  # gone, or rewritten: worth a fresh try
+        unsettled = {v: d.changed_ns + self._settle_ns for v, d in on_disk.items()
+                     if now_ns - d.changed_ns < self._settle_ns}
+        self.pending_until = min(unsettled.values()) / 1e9 if unsettled else None
         blocked = {v for v, f in self._failures.items() if f.retry_at > now}
         current = dict(self._servables)
+        # A loaded version stays a candidate while its files change under it.
+        candidates = {v for v in on_disk if v not in unsettled or v in current}
+        reloaded = {}
         while True:
-            target = self.spec.policy.select(v for v in on_disk if v not in blocked)
-            to_load = [v for v in reversed(target) if v not in current]
+            target = self.spec.policy.select(v for v in candidates if v not in blocked or v in current)
+            to_load = [v for v in reversed(target) if v not in blocked and (
+                v not in current or (v not in unsettled and v not in reloaded
+                                     and self._loaded.get(v) != on_disk[v].fingerprint))]
             if not to_load:
                 break
             for v in to_load:
-                servable = self._load(v, on_disk[v])
+                servable = self._load(v, on_disk[v].fingerprint)
                 if servable is None:
                     blocked.add(v)
-                else:
-                    current[v] = servable
+                    continue
+                if v in current:
+                    reloaded[v] = current[v]
+                    log.info("model %s version %d changed on disk: reloaded", self.spec.name, v)
+                current[v] = servable
+                self._loaded[v] = on_disk[v].fingerprint
         keep = {v: current[v] for v in target}
-        dropped = [s for v, s in current.items() if v not in keep]
+        dropped = [s for v, s in current.items() if v not in keep] + list(reloaded.values())
         if keep.keys() != self._servables.keys() or any(keep[v] is not self._servables.get(v) for v in keep):
             self._servables = MappingProxyType(keep)
+        for v in list(self._loaded):
+            if v not in keep:
+                del self._loaded[v]
         for s in dropped:
             s.close()
             self._stats.add("unloads")
             log.info("unloaded model %s version %d", self.spec.name, s.version)
+        if dropped:
+            _collect_unloaded()
 
     def _load(self, version: int, fingerprint: tuple) -> Optional[Servable]:
         path = os.path.join(self.spec.base_path, str(version))
@@ -118,6 +218,7 @@ class Model:
         start = time.monotonic()
         servable = None
         try:
+            check_complete(path)
             servable = Servable(self.spec.name, version, path, self._batching, self._stats)
             warm = servable.warmup()
         except Exception as e:  # noqa: BLE001 - any failure means "not servable yet"
@@ -148,10 +249,7 @@ class Model:
                                f"model {self.spec.name!r} has no loaded version under {self.spec.base_path}"
                                + (f" ({why})" if why else ""))
         if label:
-            if label not in self.spec.labels:
-                raise not_found(f"unrecognized version label {label!r} for model {self.spec.name!r} "
-                                f"(labels: {sorted(self.spec.labels)})")
-            version = self.spec.labels[label]
+            version = self._label_version(label)
         if version is None:
             return snapshot[max(snapshot)]
         servable = snapshot.get(version)
@@ -160,12 +258,16 @@ class Model:
                             f"(loaded: {sorted(snapshot)})")
         return servable
 
+    def _label_version(self, label: str) -> int:
+        if label not in self.spec.labels:
+            # server_core.cc GetModelVersionForLabel: INVALID_ARGUMENT, this message.
+            raise invalid(f"Unrecognized servable version label: {label}")
+        return self.spec.labels[label]
+
     def status(self, version: Optional[int] = None,
                label: Optional[str] = None) -> List[get_model_status_pb2.ModelVersionStatus]:
         if label:
-            if label not in self.spec.labels:
-                raise not_found(f"unrecognized version label {label!r} for model {self.spec.name!r}")
-            version = self.spec.labels[label]
+            version = self._label_version(label)
         states = {}
         for v, f in dict(self._failures).items():  # a copy: the poller may be updating it
             s = get_model_status_pb2.ModelVersionStatus(
@@ -202,10 +304,17 @@ class ModelRegistry:
     """All configured models; reloads and polls are serialised, lookups take no lock."""
 
     def __init__(self, specs: Mapping[str, ModelSpec], batching: Optional[BatchingOptions] = None,
-                 stats: Optional[Stats] = None, retry_base_s: float = 1.0):
+                 stats: Optional[Stats] = None, retry_base_s: float = 1.0, settle_s: float = 0.0,
+                 clock: Callable[[], float] = time.time, budget: Optional[ExampleBudget] = None,
+                 allow_reload: bool = True, base_path_prefix: str = ""):
         self.stats = stats or Stats()
+        self.budget = budget or ExampleBudget()
+        self.allow_reload = allow_reload
+        self.base_path_prefix = base_path_prefix
         self._batching = batching
         self._retry_base = retry_base_s
+        self._settle_s = settle_s
+        self._clock = clock
         self._sync_lock = threading.Lock()
         self._models: Mapping[str, Model] = MappingProxyType({})
         self._stop = threading.Event()
@@ -232,6 +341,16 @@ class ModelRegistry:
             for model in self._models.values():
                 model.sync()
 
+    def unavailable(self, names) -> Dict[str, str]:
+        """{model: why} for the named models that have no loaded version."""
+        out = {}
+        for name in names:
+            model = self._models.get(name)
+            if model is not None and not model.servables:
+                why = "; ".join(f"version {v}: {f.error}" for v, f in sorted(dict(model._failures).items()))
+                out[name] = why or f"no version found under {model.spec.base_path}"
+        return out
+
     def reload(self, specs: Mapping[str, ModelSpec]) -> None:
         """Switches to a new model list; new models are loaded before they become visible."""
         with self._sync_lock:
@@ -242,13 +361,26 @@ class ModelRegistry:
                 if model is not None and model.spec.base_path == spec.base_path:
                     model.spec = spec
                 else:
-                    model = Model(spec, self._batching, self.stats, self._retry_base)
+                    model = Model(spec, self._batching, self.stats, self._retry_base,
+                                  self._settle_s, self._clock)
                 model.sync()
                 new[name] = model
             self._models = MappingProxyType(new)
             for name, model in old.items():
                 if new.get(name) is not model:
                     model.close()
+
+    def wait_settled(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Syncs until no folder is still settling, so startup serves what was on disk.
+
+        Bounded: a copier that never stops writing holds startup at most ~10 settle intervals.
+        """
+        for _ in range(10):
+            pending = [m.pending_until for m in self._models.values() if m.pending_until is not None]
+            if not pending:
+                return
+            sleep(max(0.0, min(pending) - self._clock()) + 0.01)
+            self.sync()
 
     def start_polling(self, interval_s: float) -> None:
         if interval_s <= 0 or self._poller is not None:

@@ -53,6 +53,48 @@ class _Tiny(tf.Module):
         return {"knowledge": tf.tanh(tf.matmul(self._x(examples), self.k))}
 
 
+VOCAB = [f"w{i}" for i in range(20)] + ["banner"] + [f"w{i}" for i in range(21, 39)] + ["feed"]
+
+
+class _Vocab(tf.Module):
+    """scenario_id -> its line in assets/vocab.txt (+ bias); -1 when absent, so a
+    truncated vocabulary changes the predictions of every "banner"/"feed" row."""
+
+    def __init__(self, vocab_path: str, bias: float):
+        super().__init__()
+        self.table = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            vocab_path, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+            tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
+        self.bias = tf.Variable(bias)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(self, examples):
+        f = tf.io.parse_example(examples, {
+            "scenario_id": tf.io.FixedLenFeature([], tf.string, default_value="")})
+        return {"index": tf.cast(self.table.lookup(f["scenario_id"]), tf.float32) + self.bias}
+
+
+def vocab_model(bias: float = 0.0) -> str:
+    """Path of a SavedModel with an asset (assets/vocab.txt); built once, read-only."""
+    key = ("vocab", bias)
+    if key not in _BUILT:
+        src = os.path.join(_root(), f"vocab-src-{len(_BUILT)}")
+        os.makedirs(src)
+        with open(os.path.join(src, "vocab.txt"), "w") as f:
+            f.write("\n".join(VOCAB) + "\n")
+        path = os.path.join(_root(), f"model-{len(_BUILT)}")
+        module = _Vocab(os.path.join(src, "vocab.txt"), bias)
+        tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+        _BUILT[key] = path
+    return _BUILT[key]
+
+
+def call_saved_model(path: str, serialized: List[bytes]) -> Dict[str, np.ndarray]:
+    """serving_default of the SavedModel at `path`, in this process (not cached: files may change)."""
+    out = tf.saved_model.load(path).signatures["serving_default"](examples=tf.constant(serialized))
+    return {k: v.numpy() for k, v in out.items()}
+
+
 def _root() -> str:
     global _ROOT
     if _ROOT is None:

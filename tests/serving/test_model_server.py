@@ -1,15 +1,18 @@
 """The embedded model server against TF Serving's protocol, on tiny SavedModels.
 
-Every server here runs in-process on ports picked by the OS; one test also starts the
+Every server here runs in-process on ports picked by the OS; two tests also start the
 CLI as a subprocess. Clients are the official tensorflow_serving stubs and plain HTTP.
 """
 
 import base64
+import contextlib
 import json
 import logging
 import os
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,10 +30,12 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving.config import build_config
 from serving.model_server import ModelServer
-from tests.serving import K, copy_version, examples, in_process, make_base, saved_model, write_warmup
+from tests.serving import (K, VOCAB, call_saved_model, copy_version, examples, in_process, make_base, saved_model,
+                           vocab_model, write_warmup)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAX_BYTES = 64 * 1024
+EXAMPLE_CAP = 500
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -89,6 +94,7 @@ def start(config=None, **kwargs) -> ModelServer:
     kwargs.setdefault("port", 0)
     kwargs.setdefault("rest_api_port", 0)
     kwargs.setdefault("file_system_poll_wait_seconds", 0)
+    kwargs.setdefault("version_settle_seconds", 0)  # tests that copy slowly set their own
     return ModelServer(config, **kwargs).start()
 
 
@@ -115,7 +121,7 @@ def served(tmp_path_factory):
     empty = config.model_config_list.config.add(name="empty", base_path=str(root / "empty"),
                                                 model_platform="tensorflow")
     assert empty
-    server = start(config, max_request_bytes=MAX_BYTES)
+    server = start(config, max_request_bytes=MAX_BYTES, max_examples_per_request=EXAMPLE_CAP)
     clients = Clients(server)
     yield clients
     clients.close()
@@ -212,14 +218,26 @@ def _grpc_cases():
     return [
         ("unknown model", request(xs, model="nope"), grpc.StatusCode.NOT_FOUND, "nope"),
         ("unknown version", request(xs, version=99), grpc.StatusCode.NOT_FOUND, "99"),
-        ("unknown label", request(xs, label="canary"), grpc.StatusCode.NOT_FOUND, "canary"),
-        ("wrong signature", request(xs, signature="nosig"), grpc.StatusCode.INVALID_ARGUMENT, "nosig"),
+        # server_core.cc GetModelVersionForLabel.
+        ("unknown label", request(xs, label="canary"), grpc.StatusCode.INVALID_ARGUMENT,
+         "Unrecognized servable version label: canary"),
+        # servables/tensorflow/predict_util.cc.
+        ("wrong signature", request(xs, signature="nosig"), grpc.StatusCode.FAILED_PRECONDITION,
+         'Serving signature key "nosig" not found.'),
         ("missing input", missing, grpc.StatusCode.INVALID_ARGUMENT, "examples"),
         ("wrong dtype", request(xs, tensor=floats), grpc.StatusCode.INVALID_ARGUMENT, "examples"),
         ("wrong shape", request(xs, tensor=matrix), grpc.StatusCode.INVALID_ARGUMENT, "examples"),
-        ("undecodable example", request(xs, tensor=garbage), grpc.StatusCode.INVALID_ARGUMENT, "examples"),
-        ("unknown output", request(xs, output_filter=["ctr"]), grpc.StatusCode.INVALID_ARGUMENT, "ctr"),
+        # The TF error itself, not just "Graph execution error:".
+        ("undecodable example", request(xs, tensor=garbage), grpc.StatusCode.INVALID_ARGUMENT,
+         "Could not parse example input"),
+        ("unknown output", request(xs, output_filter=["ctr"]), grpc.StatusCode.INVALID_ARGUMENT,
+         "output tensor alias not found in signature: ctr"),
+        # predict_util.cc PreProcessPrediction.
+        ("duplicated output_filter", request(xs, output_filter=["click", "click"]),
+         grpc.StatusCode.INVALID_ARGUMENT, "duplicate output tensor alias: click"),
         ("over size cap", request(big), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+        ("over example cap", request(examples(1) * (EXAMPLE_CAP + 1)), grpc.StatusCode.RESOURCE_EXHAUSTED,
+         "per-request limit"),
         ("no loadable version", request(xs, model="empty"), grpc.StatusCode.UNAVAILABLE, "empty"),
         ("path in name", request(xs, model="../m"), grpc.StatusCode.INVALID_ARGUMENT, "../m"),
         ("separator in name", request(xs, model="a/b"), grpc.StatusCode.INVALID_ARGUMENT, "a/b"),
@@ -236,26 +254,66 @@ def test_bad_grpc_requests_get_tf_serving_codes(served):
         assert served.predict(good).model_spec.version.value == 2, f"server broken after {what}"
 
 
+def raw_http(port, data: bytes, timeout=10):
+    """(status, headers, body) for raw request bytes; body {} when the server sent none."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"connection closed without a response: {buf!r}")
+            buf += chunk
+        head, _, body = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(headers.get("content-length", 0))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return int(lines[0].split()[1]), headers, (json.loads(body) if body else {})
+
+
 def test_bad_rest_requests_get_tf_serving_codes(served):
     xs = b64(examples(2))
     garbage = [{"b64": base64.b64encode(b"not a tf.Example").decode()}]
     cases = [
         ("unknown model", "/v1/models/nope:predict", {"instances": xs}, 404, "nope"),
         ("unknown version", "/v1/models/m/versions/99:predict", {"instances": xs}, 404, "99"),
-        ("unknown label", "/v1/models/m/labels/canary:predict", {"instances": xs}, 404, "canary"),
-        ("wrong signature", "/v1/models/m:predict", {"signature_name": "nosig", "instances": xs}, 400, "nosig"),
+        # server_core.cc: INVALID_ARGUMENT, which http_server.cc ToHTTPStatusCode makes 400.
+        ("unknown label", "/v1/models/m/labels/canary:predict", {"instances": xs}, 400,
+         "Unrecognized servable version label: canary"),
+        # http_rest_api_handler.cc GetInfoMap.
+        ("wrong signature", "/v1/models/m:predict", {"signature_name": "nosig", "instances": xs}, 400,
+         'Serving signature name: "nosig" not found in signature def'),
         ("missing input", "/v1/models/m:predict", {"instances": [{"wrong": x} for x in xs]}, 400, "examples"),
         ("wrong dtype", "/v1/models/m:predict", {"instances": [1.5, 2.5]}, 400, "examples"),
         ("wrong shape", "/v1/models/m:predict", {"instances": [xs]}, 400, "examples"),
         ("ragged", "/v1/models/m:predict", {"inputs": [xs, [xs[0]]]}, 400, "examples"),
         ("bad base64", "/v1/models/m:predict", {"instances": [{"b64": "%%%"}]}, 400, "examples"),
-        ("undecodable example", "/v1/models/m:predict", {"instances": garbage}, 400, "examples"),
+        ("undecodable example", "/v1/models/m:predict", {"instances": garbage}, 400,
+         "Could not parse example input"),
         ("no instances", "/v1/models/m:predict", {"signature_name": "serving_default"}, 400, "instances"),
+        # util/json_tensor.cc.
+        ("empty instances", "/v1/models/m:predict", {"instances": []}, 400, "No values in 'instances' array"),
+        ("over example cap", "/v1/models/m:predict", {"instances": xs[:1] * (EXAMPLE_CAP + 1)}, 429,
+         "per-request limit"),
         ("no loadable version", "/v1/models/empty:predict", {"instances": xs}, 503, "empty"),
         ("path in name", "/v1/models/..:predict", {"instances": xs}, 400, ".."),
         ("encoded separator", "/v1/models/a%2Fb:predict", {"instances": xs}, 400, "a/b"),
-        ("bad version", "/v1/models/m/versions/x:predict", {"instances": xs}, 400, "x"),
-        ("unknown verb", "/v1/models/m:classify", {"instances": xs}, 501, "classify"),
+        # http_rest_api_handler.cc ProcessRequest: what ParseModelInfo does not match is
+        # "Malformed request", INVALID_ARGUMENT: 400.
+        ("bad version", "/v1/models/m/versions/x:predict", {"instances": xs}, 400,
+         "Malformed request: POST /v1/models/m/versions/x:predict"),
+        ("non-ASCII version", "/v1/models/m/versions/%D9%A1:predict", {"instances": xs}, 400, "Malformed request"),
+        ("version past int64", "/v1/models/m/versions/99999999999999999999:predict", {"instances": xs}, 400,
+         "Failed to convert version"),
+        ("unknown verb", "/v1/models/m:explain", {"instances": xs}, 400, "Malformed request: POST /v1/models/m:explain"),
+        ("malformed path", "/v1/models", {"instances": xs}, 400, "Malformed request: POST /v1/models"),
+        ("classify", "/v1/models/m:classify", {"instances": xs}, 400, "classify"),
+        # Outside /v1/ TF Serving's dispatcher has no handler (http_server.cc kPathRegex).
         ("unknown path", "/v2/whatever", {"instances": xs}, 404, "/v2/whatever"),
     ]
     for what, path, body, status, needle in cases:
@@ -265,9 +323,63 @@ def test_bad_rest_requests_get_tf_serving_codes(served):
         assert served.http("/v1/models/m:predict", {"instances": xs})[0] == 200, f"broken after {what}"
     got, payload = served.http("/v1/models/m:predict", raw=b"{not json")
     assert got == 400 and "JSON" in payload["error"]
+    got, payload = served.http("/v1/models/m:predict", raw=b"[" * 20_000 + b"]" * 20_000)
+    assert got == 400 and "JSON" in payload["error"], payload
     got, payload = served.http("/v1/models/m:predict", raw=b"x" * (MAX_BYTES + 1))
     assert got == 429 and "limit" in payload["error"]
     assert served.http("/v1/models/m:predict", {"instances": xs})[0] == 200
+
+
+def test_rest_methods_and_framing_like_tf_serving(served):
+    port = served.server.rest_port
+    body = json.dumps({"instances": b64(examples(3))}).encode()
+    for method in ("PUT", "DELETE", "PATCH"):
+        status, headers, payload = raw_http(port, f"{method} /v1/models/m HTTP/1.1\r\nHost: x\r\n"
+                                                  "Content-Length: 0\r\n\r\n".encode())
+        assert (status, headers["content-type"]) == (400, "application/json"), method
+        assert payload == {"error": f"Malformed request: {method} /v1/models/m"}
+    status, headers, payload = raw_http(port, b"OPTIONS /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 400 and headers["access-control-allow-origin"] == "*"
+    # Chunked bodies are HTTP/1.1; TF Serving's libevent takes them.
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 100]), body[i:i + 100]) for i in range(0, len(body), 100))
+    status, headers, payload = raw_http(port, b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n"
+                                              b"Transfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n")
+    assert status == 200 and len(payload["predictions"]) == 3
+    status, _, payload = raw_http(port, "POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n"
+                                        "Content-Length: \u0661\u0662\r\n\r\n".encode("utf-8"))
+    assert status == 400 and "Malformed request" in payload["error"]
+    status, _, payload = raw_http(port, "GET /v1/models/m/versions/\u0661 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert status == 400
+
+
+def test_rest_answers_expect_100_continue(served):
+    # curl sends this for bodies over 1 KiB and waits (1 s) for the interim answer.
+    body = json.dumps({"instances": b64(examples(2))}).encode()
+    with socket.create_connection(("127.0.0.1", served.server.rest_port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            chunk = sock.recv(1)
+            assert chunk, "closed before 100 Continue"
+            interim += chunk
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answer = b""
+        while b"}" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_error_codes_map_to_tf_serving_http_statuses():
+    from serving.errors import ServingError
+    # http_server.cc ToHTTPStatusCode: CLIENT_CLOSED_REQUEST and GATEWAY_TO.
+    assert ServingError(grpc.StatusCode.CANCELLED, "").http_status == 499
+    assert ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "").http_status == 504
+    assert ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, "").http_status == 429
+    assert ServingError(grpc.StatusCode.FAILED_PRECONDITION, "").http_status == 400
 
 
 # ---- versions -----------------------------------------------------------------------------
@@ -301,7 +413,7 @@ def test_new_version_swaps_in_without_failed_requests(tmp_path, caplog):
         thread.join(timeout=30)
     finally:
         stop.set()
-        thread.join()
+        thread.join(timeout=60)
     try:
         assert failures == []
         versions = [v for v, _ in seen]
@@ -344,6 +456,98 @@ def test_half_written_versions_are_never_served(tmp_path):
         resp = clients.predict(request(xs))
         assert resp.model_spec.version.value == 7
         assert_close(clients.outputs(resp), in_process(0.7, xs))
+    finally:
+        clients.close()
+        server.stop()
+
+
+class _Clock:
+    """The server's wall clock, shifted: `settled()` jumps past the settle interval."""
+
+    def __init__(self):
+        self.offset = 0.0
+
+    def __call__(self):
+        return time.time() + self.offset
+
+    def settled(self):
+        self.offset = 3600.0
+
+    def now(self):
+        self.offset = 0.0
+
+
+def test_slow_in_place_copy_is_never_served_half_written(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="serving")
+    v1, v2 = vocab_model(0.0), vocab_model(100.0)
+    base = tmp_path / "m"
+    copy_version(v1, str(base / "1"))
+    clock = _Clock()
+    clock.settled()
+    server = start(model_name="m", model_base_path=str(base), version_settle_seconds=60, clock=clock)
+    clients = Clients(server)
+    xs = examples(12)
+    want_v1 = call_saved_model(v1, xs)
+    lines = (VOCAB_TEXT := "\n".join(VOCAB) + "\n").splitlines(keepends=True)
+    dst = base / "2"
+
+    def check_still_v1(step):
+        server.poll_now()
+        resp = clients.predict(request(xs))
+        assert resp.model_spec.version.value == 1, step
+        np.testing.assert_array_equal(clients.outputs(resp)["index"], want_v1["index"], err_msg=step)
+
+    try:
+        # rsync's order, in place: saved_model.pb is not last, and the asset is cut short
+        # (it stalls there) before the rest arrives.
+        clock.now()
+        steps = [("assets/vocab.txt", "".join(lines[:len(lines) // 2]).encode()),
+                 ("fingerprint.pb", None), ("saved_model.pb", None),
+                 ("variables/variables.index", None), ("variables/variables.data-00000-of-00001", None),
+                 ("assets/vocab.txt", VOCAB_TEXT.encode())]
+        for rel, data in steps:
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dst / rel).write_bytes(data if data is not None else (open(os.path.join(v2, rel), "rb").read()))
+            check_still_v1(f"after writing {rel}")
+        assert server.stats.get("load_failures", 0) == 0, "an unsettled folder must not count as failed"
+
+        clock.settled()  # the copier has been quiet for the settle interval
+        server.poll_now()
+        resp = clients.predict(request(xs))
+        assert resp.model_spec.version.value == 2
+        np.testing.assert_array_equal(clients.outputs(resp)["index"], call_saved_model(v2, xs)["index"])
+
+        # The loaded version's asset is rewritten in place: served as loaded until the
+        # new files settle, then reloaded.
+        clock.now()
+        (dst / "assets" / "vocab.txt").write_text("feed\nbanner\n")
+        server.poll_now()
+        np.testing.assert_array_equal(clients.outputs(clients.predict(request(xs)))["index"],
+                                      call_saved_model(v2, xs)["index"])
+        clock.settled()
+        server.poll_now()
+        resp = clients.predict(request(xs))
+        assert resp.model_spec.version.value == 2
+        np.testing.assert_array_equal(clients.outputs(resp)["index"], call_saved_model(str(dst), xs)["index"])
+        assert "model m version 2 changed on disk: reloaded" in caplog.text
+    finally:
+        clients.close()
+        server.stop()
+
+
+def test_settled_but_incomplete_version_is_a_reported_failure(tmp_path):
+    base = make_base(str(tmp_path), {1: 0.0})
+    dst = os.path.join(base, "2")
+    copy_version(vocab_model(0.0), dst)
+    os.remove(os.path.join(dst, "assets", "vocab.txt"))
+    server = start(model_name="m", model_base_path=base)
+    clients = Clients(server)
+    try:
+        status, body = clients.http("/v1/models/m/versions/2")
+        assert status == 200
+        (state,) = body["model_version_status"]
+        assert state["state"] == "END" and "assets/vocab.txt" in state["status"]["error_message"]
+        assert clients.predict(request(examples(2))).model_spec.version.value == 1
     finally:
         clients.close()
         server.stop()
@@ -415,22 +619,24 @@ def test_warmup_requests_are_replayed_at_load(tmp_path, caplog):
 
 
 def test_batching_returns_what_unbatched_calls_return(tmp_path):
+    # The batch is triggered by count, not time: max_batch_size is exactly the rows of all
+    # requests, and the timeout (60 s) is only a backstop, so the batch holds every request.
+    n = 8
+    sizes = [1 + i % 4 for i in range(n)]
+    junk_at = 3
+    sizes[junk_at] = 1
     base = make_base(str(tmp_path), {1: 0.0})
-    server = start(model_name="m", model_base_path=base, enable_batching=True, max_batch_size=32,
-                   batch_timeout_micros=100_000, num_batch_threads=1)
+    server = start(model_name="m", model_base_path=base, enable_batching=True, max_batch_size=sum(sizes),
+                   batch_timeout_micros=60_000_000, num_batch_threads=1)
     clients = Clients(server)
-    n = 10
-    barrier = threading.Barrier(n)
     results, errors = {}, {}
 
     def send(i):
-        xs = examples(1 + i % 4, seed=100 + i)
-        signature = "knowledge" if i % 5 == 4 else "serving_default"
+        xs = examples(sizes[i], seed=100 + i)
         junk = tf.make_tensor_proto([b"not a tf.Example"], dtype=tf.string, shape=[1])
-        req = request(xs, signature=signature, tensor=junk if i == 3 else None)
-        barrier.wait()
+        req = request(xs, tensor=junk if i == junk_at else None)
         try:
-            results[i] = (xs, signature, clients.outputs(clients.predict(req)))
+            results[i] = (xs, clients.outputs(clients.predict(req, timeout=120)))
         except grpc.RpcError as e:
             errors[i] = e.code()
 
@@ -438,14 +644,143 @@ def test_batching_returns_what_unbatched_calls_return(tmp_path):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=30)
+        t.join(timeout=120)
     try:
+        assert not any(t.is_alive() for t in threads)
         # The junk request fails alone; its batch-mates are rerun and succeed.
-        assert errors == {3: grpc.StatusCode.INVALID_ARGUMENT}
-        for xs, signature, outputs in results.values():
-            assert_close(outputs, in_process(0.0, xs, signature))
+        assert errors == {junk_at: grpc.StatusCode.INVALID_ARGUMENT}
+        assert len(results) == n - 1
+        for xs, outputs in results.values():
+            assert_close(outputs, in_process(0.0, xs))
         stats = server.stats
-        assert stats.get("batched_requests", 0) > stats.get("batches", 0) > 0, stats
+        assert (stats.get("batches"), stats.get("batched_requests")) == (1, n), stats
+    finally:
+        clients.close()
+        server.stop()
+
+
+# ---- REST connections ---------------------------------------------------------------------
+
+def test_half_sent_request_times_out_and_frees_its_worker(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="serving")
+    base = make_base(str(tmp_path), {1: 0.0})
+    server = start(model_name="m", model_base_path=base, rest_workers=1, rest_read_timeout_seconds=0.5)
+    port = server.rest_port
+    rest = server._rest
+    xs = examples(2)
+    body = json.dumps({"instances": b64(xs)}).encode()
+    try:
+        half = socket.create_connection(("127.0.0.1", port), timeout=30)
+        half.sendall(b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+                     + body[:20])
+        deadline = time.monotonic() + 30
+        while rest.busy < 1:  # the only worker now waits for the rest of that body
+            assert time.monotonic() < deadline, "the half-sent request never reached a worker"
+            time.sleep(0.01)
+        # Served only once the stuck request's read deadline frees the worker.
+        status, _, payload = raw_http(port, b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n"
+                                            b"Content-Length: %d\r\n\r\n" % len(body) + body, timeout=30)
+        assert status == 200 and len(payload["predictions"]) == 2
+        assert server.stats.get("rest_aborted") == 1
+        answer = b""
+        while True:
+            chunk = half.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        half.close()
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        aborted = [r for r in caplog.records if "aborted" in r.getMessage()]
+        assert len(aborted) == 1 and aborted[0].exc_info is None
+        assert "Traceback" not in caplog.text
+    finally:
+        server.stop()
+
+
+def test_keep_alive_connection_carries_many_requests(served):
+    port = served.server.rest_port
+    body = json.dumps({"instances": b64(examples(2))}).encode()
+    one = (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(one * 3)  # pipelined: the server must answer all three, in order
+        buf = b""
+        while buf.count(b"HTTP/1.1 200 OK") < 3 or not buf.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed early: {buf!r}"
+            buf += chunk
+    assert b"Connection: close" not in buf
+
+
+# ---- resource limits and reload -------------------------------------------------------------
+
+def test_inflight_example_budget_answers_resource_exhausted(served):
+    budget = served.server.registry.budget
+    xs = examples(4)
+    with contextlib.ExitStack() as others:  # other clients' requests, in flight
+        left = budget.max_in_flight - 3
+        while left:
+            others.enter_context(budget.hold(min(left, EXAMPLE_CAP)))
+            left -= min(left, EXAMPLE_CAP)
+        with pytest.raises(grpc.RpcError) as info:
+            served.predict(request(xs))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "in flight" in info.value.details()
+        status, payload = served.http("/v1/models/m:predict", {"instances": b64(xs)})
+        assert status == 429 and "in flight" in payload["error"]
+        assert served.predict(request(xs[:3])).model_spec.version.value == 2
+    assert budget.in_flight == 0
+    assert served.predict(request(xs)).model_spec.version.value == 2
+
+
+def test_reload_validates_base_paths_and_reports_load_failures(tmp_path):
+    root = tmp_path / "models"
+    base_a = make_base(str(root), {1: 0.0}, name="a")
+    outside = make_base(str(tmp_path / "elsewhere"), {1: 0.0}, name="o")
+    broken = root / "broken" / "1"
+    broken.mkdir(parents=True)
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    server = start(build_config({"a": base_a}), model_base_path_prefix=str(root))
+    clients = Clients(server)
+    xs = examples(2)
+
+    def reload(base, name="x"):
+        req = model_management_pb2.ReloadConfigRequest()
+        req.config.CopyFrom(build_config({"a": base_a, name: base}))
+        with pytest.raises(grpc.RpcError) as info:
+            clients.model_stub.HandleReloadConfigRequest(req, timeout=30)
+        return info.value
+
+    try:
+        err = reload("models/a")
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "absolute" in err.details()
+        err = reload(str(root / "nope"))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not exist" in err.details()
+        err = reload(outside)
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "--model_base_path_prefix" in err.details()
+        assert sorted(server.registry.models) == ["a"], "a rejected config must change nothing"
+        # server_core.cc: a model that does not load fails the reload, with the error.
+        err = reload(str(root / "broken"), name="broken")
+        assert err.code() == grpc.StatusCode.UNKNOWN
+        assert "Some models did not become available" in err.details() and "broken" in err.details()
+        status = get_model_status_pb2.GetModelStatusRequest()
+        status.model_spec.name = "broken"
+        (state,) = clients.model_stub.GetModelStatus(status, timeout=10).model_version_status
+        assert state.state == get_model_status_pb2.ModelVersionStatus.END and state.status.error_message
+        assert clients.predict(request(xs, model="a")).model_spec.version.value == 1
+    finally:
+        clients.close()
+        server.stop()
+
+
+def test_reload_rpc_can_be_disabled(tmp_path):
+    base = make_base(str(tmp_path), {1: 0.0}, name="a")
+    server = start(build_config({"a": base}), enable_reload_config_request=False)
+    clients = Clients(server)
+    try:
+        req = model_management_pb2.ReloadConfigRequest()
+        req.config.CopyFrom(build_config({"a": base}))
+        with pytest.raises(grpc.RpcError) as info:
+            clients.model_stub.HandleReloadConfigRequest(req, timeout=30)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         clients.close()
         server.stop()
@@ -453,27 +788,77 @@ def test_batching_returns_what_unbatched_calls_return(tmp_path):
 
 # ---- the CLI ------------------------------------------------------------------------------
 
+def _start_cli(tmp_path, *args):
+    """The CLI as a subprocess; returns (proc, ports) once its --port_file appears."""
+    port_file = tmp_path / "ports.json"
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen([sys.executable, "-m", "serving.model_server", f"--port_file={port_file}",
+                             "--port=0", "--file_system_poll_wait_seconds=0", *args],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"server never wrote {port_file}: {err}")
+        time.sleep(0.05)
+    return proc, json.loads(port_file.read_text())
+
+
+def _ready_line(proc, timeout=30) -> str:
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, "no ready line on stdout"
+    return proc.stdout.readline()
+
+
+def _stop_cli(proc) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return err
+
+
 def test_cli_serves_a_models_config(tmp_path):
     base = make_base(str(tmp_path), {4: 0.7})
     config_path = tmp_path / "models.config"
     from serving.config import write_models_config
     write_models_config(str(config_path), {"m": base})
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen([sys.executable, "-m", "serving.model_server", f"--model_config_file={config_path}",
-                             "--port=0", "--rest_api_port=0", "--file_system_poll_wait_seconds=0"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, ports = _start_cli(tmp_path, f"--model_config_file={config_path}", "--rest_api_port=0")
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("ready "), proc.stderr.read()
-        port = int(dict(kv.split("=") for kv in line.split()[1:])["grpc_port"])
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        # --rest_api_port=0 is TF Serving's "no REST".
+        assert ports["rest_port"] == 0 and ports["grpc_port"] > 0
+        line = _ready_line(proc)
+        assert line.split() == ["ready", f"grpc_port={ports['grpc_port']}", "rest_port=0"]
+        with grpc.insecure_channel(f"127.0.0.1:{ports['grpc_port']}") as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             xs = examples(3)
             resp = stub.Predict(request(xs), timeout=30)
         assert resp.model_spec.version.value == 4
         assert_close({k: tf.make_ndarray(v) for k, v in resp.outputs.items()}, in_process(0.7, xs))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+        err = _stop_cli(proc)
     assert "loaded model m version 4" in err and "unloaded model m version 4" in err
+
+
+def test_cli_port_file_names_both_bound_ports(tmp_path):
+    base = make_base(str(tmp_path), {2: 0.0})
+    proc, ports = _start_cli(tmp_path, "--model_name=m", f"--model_base_path={base}", "--rest_api_port=-1")
+    try:
+        assert set(ports) == {"grpc_port", "rest_port"}
+        assert ports["rest_port"] > 0 and ports["grpc_port"] > 0
+        assert not (tmp_path / "ports.json.tmp").exists()
+        assert _ready_line(proc).split() == ["ready", f"grpc_port={ports['grpc_port']}",
+                                             f"rest_port={ports['rest_port']}"]
+        # Written after the initial load: the first request already has a version.
+        xs = examples(2)
+        req = urllib.request.Request(f"http://127.0.0.1:{ports['rest_port']}/v1/models/m:predict",
+                                     data=json.dumps({"instances": b64(xs)}).encode())
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.status == 200
+            rows = json.loads(resp.read())["predictions"]
+        assert_close({k: [r[k] for r in rows] for k in rows[0]}, in_process(0.0, xs))
+        with grpc.insecure_channel(f"127.0.0.1:{ports['grpc_port']}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            assert stub.Predict(request(xs), timeout=30).model_spec.version.value == 2
+    finally:
+        _stop_cli(proc)
