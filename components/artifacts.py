@@ -9,6 +9,18 @@ class RawDataReport(artifact.Artifact):
     TYPE_NAME = "keep_samd.RawDataReport"  # KFP v2 wants <namespace>.<Name>
 
 
+class ScenarioTable(artifact.Artifact):
+    """scenarios.csv: the scenario table RawDataCheck validated (schemas/scenarios.py reads it).
+
+    Custom properties: `scenarios` (how many), `super_scenario` (the id of the one
+    with role super). Components read the scenarios from this artifact, so ML Metadata
+    records which table a model was trained and evaluated with, and no pod needs the
+    raw data folder mounted for it.
+    """
+
+    TYPE_NAME = "keep_samd.ScenarioTable"
+
+
 class DataValidationVerdict(artifact.Artifact):
     """verdict.json: the anomalies found per split (empty when the data passed)."""
 

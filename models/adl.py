@@ -131,6 +131,7 @@ import tensorflow as tf
 import tf_keras
 
 from models import features as F
+from models.configs import FromDict
 from models.keep import TASK_POPULATION, TASKS, pointwise_loss
 from models.multitask import MultiTaskSteps
 
@@ -138,7 +139,7 @@ ROUTING_INPUTS = ("scenario", "user", "instance")
 
 
 @dataclasses.dataclass(frozen=True)
-class ADLConfig:
+class ADLConfig(FromDict):
     num_clusters: int = 3  # K (paper: 3 industrial, 9 public)
     routing_iterations: int = 3  # I (paper: 3)
     ewma_beta: float = 0.9  # β of Equation 5 (paper: 0.9)
@@ -191,17 +192,6 @@ class ADLConfig:
         """Embedding tables (= keys of `vocab_sizes`): a history shares its target's table."""
         names = self.id_features + self.sequence_features
         return tuple(dict.fromkeys(F.VOCABULARY.get(n, n) for n in names))
-
-    @classmethod
-    def from_dict(cls, overrides: Optional[Mapping] = None) -> "ADLConfig":
-        overrides = dict(overrides or {})
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown ADLConfig field(s): {sorted(unknown)}")
-        for k, v in list(overrides.items()):
-            if isinstance(v, list):
-                overrides[k] = tuple(v)
-        return cls(**overrides)
 
 
 class UnitGaussian(tf_keras.initializers.Initializer):

@@ -19,12 +19,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Optional, Tuple
+from typing import Mapping, Tuple
 
 import tensorflow as tf
 import tf_keras
 
 from models import features as F
+from models.configs import FromDict
 from models.keep import pointwise_loss
 from models.multitask import TASK_POPULATION, TASKS, MultiTaskSteps, task_metrics
 from models.students import StudentInput
@@ -35,7 +36,7 @@ GENERAL_FEATURES = ("user_id", "item_id", "category_id", "shop_id", "scenario_id
 
 
 @dataclasses.dataclass(frozen=True)
-class BaselineConfig:
+class BaselineConfig(FromDict):
     features: Tuple[str, ...] = GENERAL_FEATURES
     embedding_dim: int = 16
     bottom_units: Tuple[int, ...] = (128, 64)  # shared bottom / each expert
@@ -43,17 +44,6 @@ class BaselineConfig:
     num_experts: int = 4  # MMoE
     learning_rate: float = 1e-3
     batch_size: int = 512
-
-    @classmethod
-    def from_dict(cls, overrides: Optional[Mapping] = None) -> "BaselineConfig":
-        overrides = dict(overrides or {})
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown BaselineConfig field(s): {sorted(unknown)}")
-        for k in ("features", "bottom_units", "tower_units"):
-            if k in overrides:
-                overrides[k] = tuple(overrides[k])
-        return cls(**overrides)
 
 
 class MultiTaskModel(MultiTaskSteps, tf_keras.Model):

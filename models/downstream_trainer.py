@@ -8,7 +8,7 @@ pushed one, while the General Knowledge Center's cache feeds its plug-in (Eq. 5)
     {"downstream": {DownstreamConfig overrides}, "scenarios": [...] (default: every
      scenario of scenarios.csv but the super one), "plugged": true (with a cache),
      "spans": 0 (incremental: train on the latest n days only; 0 = every day),
-     "epochs": 2}
+     "epochs": n (required; the pipeline's default is in pipelines/options.py)}
 
 Knowledge is joined by raw (user, item, category) ids, point in time: a training row of
 day d gets each key's cached parts as of the latest train day before d
@@ -38,7 +38,6 @@ moved to its new row (`warm_start_across_vocabularies`, reading the old vocabula
 from the base model's SavedModel assets); new ids start fresh.
 """
 
-import csv
 import json
 import os
 from typing import Dict, Mapping, Optional, Sequence
@@ -51,10 +50,11 @@ from absl import logging
 from tfx.utils import path_utils
 
 from models import export
+from schemas.scenarios import read_scenarios
 from models import features as F
 from models.keep_cache import knowledge_as_of
 from models.keep_plugin import KNOWLEDGE, DownstreamConfig, DownstreamModel, save_checkpoint, warm_start
-from models.multitask import TRAINING_FILE, budget_record, seed_everything
+from models.multitask import TRAINING_FILE, budget_record, read_json, seed_everything, write_json
 from models.transformed_data import load_transformed, raw_ids, select, transformed_index
 
 KNOWLEDGE_MODEL = "keep_knowledge"
@@ -63,8 +63,8 @@ RAW_KEYS = ("user_id", "item_id", "category_id")
 
 
 def sub_scenarios(scenarios_csv: str, chosen=None):
-    with open(scenarios_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
+    """The scenarios the downstream model serves: `chosen`, or every one but the super scenario."""
+    rows = list(read_scenarios(scenarios_csv).values())
     known = [r["scenario_id"] for r in rows]
     if chosen:
         unknown = sorted(set(chosen) - set(known))
@@ -154,7 +154,7 @@ def build_model(config: DownstreamConfig, vocab_sizes, rows) -> DownstreamModel:
     return model
 
 
-def fit(model: DownstreamModel, train_rows, eval_rows, train_steps: int, epochs: int = 2, verbose: int = 2):
+def fit(model: DownstreamModel, train_rows, eval_rows, train_steps: int, epochs: int, verbose: int = 2):
     """Trains `train_steps` steps over `epochs`, keeping the best epoch by validation click AUC."""
     names = model_inputs(model.config)
     epochs = max(1, min(epochs, train_steps))
@@ -254,9 +254,9 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
     if plugged:  # the KnowledgeCenter artifact: <uri>/Format-Serving is the cache, <uri> its record
         from models import knowledge_center
 
-        knowledge_record = os.path.dirname(os.path.normpath(knowledge_dir))
-        with open(os.path.join(knowledge_record, knowledge_center.CACHE_FILE)) as f:
-            daily = {"strategy": json.load(f)["strategy"], "tables": knowledge_center.load_daily(knowledge_record)}
+        knowledge_record = os.path.dirname(knowledge_dir.rstrip("/"))
+        daily = {"strategy": read_json(os.path.join(knowledge_record, knowledge_center.CACHE_FILE))["strategy"],
+                 "tables": knowledge_center.load_daily(knowledge_record)}
     train_rows = _rows(train_pattern, tft_output, index, spans, latest_day, daily)
     eval_rows = _rows(eval_pattern, tft_output, index, daily=daily)
     if not len(train_rows["click"]):
@@ -277,7 +277,7 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
             warm["skipped"] = str(e)
             logging.warning("not warm-starting from %s: %s", checkpoint, e)
 
-    history = fit(model, train_rows, eval_rows, train_steps, int(custom.get("epochs", 2)))
+    history = fit(model, train_rows, eval_rows, train_steps, int(custom["epochs"]))
     export_model(model, tft_output, output_dir, knowledge_version if plugged else None,
                  custom.get("model_name", "keep_downstream"))
     save_checkpoint(model, os.path.join(record_dir, CHECKPOINT))
@@ -287,6 +287,5 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
               "warm_start": warm, **budget_record(model, history, config.batch_size, history.params["steps"]),
               "history": {k: [float(x) for x in v] for k, v in history.history.items()},
               "config": json.loads(json.dumps(config.__dict__))}
-    with open(os.path.join(record_dir, TRAINING_FILE), "w") as f:
-        json.dump(record, f, indent=1)
+    write_json(os.path.join(record_dir, TRAINING_FILE), record)
     return record

@@ -88,7 +88,7 @@ def write_warmup_requests(export_dir: str, model_name: str, signatures: Sequence
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     path = os.path.join(export_dir, "assets.extra", "tf_serving_warmup_requests")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tf.io.gfile.makedirs(os.path.dirname(path))
     examples = warmup_examples(feature_spec)
     with tf.io.TFRecordWriter(path) as writer:
         for signature in signatures:
@@ -120,7 +120,7 @@ def save_keras_model(model, directory: str) -> None:
     """Weights + config of a Keras model, so a later Trainer can rebuild it (e.g. SAMD's teacher)."""
     import json
 
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump(model.get_config(), f, indent=1)
+    tf.io.gfile.makedirs(directory)
+    with tf.io.gfile.GFile(os.path.join(directory, "config.json"), "w") as f:
+        f.write(json.dumps(model.get_config(), indent=1))
     model.save_weights(os.path.join(directory, "weights"))

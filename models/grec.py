@@ -110,6 +110,7 @@ import tf_keras
 from models import features as F
 from models.keep import pointwise_loss
 from models.multitask import TASK_POPULATION, TASKS, MultiTaskSteps, task_metrics
+from models.configs import FromDict
 
 ROUTINGS = ("token", "sentence", "task", "task_sentence")
 # Routings whose gate depends on the task: one unit per (sample, task) row.
@@ -118,7 +119,7 @@ POOLINGS = ("mean", "target")
 
 
 @dataclasses.dataclass(frozen=True)
-class GRecConfig:
+class GRecConfig(FromDict):
     routing: str = "task_sentence"  # paper's choice (section 3.3); one of ROUTINGS
     num_experts: int = 8  # E (paper 4.2: 8)
     top_k: int = 4  # k (paper 4.2: top-4)
@@ -163,17 +164,6 @@ class GRecConfig:
         names = list(self.context_features) + list(self.item_features)
         names += [target for _, target in self.sequence_features]
         return tuple(dict.fromkeys(names))
-
-    @classmethod
-    def from_dict(cls, overrides: Optional[Mapping] = None) -> "GRecConfig":
-        overrides = dict(overrides or {})
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown GRecConfig field(s): {sorted(unknown)}")
-        for k, v in list(overrides.items()):
-            if isinstance(v, list):
-                overrides[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
-        return cls(**overrides)
 
 
 @tf_keras.utils.register_keras_serializable(package="grec")

@@ -31,17 +31,17 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras
 
+from models.configs import FromDict
 from models.multitask import TASK_POPULATION, TASKS, MultiTaskSteps  # noqa: F401 (TASKS re-exported)
 
 
-
 @dataclasses.dataclass(frozen=True)
-class KeepConfig:
+class KeepConfig(FromDict):
     user_embedding_dim: int = 48  # paper: 48 for the user id
     embedding_dim: int = 16  # paper: 16 for every other feature
     tower_units: Tuple[int, ...] = (256, 128, 64)  # paper: (512, 256, 128, 64); last = K_ui width
@@ -65,17 +65,6 @@ class KeepConfig:
     def knowledge_width(self) -> int:
         k_i = sum(self.embedding_dim_of(n) for n in self.item_features)
         return self.user_embedding_dim + k_i + len(TASKS) * self.tower_units[-1]
-
-    @classmethod
-    def from_dict(cls, overrides: Optional[Mapping] = None) -> "KeepConfig":
-        overrides = dict(overrides or {})
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown KeepConfig field(s): {sorted(unknown)}")
-        for k, v in list(overrides.items()):
-            if isinstance(v, list):
-                overrides[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
-        return cls(**overrides)
 
 
 class TargetAttention(tf_keras.layers.Layer):

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -48,6 +48,7 @@ import tf_keras
 
 from models.keep import TargetAttention
 from models.multitask import TASK_POPULATION, TASKS, MultiTaskSteps, task_metrics
+from models.configs import FromDict
 
 STRATEGIES = ("decomposition", "degeneration", "both")
 KEY_SEPARATOR = "|"  # user-category pair key: f"{user_id}|{category_id}"
@@ -61,7 +62,7 @@ def knowledge_parts(strategy: str):
 
 
 @dataclasses.dataclass(frozen=True)
-class CacheableKnowledgeConfig:
+class CacheableKnowledgeConfig(FromDict):
     strategy: str = "both"
     embedding_dim: int = 16
     knowledge_dim: int = 32  # width of each of K̂_u, K̂_i, K̂_uc
@@ -81,17 +82,6 @@ class CacheableKnowledgeConfig:
 
     def knowledge_width(self) -> int:
         return self.knowledge_dim * len(knowledge_parts(self.strategy))
-
-    @classmethod
-    def from_dict(cls, overrides: Optional[Mapping] = None) -> "CacheableKnowledgeConfig":
-        overrides = dict(overrides or {})
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown CacheableKnowledgeConfig field(s): {sorted(unknown)}")
-        for k, v in list(overrides.items()):
-            if isinstance(v, list):
-                overrides[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
-        return cls(**overrides)
 
 
 def _mlp(units, out, name):
@@ -306,7 +296,20 @@ class KnowledgeCache(tf.Module):
 
 def lookup_knowledge(cache_dir: str, user_ids, item_ids, category_ids, batch_size: int = 8192) -> np.ndarray:
     """K̂ for rows of raw string ids from a saved KnowledgeCache, in batches (as a serving client gets it)."""
-    lookup = tf.saved_model.load(cache_dir).signatures["serving_default"]
+    return knowledge_lookup(cache_dir)(user_ids, item_ids, category_ids, batch_size)
+
+
+def knowledge_lookup(cache_dir: str):
+    """The saved KnowledgeCache loaded once: a function (user_ids, item_ids, category_ids) -> K̂ rows."""
+    signature = tf.saved_model.load(cache_dir).signatures["serving_default"]
+
+    def lookup(user_ids, item_ids, category_ids, batch_size: int = 8192) -> np.ndarray:
+        return _lookup(signature, user_ids, item_ids, category_ids, batch_size)
+
+    return lookup
+
+
+def _lookup(lookup, user_ids, item_ids, category_ids, batch_size: int) -> np.ndarray:
     out = []
     for s in range(0, len(user_ids), batch_size):
         res = lookup(user_id=tf.constant(np.asarray(user_ids[s:s + batch_size], dtype=bytes)),

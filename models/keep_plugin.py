@@ -32,18 +32,19 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras
 
+from models.configs import FromDict
 from models.keep import TargetAttention
 
 KNOWLEDGE = "knowledge"
 
 
 @dataclasses.dataclass(frozen=True)
-class DownstreamConfig:
+class DownstreamConfig(FromDict):
     embedding_dim: int = 16
     hidden_units: Tuple[int, ...] = (200, 80)  # DIN's MLP, the paper's downstream base model
     attention_units: Tuple[int, ...] = (64, 32)
@@ -66,17 +67,6 @@ class DownstreamConfig:
     @property
     def plugged(self) -> bool:
         return self.knowledge_width > 0
-
-    @classmethod
-    def from_dict(cls, overrides: Optional[Mapping] = None) -> "DownstreamConfig":
-        overrides = dict(overrides or {})
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown DownstreamConfig field(s): {sorted(unknown)}")
-        for k, v in list(overrides.items()):
-            if isinstance(v, list):
-                overrides[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
-        return cls(**overrides)
 
 
 class KnowledgePlugin(tf_keras.layers.Layer):

@@ -8,16 +8,21 @@ and exports a standalone SavedModel through `models.export`.
      "model_name": str, "roles": [role, ...], "scenarios_csv": path}
 
 With "roles", the model trains and early-stops on the rows of the scenarios with those
-roles in `scenarios_csv` only: SAMD's general model is trained on the super scenario
+roles in `scenarios_csv` only (set by components.scenario_trainer from the ScenarioTable
+artifact): SAMD's general model is trained on the super scenario
 (its paper's section 4.1), the served KEEP model on every scenario.
 
 The train steps are spread over `epochs`; after each, the validation split is scored and
 training stops once the click AUC has not improved for `patience` epochs, keeping
 the best epoch's weights. Recommendation models overfit id embeddings within a few
 passes over the data, and the validation AUC, not the step count, says when.
+
+With TF_CONFIG describing a cluster, the model trains under its tf.distribute strategy
+(`models.distribute`: MultiWorkerMirroredStrategy, or ParameterServerStrategy with the
+embedding tables of at least custom_config "min_shard_bytes" sharded) and only the
+chief writes the outputs.
 """
 
-import json
 import os
 
 import tensorflow as tf
@@ -26,10 +31,11 @@ import tf_keras
 from absl import logging
 from tfx_bsl.public import tfxio
 
+from models import distribute
 from models import export
 from models import features as F
 from models.keep import KeepConfig, KeepModel
-from models.multitask import budget_record, seed_everything, write_training_record
+from models.multitask import budget_record, seed_everything, write_json, write_training_record
 
 
 def make_dataset(file_pattern, data_accessor, tf_transform_output, batch_size, shuffle=True, num_epochs=None):
@@ -43,11 +49,10 @@ def make_dataset(file_pattern, data_accessor, tf_transform_output, batch_size, s
 
 
 def read_roles(scenarios_csv: str) -> dict:
-    """{scenario_id: role} of a scenarios.csv."""
-    import csv
+    """{scenario_id: role} of a scenarios.csv (a ScenarioTable artifact's)."""
+    from schemas import scenarios
 
-    with tf.io.gfile.GFile(scenarios_csv) as f:
-        return {r["scenario_id"]: r["role"] for r in csv.DictReader(f)}
+    return scenarios.roles(scenarios.read_scenarios(scenarios_csv))
 
 
 def only_scenarios(dataset, indices, batch_size):
@@ -66,12 +71,16 @@ def build_model(config: KeepConfig, tf_transform_output) -> KeepModel:
 
 
 def run_fn(fn_args):
+    """Trains and exports under the strategy of the TF_CONFIG cluster (models.distribute; none: one process)."""
+    distribute.run_on_cluster(fn_args, train_and_export)
+
+
+def train_and_export(fn_args, strategy):
     custom = dict(fn_args.custom_config or {})
     seed_everything(custom)
     config = KeepConfig.from_dict(custom.get("keep"))
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, config.batch_size)
-    evaluation = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, config.batch_size)
+    indices = None
     if custom.get("roles"):
         roles = read_roles(custom["scenarios_csv"])
         chosen = [s for s, r in roles.items() if r in set(custom["roles"])]
@@ -79,10 +88,18 @@ def run_fn(fn_args):
             raise ValueError(f"{custom['scenarios_csv']}: no scenario has a role in {custom['roles']}")
         indices = list(F.scenario_indices(tft_output, chosen).values())
         logging.info("training KEEP on the rows of %s only", chosen)
-        train = only_scenarios(train, indices, config.batch_size)
-        evaluation = only_scenarios(evaluation, indices, config.batch_size)
-    model = build_model(config, tft_output)
-    epochs = max(1, int(custom.get("epochs", 6)))
+
+    def fit_input(files):
+        def batches(batch_size):
+            dataset = make_dataset(files, fn_args.data_accessor, tft_output, batch_size)
+            return dataset if indices is None else only_scenarios(dataset, indices, batch_size)
+
+        return distribute.fit_input(strategy, batches, config.batch_size, files)
+
+    train, evaluation = fit_input(fn_args.train_files), fit_input(fn_args.eval_files)
+    with strategy.scope():
+        model = build_model(config, tft_output)
+    epochs = max(1, int(custom["epochs"]))  # no default here: the pipeline options hold it
     patience = max(1, int(custom.get("patience", 2)))
     steps = max(1, fn_args.train_steps // epochs)
     logging.info("training KEEP: %d epochs of %d steps, batch %d; %s", epochs, steps, config.batch_size, config)
@@ -100,11 +117,11 @@ def run_fn(fn_args):
         ],
         verbose=2,
     )
-    os.makedirs(fn_args.model_run_dir, exist_ok=True)
-    with open(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
-        json.dump({k: [float(x) for x in v] for k, v in history.history.items()}, f, indent=1)
+    write_json(os.path.join(fn_args.model_run_dir, "history.json"),
+               {k: [float(x) for x in v] for k, v in history.history.items()})
     write_training_record(fn_args.serving_model_dir,
-                          {"model": "keep", **budget_record(model, history, config.batch_size, steps)})
+                          {"model": "keep", **budget_record(model, history, config.batch_size, steps),
+                           "distribution": distribute.describe(strategy, model)})
     export.export_saved_model(
         model,
         tft_output,
@@ -118,4 +135,4 @@ def run_fn(fn_args):
 
 def keras_model_dir(serving_model_dir: str) -> str:
     """<model artifact>/Format-Keras, next to TFX's <model artifact>/Format-Serving."""
-    return os.path.join(os.path.dirname(os.path.normpath(serving_model_dir)), "Format-Keras")
+    return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), "Format-Keras")

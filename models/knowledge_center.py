@@ -32,7 +32,7 @@ from absl import logging
 
 from models import export
 from models import features as F
-from models.multitask import seed_everything
+from models.multitask import read_json, seed_everything, write_json
 from models.keep_cache import (CacheableKnowledgeConfig, CacheableKnowledgeModel, KnowledgeCache, daily_tables,
                                latest_tables)
 from models.transformed_data import load_transformed, raw_ids
@@ -50,7 +50,7 @@ def _model_inputs(config: CacheableKnowledgeConfig):
 
 
 def train(config: CacheableKnowledgeConfig, tf_transform_output, train_rows, eval_rows, train_steps: int,
-          epochs: int = 3) -> CacheableKnowledgeModel:
+          epochs: int) -> CacheableKnowledgeModel:
     vocab_sizes = {n: F.vocab_size(tf_transform_output, n) for n in set(config.user_features) | set(config.item_features)}
     model = CacheableKnowledgeModel(config, vocab_sizes, name="keep_knowledge_heads")
     model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
@@ -108,13 +108,13 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, output_dir:
     eval_rows = load_transformed(eval_pattern, tft_output)
     logging.info("GKC: training %s knowledge heads on %d rows, %d steps", config.strategy,
                  len(train_rows[F.DAY]), train_steps)
-    model = train(config, tft_output, train_rows, eval_rows, train_steps, int(custom.get("epochs", 3)))
+    model = train(config, tft_output, train_rows, eval_rows, train_steps, int(custom["epochs"]))
     scores = model.evaluate(tf.data.Dataset.from_tensor_slices(
         {k: eval_rows[k] for k in _model_inputs(config)}).batch(2048), return_dict=True, verbose=0)
     daily = daily_tables(model, knowledge_batches(model, tft_output, train_rows))
     tables = latest_tables(daily)
     cache = KnowledgeCache(config.strategy, tables, version=str(version))
-    os.makedirs(record_dir, exist_ok=True)
+    tf.io.gfile.makedirs(record_dir)
     cache.save(output_dir)
     save_daily(daily, os.path.join(record_dir, DAILY_FILE))
     export.save_keras_model(model, os.path.join(record_dir, HEADS_DIR))
@@ -122,15 +122,13 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, output_dir:
               "part_width": int(cache.width), "keys": {part: len(keys) for part, (keys, _) in tables.items()},
               "validation": {k: float(v) for k, v in scores.items()},
               "days": sorted(set(train_rows[F.DAY].tolist())), "config": json.loads(json.dumps(config.__dict__))}
-    with open(os.path.join(record_dir, CACHE_FILE), "w") as f:
-        json.dump(record, f, indent=1)
+    write_json(os.path.join(record_dir, CACHE_FILE), record)
     logging.info("GKC: version %s, %s", version, record["keys"])
     return record
 
 
 def load_heads(record_dir: str) -> CacheableKnowledgeModel:
     """The knowledge heads a run trained (its `heads/`)."""
-    with open(os.path.join(record_dir, HEADS_DIR, "config.json")) as f:
-        model = CacheableKnowledgeModel.from_config(json.load(f))
+    model = CacheableKnowledgeModel.from_config(read_json(os.path.join(record_dir, HEADS_DIR, "config.json")))
     model.load_weights(os.path.join(record_dir, HEADS_DIR, "weights")).expect_partial()
     return model

@@ -28,14 +28,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras
 
 from models import features as F
 from models.baselines import MultiTaskModel
-from models.configs import config_from_dict
+from models.configs import FromDict
 from models.multitask import TASK_POPULATION, TASKS
 
 # Scalar id features with a vocabulary (or a small integer range): what can be one-hot.
@@ -46,7 +46,7 @@ CROSSES = (("user_id", "category_id"), ("user_id", "scenario_id"), ("item_id", "
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearConfig:
+class LinearConfig(FromDict):
     features: Tuple[str, ...] = ONE_HOT_FEATURES
     crosses: Tuple[Tuple[str, str], ...] = CROSSES  # ordered pairs: (a, b) and (b, a) are different crosses
     cross_buckets: int = 2**18  # rows of each cross's table (per task)
@@ -68,10 +68,6 @@ class LinearConfig:
             raise ValueError("LinearConfig: no feature and no cross")
         if self.cross_buckets < 1 or self.l2 < 0:
             raise ValueError(f"LinearConfig: cross_buckets={self.cross_buckets} must be >= 1, l2={self.l2} >= 0")
-
-    @classmethod
-    def from_dict(cls, overrides: Optional[Mapping] = None) -> "LinearConfig":
-        return config_from_dict(cls, overrides)
 
 
 def cross_name(pair: Sequence[str]) -> str:

@@ -86,9 +86,19 @@ def optimizer_names(model) -> str:
 
 def write_training_record(serving_model_dir: str, record) -> None:
     """<model artifact>/training.json: the budget a model got, for the evaluator and the report."""
-    path = os.path.join(os.path.dirname(os.path.normpath(serving_model_dir)), TRAINING_FILE)
+    write_json(os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), TRAINING_FILE), record)
+
+
+def write_json(path: str, obj) -> None:
+    """Writes a trainer's JSON record through tf.io.gfile (any artifact filesystem), creating the folder."""
+    tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(record, indent=1))
+        f.write(json.dumps(obj, indent=1))
+
+
+def read_json(path: str):
+    with tf.io.gfile.GFile(path, "r") as f:
+        return json.loads(f.read())
 
 
 def budget_record(model, history, batch: int, steps_per_epoch: int, monitor: str = "val_auc_click",

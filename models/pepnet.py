@@ -66,10 +66,11 @@ import tf_keras
 from models import features as F
 from models.keep import TASK_POPULATION, TASKS, pointwise_loss
 from models.multitask import MultiTaskSteps
+from models.configs import FromDict
 
 
 @dataclasses.dataclass(frozen=True)
-class PEPNetConfig:
+class PEPNetConfig(FromDict):
     embedding_dim: int = 16  # paper 3.4: EPNet is robust down to 16
     # E: general features (transformed names); sequences are mean-pooled.
     general_features: Tuple[str, ...] = (
@@ -108,17 +109,6 @@ class PEPNetConfig:
     def embedding_tables(self) -> Tuple[str, ...]:
         """One table per vocabulary: a history shares its target's table."""
         return tuple(dict.fromkeys(F.VOCABULARY.get(n, n) for n in self.id_features()))
-
-    @classmethod
-    def from_dict(cls, overrides: Optional[Mapping] = None) -> "PEPNetConfig":
-        overrides = dict(overrides or {})
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown PEPNetConfig field(s): {sorted(unknown)}")
-        for k, v in list(overrides.items()):
-            if isinstance(v, list):
-                overrides[k] = tuple(v)
-        return cls(**overrides)
 
 
 class GateNU(tf_keras.layers.Layer):

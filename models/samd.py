@@ -103,13 +103,13 @@ Example (models/samd_trainer.py does this):
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from models.configs import config_from_dict
+from models.configs import FromDict
 from models.keep import TASKS, pointwise_loss
 
 STRATEGIES = ("meta", "no_cluster", "all2all", "similarity")
@@ -122,7 +122,7 @@ META_STRATEGIES = ("meta", "no_cluster")  # the strategies whose W_T is learnt
 
 
 @dataclasses.dataclass(frozen=True)
-class SamdConfig:
+class SamdConfig(FromDict):
     strategy: str = "meta"
     explicit: bool = True
     implicit: bool = True
@@ -158,10 +158,6 @@ class SamdConfig:
         if self.null_transfer and self.meta_objective != "lookahead" and self.strategy in META_STRATEGIES:
             # Under L_fd the empty column (loss 0) always wins: no transfer at all.
             raise ValueError("null_transfer needs meta_objective='lookahead' (with 'distill', set null_transfer false)")
-
-    @classmethod
-    def from_dict(cls, overrides: Optional[Mapping] = None) -> "SamdConfig":
-        return config_from_dict(cls, overrides)
 
 
 def rank_neighbours(scenarios: Sequence[str], matrix, g: int, normalise: str = "cosine") -> Dict[str, List[str]]:

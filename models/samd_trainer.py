@@ -16,17 +16,18 @@ custom_config:
     {"samd": {<SamdConfig field>: value}, "students": {scenario: {<StudentSpec field>: value}},
      "epochs": int, "patience": int, "scenarios": [subset of scenario ids]}
 
-Each split is parsed once and held in memory, each scenario's rows sliced out of it;
-at production scale, write per-scenario splits instead.
+Memory is bounded: each split is streamed once into one local file per scenario
+(split_by_scenario), and each scenario's batches are read from its file with tf.data
+(shuffled through a buffer of at most SHUFFLE_BUFFER rows), never the split in memory.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import io
 import os
+import tempfile
 import time
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -37,15 +38,17 @@ from absl import logging
 from models import export
 from models import features as F
 from models.keep import KeepModel
-from models.multitask import budget_record, seed_everything, write_training_record
+from models.multitask import budget_record, read_json, seed_everything, write_json, write_training_record
 from models.samd import (PerStudentEarlyStopping, SamdConfig, SamdDistiller, ScenarioTable, layer_widths,
                          rank_neighbours, teacher_tasks)
 from models.students import build_student, default_student_specs, student_vocab_features
+from schemas import scenarios as scenario_table
 
 SCENARIO_ATTRIBUTES = ("exposure_position", "business_type", "item_family")
 
 
 MIN_BATCH = 32  # the smallest per-scenario batch under sqrt sampling
+SHUFFLE_BUFFER = 200_000  # rows; a scenario with fewer is fully shuffled every pass
 
 
 def load_teacher(keras_dir: str, sample_features) -> KeepModel:
@@ -55,8 +58,7 @@ def load_teacher(keras_dir: str, sample_features) -> KeepModel:
     variables (a different architecture, a truncated copy): a half-restored teacher
     would distil its random initialisation.
     """
-    with open(os.path.join(keras_dir, "config.json")) as f:
-        teacher = KeepModel.from_config(json.load(f))
+    teacher = KeepModel.from_config(read_json(os.path.join(keras_dir, "config.json")))
     teacher(sample_features, training=False)  # create every variable, so the check below sees them all
     try:
         status = teacher.load_weights(os.path.join(keras_dir, "weights"))
@@ -69,25 +71,37 @@ def load_teacher(keras_dir: str, sample_features) -> KeepModel:
 
 
 def read_scenarios(path: str):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    """The rows of a scenarios.csv (a ScenarioTable artifact's), in order."""
+    return list(scenario_table.read_scenarios(path).values())
 
 
-def load_split(file_pattern, tf_transform_output) -> Dict[str, np.ndarray]:
-    """Every transformed row of a split, parsed once, as {feature: array} (files in sorted order)."""
+def split_by_scenario(file_pattern: str, spec: Mapping, indices: Mapping[str, int], out_dir: str,
+                      batch_size: int = 8192) -> Dict[str, Tuple[str, int]]:
+    """{scenario: (its rows' TFRecord file under out_dir, row count)}: one streaming pass over a split.
+
+    Each scenario then reads its own file (per_scenario_batches): the split is never held
+    in memory, and the files are read once here, not once per scenario per epoch.
+    """
     files = sorted(tf.io.gfile.glob(file_pattern))
     if not files:
         raise FileNotFoundError(f"no transformed examples match {file_pattern}")
-    spec = tf_transform_output.transformed_feature_spec()
-    parts = list(tf.data.TFRecordDataset(files, compression_type="GZIP").batch(8192)
-                 .map(lambda x: tf.io.parse_example(x, spec)).as_numpy_iterator())
-    return {k: np.concatenate([p[k] for p in parts]) for k in spec}
-
-
-def scenario_rows(rows: Mapping[str, np.ndarray], indices: Mapping[str, int]) -> Dict[str, int]:
-    """Rows of each scenario."""
-    scenario = np.asarray(rows["scenario_id"]).reshape(-1)
-    return {sid: int((scenario == idx).sum()) for sid, idx in indices.items()}
+    tf.io.gfile.makedirs(out_dir)
+    shards = {sid: (os.path.join(out_dir, f"{sid}.tfrecord"), 0) for sid in indices}
+    writers = {sid: tf.io.TFRecordWriter(path) for sid, (path, _) in shards.items()}
+    key = {"scenario_id": spec["scenario_id"]}
+    counts = dict.fromkeys(indices, 0)
+    try:
+        for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size):
+            scenario = tf.io.parse_example(batch, key)["scenario_id"].numpy().reshape(len(batch), -1)[:, 0]
+            rows = batch.numpy()
+            for sid, idx in indices.items():
+                for row in rows[scenario == idx]:
+                    writers[sid].write(row)
+                counts[sid] += int((scenario == idx).sum())
+    finally:
+        for w in writers.values():
+            w.close()
+    return {sid: (path, counts[sid]) for sid, (path, _) in shards.items()}
 
 
 def batch_sizes(rows: Mapping[str, int], batch_size: int, sampling: str) -> Dict[str, int]:
@@ -99,24 +113,22 @@ def batch_sizes(rows: Mapping[str, int], batch_size: int, sampling: str) -> Dict
     return {sid: max(MIN_BATCH, int(round(total * r / sum(roots.values())))) for sid, r in roots.items()}
 
 
-def per_scenario_batches(rows: Mapping[str, np.ndarray], indices: Mapping[str, int], batch_size, shuffle: bool,
-                         seed: int = 0):
-    """A dataset whose elements are tuples: one feature batch per scenario, in `indices` order.
+def per_scenario_batches(shards: Mapping[str, Tuple[str, int]], spec: Mapping, batch_size, shuffle: bool,
+                         seed: int = 0, shuffle_buffer: int = SHUFFLE_BUFFER):
+    """A dataset whose elements are tuples: one parsed feature batch per scenario, in `shards` order.
 
-    `rows`: load_split's arrays (held in memory: each scenario's rows are sliced out once,
-    where filtering the files would read them once per scenario). `batch_size`: one size
-    for all, or {scenario: size}. Each scenario's rows repeat; with `shuffle`, in a new
-    order every pass.
+    `shards`: split_by_scenario's files. `batch_size`: one size for all, or {scenario:
+    size}. Each scenario's rows repeat; with `shuffle`, in a new order every pass, through a
+    buffer of min(its rows, `shuffle_buffer`) (a full shuffle below that size).
     """
-    scenario = np.asarray(rows["scenario_id"]).reshape(-1)
     parts = []
-    for k, (sid, idx) in enumerate(indices.items()):
-        mine = scenario == idx
-        ds = tf.data.Dataset.from_tensor_slices({name: values[mine] for name, values in rows.items()})
+    for k, (sid, (path, count)) in enumerate(shards.items()):
+        ds = tf.data.TFRecordDataset(path)
         if shuffle:
-            ds = ds.shuffle(int(mine.sum()), seed=seed + k, reshuffle_each_iteration=True)
+            ds = ds.shuffle(max(1, min(count, shuffle_buffer)), seed=seed + k, reshuffle_each_iteration=True)
         size = batch_size[sid] if isinstance(batch_size, Mapping) else batch_size
-        parts.append(ds.repeat().batch(size, drop_remainder=True))
+        parts.append(ds.repeat().batch(size, drop_remainder=True).map(
+            lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE))
     return tf.data.Dataset.zip(tuple(parts)).prefetch(2)
 
 
@@ -147,25 +159,36 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
         sizes = {n: F.vocab_size(tft_output, n) for n in student_vocab_features(spec)}
         students[sid] = build_student(spec, sizes)
 
-    train_rows, eval_rows = load_split(train_pattern, tft_output), load_split(eval_pattern, tft_output)
-    counts = scenario_rows(train_rows, indices)
-    for split, pattern, n in (("training", train_pattern, counts), ("validation", eval_pattern,
-                                                                     scenario_rows(eval_rows, indices))):
-        empty = [s for s, c in n.items() if c == 0]
+    spec = tft_output.transformed_feature_spec()
+    # Local scratch: the per-scenario files are a working copy, removed when training ends.
+    with tempfile.TemporaryDirectory(prefix="samd_scenarios_") as scratch:
+        return _distil(config, custom, spec, indices, table, tft_output, specs, students, teacher_keras_dir, scratch,
+                       train_pattern, eval_pattern, output_dir, report_dir, train_steps, eval_steps)
+
+
+def _distil(config, custom, spec, indices, table, tft_output, specs, students, teacher_keras_dir, scratch,
+            train_pattern, eval_pattern, output_dir, report_dir, train_steps, eval_steps) -> Dict:
+    """run()'s training, export and report, on per-scenario files written under `scratch`."""
+    train_shards = split_by_scenario(train_pattern, spec, indices, os.path.join(scratch, "train"))
+    eval_shards = split_by_scenario(eval_pattern, spec, indices, os.path.join(scratch, "validation"))
+    counts = {sid: n for sid, (_, n) in train_shards.items()}
+    for split, pattern, shards in (("training", train_pattern, train_shards), ("validation", eval_pattern,
+                                                                               eval_shards)):
+        empty = [s for s, (_, c) in shards.items() if c == 0]
         if empty:
             raise ValueError(f"scenario(s) {empty} have no rows in the {split} split {pattern}")
     sizes = batch_sizes(counts, config.batch_size, config.sampling)
     seed = int(custom.get("seed") or 0)
-    train = per_scenario_batches(train_rows, indices, sizes, shuffle=True, seed=seed)
-    evaluation = per_scenario_batches(eval_rows, indices, sizes, shuffle=False)
+    train = per_scenario_batches(train_shards, spec, sizes, shuffle=True, seed=seed)
+    evaluation = per_scenario_batches(eval_shards, spec, sizes, shuffle=False)
     sample = next(iter(train))
     teacher = load_teacher(teacher_keras_dir, sample[0])
     teacher_widths = layer_widths(teacher.teacher_layers(sample[0], tasks=teacher_tasks(config)))
-    student_widths = {sid: layer_widths(students[sid].layer_outputs(sample[i])) for i, sid in enumerate(roles)}
+    student_widths = {sid: layer_widths(students[sid].layer_outputs(sample[i])) for i, sid in enumerate(indices)}
     distiller = SamdDistiller(config, teacher, students, table, teacher_widths, student_widths)
     distiller.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
 
-    epochs = max(1, int(custom.get("epochs", 5)))
+    epochs = max(1, int(custom["epochs"]))  # no default here: the pipeline options hold it
     steps = max(1, train_steps // epochs)
     logging.info("SAMD: %d students (%s), %d epochs of %d steps, strategy %s, batches %s", len(students),
                  ", ".join(f"{s}:{spec.architecture}" for s, spec in specs.items()), epochs, steps, config.strategy,
@@ -202,13 +225,14 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
         "best_epochs": stopping.best_epochs, "best_val_auc": stopping.best,
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
     })
-    os.makedirs(report_dir, exist_ok=True)
-    with open(os.path.join(report_dir, "transfer.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    write_json(os.path.join(report_dir, "transfer.json"), report)
     arrays = {}
     for sid, r in report["scenarios"].items():
         for key in ("transfer_weights", "scenario_representation", "cluster_representation", "cluster_assignment"):
             if r[key] is not None:
                 arrays[f"{sid}/{key}"] = np.asarray(r[key])
-    np.savez(os.path.join(report_dir, "transfer.npz"), **arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with tf.io.gfile.GFile(os.path.join(report_dir, "transfer.npz"), "wb") as f:
+        f.write(buffer.getvalue())
     return report

@@ -27,6 +27,7 @@ import tensorflow_recommenders as tfrs
 import tf_keras
 
 from models import features as F
+from models.configs import FromDict
 
 # Transformed features each kind of scenario reads by default.
 SUPER_FEATURES = ("user_id", "item_id", "category_id", "shop_id", "user_gender", "user_age_bucket", "hour",
@@ -38,7 +39,7 @@ ALL_TASKS = ("click", "conversion", "cart")
 
 
 @dataclasses.dataclass(frozen=True)
-class StudentSpec:
+class StudentSpec(FromDict):
     scenario_id: str
     architecture: str  # "dnn", "dcn" or "mmoe"
     features: Tuple[str, ...]
@@ -54,14 +55,6 @@ class StudentSpec:
         unknown = set(self.features) - set(F.VOCABULARY) - set(F.INTEGER_CATEGORICAL_MAX) - set(F.NUMERIC_FEATURES)
         if unknown:
             raise ValueError(f"scenario {self.scenario_id}: unknown student feature(s) {sorted(unknown)}")
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "StudentSpec":
-        d = dict(d)
-        for k in ("features", "hidden_units", "tasks"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
 
 
 _DEFAULTS = {

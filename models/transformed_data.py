@@ -10,7 +10,6 @@ The arrays are held in memory: tens of millions of rows per worker at most. Larg
 spans need a streaming reader (a tf.data pipeline per part), not this helper.
 """
 
-import glob
 from typing import Dict
 
 import numpy as np
@@ -21,7 +20,7 @@ from models import features as F
 
 def load_transformed(file_pattern: str, tf_transform_output) -> Dict[str, np.ndarray]:
     """{feature: array over rows} of the transformed examples matching `file_pattern`."""
-    files = sorted(glob.glob(file_pattern))
+    files = sorted(tf.io.gfile.glob(file_pattern))
     if not files:
         raise FileNotFoundError(f"no transformed examples match {file_pattern}")
     spec = tf_transform_output.transformed_feature_spec()

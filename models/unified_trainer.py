@@ -21,11 +21,14 @@ epochs, the best epoch, parameters, optimizer.
 is near 0.5 but, with selection on validation AUC, not reliably within a small
 margin of it), "invert" trains on 1 - label (a swapped label column; AUC well
 below 0.5).
+
+With TF_CONFIG describing a cluster, the model trains under its tf.distribute strategy
+(`models.distribute`, as KEEP's trainer does); the global batch, and so the budget,
+stays the same.
 """
 
 import importlib
 import inspect
-import json
 import os
 import time
 
@@ -33,10 +36,11 @@ import tensorflow_transform as tft
 import tf_keras
 from absl import logging
 
+from models import distribute
 from models import export
 from models import features as F
 from models.keep_trainer import make_dataset
-from models.multitask import budget_record, seed_everything, write_training_record
+from models.multitask import budget_record, seed_everything, write_json, write_training_record
 
 # name -> (module, model class, config class); each model takes (config, vocab_sizes).
 MODELS = {
@@ -81,27 +85,41 @@ BUDGET_BATCH_SIZE = 512  # every unified model's and baseline's batch in the pip
 
 
 def run_fn(fn_args):
+    """Trains and exports under the strategy of the TF_CONFIG cluster (models.distribute; none: one process)."""
+    distribute.run_on_cluster(fn_args, train_and_export)
+
+
+def train_and_export(fn_args, strategy):
     custom = dict(fn_args.custom_config or {})
     seed_everything(custom)
     name = custom["model"]
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     overrides = dict(custom.get("config") or {})
     overrides.setdefault("batch_size", int(custom.get("batch_size") or BUDGET_BATCH_SIZE))
-    model, config = build(name, overrides, all_vocab_sizes(tft_output))
-    if "embedding_optimizer" in inspect.signature(model.compile).parameters:
-        model.compile()  # PEPNet builds its own pair of optimizers from its config
-    else:
-        model.compile(optimizer=tf_keras.optimizers.Adam(getattr(config, "learning_rate", 1e-3)))
+    with strategy.scope():
+        model, config = build(name, overrides, all_vocab_sizes(tft_output))
+        if "embedding_optimizer" in inspect.signature(model.compile).parameters:
+            model.compile()  # PEPNet builds its own pair of optimizers from its config
+        else:
+            model.compile(optimizer=tf_keras.optimizers.Adam(getattr(config, "learning_rate", 1e-3)))
     batch = config.batch_size
-    train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, batch)
     corruption = custom.get("corrupt_labels")
     if corruption:
         if corruption not in CORRUPTIONS:
             raise ValueError(f"corrupt_labels={corruption!r}: one of {sorted(CORRUPTIONS)}")
         logging.warning("training %s on CORRUPTED labels (%s): a control that must not be blessed", name, corruption)
-        train = train.map(CORRUPTIONS[corruption])
-    evaluation = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, batch)
-    epochs = max(1, int(custom.get("epochs", 6)))
+
+    def batches(files, corrupt=None):
+        def dataset_fn(batch_size):
+            dataset = make_dataset(files, fn_args.data_accessor, tft_output, batch_size)
+            return dataset.map(corrupt) if corrupt else dataset
+
+        return dataset_fn
+
+    train = distribute.fit_input(strategy, batches(fn_args.train_files, CORRUPTIONS.get(corruption)), batch,
+                                 fn_args.train_files)
+    evaluation = distribute.fit_input(strategy, batches(fn_args.eval_files), batch, fn_args.eval_files)
+    epochs = max(1, int(custom["epochs"]))  # no default here: the pipeline options hold it
     steps = max(1, fn_args.train_steps // epochs)
     logging.info("training %s: %d epochs of %d steps, batch %d; %s", name, epochs, steps, batch, config)
     t0 = time.time()
@@ -114,15 +132,15 @@ def run_fn(fn_args):
     )
     seconds = time.time() - t0
     trained_steps = len(history.history["loss"]) * steps
-    os.makedirs(fn_args.model_run_dir, exist_ok=True)
-    with open(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
-        json.dump({"model": name, "train_seconds": seconds, "examples_per_second": trained_steps * batch / seconds,
-                   "history": {k: [float(x) for x in v] for k, v in history.history.items()}}, f, indent=1)
-    record = {"model": name, "seconds": seconds, **budget_record(model, history, batch, steps)}
+    write_json(os.path.join(fn_args.model_run_dir, "history.json"),
+               {"model": name, "train_seconds": seconds, "examples_per_second": trained_steps * batch / seconds,
+                "history": {k: [float(x) for x in v] for k, v in history.history.items()}})
+    record = {"model": name, "seconds": seconds, **budget_record(model, history, batch, steps),
+              "distribution": distribute.describe(strategy, model)}
     if name == "adl":  # does training route a validation batch as serving does?
         from models.adl import routing_report
 
-        report = routing_report(model, next(iter(evaluation)))
+        report = routing_report(model, next(iter(batches(fn_args.eval_files)(batch))))
         record["routing"] = {k: report[k] for k in ("train_serve_agreement", "batch_fit_agreement",
                                                     "cluster_sizes", "max_centre_cosine")}
     write_training_record(fn_args.serving_model_dir, record)

@@ -19,11 +19,11 @@ warm-started from the last pushed one when incremental) -> its evaluator and pus
 (`keep_downstream`).
 """
 
+import dataclasses
 import os
 from typing import Dict
 
 from tfx import v1 as tfx
-from tfx.dsl.components.base import executor_spec
 
 from components.downstream_trainer import DownstreamTrainer
 from components.evaluation_report.component import EvaluationReport
@@ -34,22 +34,19 @@ from components.raw_data_check import RawDataCheck
 from components.samd_pusher import SamdPusher
 from components.samd_trainer import SamdTrainer
 from components.scenario_similarity.component import ScenarioSimilarity
+from components.scenario_trainer import ScenarioTrainer
 from components.validation_gate import ValidationGate
 from components.raw_data_check.checks import RawDataError
-from components.serving_pusher import executor as serving_pusher
-from components.time_split_example_gen import TimeSplit
-from pipelines.options import PIPELINE_NAME, OptionsError, PipelineOptions, example_gen as make_example_gen
-
-KEEP_MODEL_NAME = "keep_general"
-DOWNSTREAM_MODEL_NAME = "keep_downstream"
-SAMD_MODEL_NAME = "samd"  # its students are served as samd_<scenario>
+from components.serving_pusher import ServingPusher
+from models.samd import SamdConfig
+from pipelines.options import (DOWNSTREAM_MODEL_NAME, KEEP_MODEL_NAME, PIPELINE_NAME, SAMD_MODEL_NAME, PipelineOptions,
+                               example_gen as make_example_gen)
 
 
 def _head(options: PipelineOptions) -> Dict:
     """RawDataCheck -> ExampleGen (time split) -> StatisticsGen / ExampleValidator / ValidationGate -> Transform."""
-    TimeSplit.from_dict(options.time_split)  # a bad KEEP_SAMD_SPLIT fails here, not in ExampleGen
     raw_check = RawDataCheck(data_root=options.data_root)
-    example_gen = make_example_gen(options.data_root, options.time_split)
+    example_gen = make_example_gen(options.data_root, dataclasses.asdict(options.time_split))
     example_gen.add_upstream_node(raw_check)
     raw_examples = example_gen.outputs["examples"]
     statistics_gen = tfx.components.StatisticsGen(examples=raw_examples)
@@ -68,6 +65,7 @@ def _head(options: PipelineOptions) -> Dict:
     transform.add_upstream_node(gate)
     return {"examples": raw_examples, "transformed": transform.outputs["transformed_examples"],
             "graph": transform.outputs["transform_graph"], "schema": schema, "gate": gate,
+            "scenarios": raw_check.outputs["scenarios"],
             "components": [raw_check, example_gen, statistics_gen, schema_gen, example_validator, gate, transform]}
 
 
@@ -80,9 +78,11 @@ def _imported_head(options: PipelineOptions, imported) -> Dict:
     graph = tfx.dsl.Importer(source_uri=imported.transform_graph,
                              artifact_type=tfx.types.standard_artifacts.TransformGraph).with_id("TransformGraphImporter")
     schema_gen = tfx.components.ImportSchemaGen(schema_file=options.schema_file)
+    raw_check = RawDataCheck(data_root=options.data_root)  # the scenario table (cheap: no example is written)
     return {"examples": raw.outputs["result"], "transformed": transformed.outputs["result"],
             "graph": graph.outputs["result"], "schema": schema_gen.outputs["schema"],
-            "components": [raw, transformed, graph, schema_gen]}
+            "scenarios": raw_check.outputs["scenarios"],
+            "components": [raw_check, raw, transformed, graph, schema_gen]}
 
 
 def create_pipeline(options: PipelineOptions, local: bool = True, imported=None) -> tfx.dsl.Pipeline:
@@ -99,161 +99,28 @@ def create_pipeline(options: PipelineOptions, local: bool = True, imported=None)
         raise FileNotFoundError(f"{options.schema_file}: schema file not found")
 
     head = _head(options) if imported is None else _imported_head(options, imported)
-    raw_examples, transformed, graph, schema = (head[k] for k in ("examples", "transformed", "graph", "schema"))
-    gate = head.get("gate")  # none when the head is imported
     components = list(head["components"])
-    def keep_trainer(node_id, model_name, **extra):
-        """A KEEP Trainer on the transformed examples; `extra` joins its custom_config."""
-        return tfx.components.Trainer(
-            run_fn="models.keep_trainer.run_fn",
-            examples=transformed,
-            transform_graph=graph,
-            schema=schema,
-            train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=options.train_steps),
-            eval_args=tfx.proto.EvalArgs(splits=["validation"], num_steps=options.eval_steps),
-            custom_config={"keep": dict(options.keep), "epochs": options.epochs, "model_name": model_name,
-                           "seed": options.seed, **extra},
-        ).with_id(node_id)
-
-    trainer = keep_trainer("KeepTrainer", KEEP_MODEL_NAME)
-    evaluations = {}
-
-    knowledge_inputs = {}  # model name -> the cache its evaluator looks its input up in
-
-    def evaluator(name, model, component_id):
-        """A ModelEvaluator for `name`; its baseline (if any) must have been evaluated before."""
-        base = options.blessing_baselines.get(name)
-        node = ModelEvaluator(
-            examples=raw_examples, model=model, model_name=name, data_root=options.data_root,
-            serving_dir=options.serving_dir, blessing_config=options.blessing_config(name),
-            baseline_evaluation=evaluations[base].outputs["evaluation"] if base else None,
-            knowledge=knowledge_inputs.get(name),
-        ).with_id(component_id)
-        evaluations[name] = node
-        return node
-
-    def pusher_of(name, model, blessing, component_id):
-        return tfx.components.Pusher(
-            model=model, model_blessing=blessing,
-            push_destination=tfx.proto.PushDestination(
-                filesystem=tfx.proto.PushDestination.Filesystem(base_directory=options.serving_model_dir(name))),
-            custom_executor_spec=executor_spec.ExecutorClassSpec(serving_pusher.Executor),
-        ).with_id(component_id)
-
-    trained = {KEEP_MODEL_NAME: (trainer, "Keep")}
-    components.append(trainer)
-    samd_trainer = None
-    if options.samd_enabled:
-        samd_config = {k: v for k, v in options.samd.items() if k not in ("enabled", "train_steps", "teacher")}
-        teacher = trainer
-        if options.samd_teacher == "super":  # SAMD's paper (4.1): the general model of the super scenario
-            teacher = keep_trainer("SamdTeacherTrainer", "samd_teacher", roles=["super"],
-                                   scenarios_csv=os.path.join(options.data_root, "scenarios.csv"))
-            components.append(teacher)
-        similarity = ScenarioSimilarity(
-            examples=raw_examples, data_root=options.data_root,
-            alpha=options.similarity_alpha, top_g=int(samd_config.get("samd", {}).get("top_g", 2)),
-        )
-        if gate is not None:
-            similarity.add_upstream_node(gate)
-        samd_trainer = SamdTrainer(
-            examples=transformed,
-            transform_graph=graph,
-            teacher=teacher.outputs["model"],
-            similarity=similarity.outputs["similarity"],
-            data_root=options.data_root,
-            train_steps=options.samd_train_steps,
-            eval_steps=options.eval_steps,
-            custom_config={**samd_config, "seed": options.seed},
-        )
-        trained[SAMD_MODEL_NAME] = (samd_trainer, "Samd")
-        components += [similarity, samd_trainer]
-
-    if options.downstream_enabled:
-        steps = int(options.downstream.get("train_steps", options.train_steps))
-        knowledge_center = KnowledgeCenter(
-            examples=transformed, transform_graph=graph,
-            train_steps=int(options.downstream.get("knowledge_train_steps", steps)),
-            custom_config={"knowledge": options.downstream.get("knowledge", {}), "seed": options.seed,
-                           "epochs": options.downstream.get("epochs", 3)})
-        knowledge_pusher = KnowledgePusher(knowledge=knowledge_center.outputs["knowledge"],
-                                           serving_dir=options.serving_dir)
-        plugged = bool(options.downstream.get("plugged", True))
-        base_model = None
-        components += [knowledge_center, knowledge_pusher]
-        if options.downstream_spans:
-            # Incremental: warm-start from the last blessed (so pushed) downstream model of earlier runs.
-            latest = tfx.dsl.Resolver(
-                strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-                model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
-                                      producer_component_id="DownstreamTrainer", output_key="model"),
-                model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
-                                               producer_component_id="DownstreamEvaluator", output_key="blessing"),
-            ).with_id("LatestDownstreamModel")
-            base_model = latest.outputs["model"]
-            components.append(latest)
-        downstream = DownstreamTrainer(
-            examples=transformed, transform_graph=graph,
-            data_root=options.data_root, train_steps=steps,
-            knowledge=knowledge_center.outputs["knowledge"] if plugged else None, base_model=base_model,
-            custom_config={**options.downstream_config(), "model_name": DOWNSTREAM_MODEL_NAME, "seed": options.seed},
-        ).with_id("DownstreamTrainer")
-        downstream.add_upstream_node(knowledge_pusher)  # trained on a cache version that is served
-        if plugged:
-            knowledge_inputs[DOWNSTREAM_MODEL_NAME] = knowledge_center.outputs["knowledge"]
-        trained[DOWNSTREAM_MODEL_NAME] = (downstream, "Downstream")
-        components.append(downstream)
-
-    corrupted = dict(options.unified.get("corrupt_labels", {}))
-    bad = {m: c for m, c in corrupted.items() if m not in options.unified_models or c not in ("shuffle", "invert")}
-    if bad:
-        raise OptionsError(f"KEEP_SAMD_UNIFIED corrupt_labels {bad}: expected {{trained unified model: "
-                         f"'shuffle' | 'invert'}}")
+    keep = _keep_trainer(options, head, "KeepTrainer", KEEP_MODEL_NAME)
+    trained = {KEEP_MODEL_NAME: (keep, "Keep")}  # model name -> (its trainer, title of its nodes)
+    components.append(keep)
+    samd = _samd(options, head, keep) if options.samd.enabled else None
+    if samd:
+        components += samd["components"]
+        trained[SAMD_MODEL_NAME] = (samd["trainer"], "Samd")
+    downstream = _downstream(options, head) if options.downstream.enabled else None
+    if downstream:
+        components += downstream["components"]
+        trained[DOWNSTREAM_MODEL_NAME] = (downstream["trainer"], "Downstream")
     for name in options.unified_models:
-        title = "".join(part.capitalize() for part in name.split("_"))
-        unified_trainer = tfx.components.Trainer(
-            run_fn="models.unified_trainer.run_fn",
-            examples=transformed,
-            transform_graph=graph,
-            schema=schema,
-            train_args=tfx.proto.TrainArgs(splits=["train"],
-                                           num_steps=int(options.unified.get("train_steps", options.train_steps))),
-            eval_args=tfx.proto.EvalArgs(splits=["validation"], num_steps=options.eval_steps),
-            custom_config={"model": name, "model_name": name, "config": options.unified.get("configs", {}).get(name, {}),
-                           "epochs": options.epochs, "corrupt_labels": corrupted.get(name),
-                           "batch_size": options.unified.get("batch_size"), "seed": options.seed},  # one batch for all: equal budgets
-        ).with_id(f"{title}Trainer")
-        trained[name] = (unified_trainer, title)
-        components.append(unified_trainer)
-
-    # Evaluators, each after the baseline it must beat; then the pushers one after the
-    # other (one writer of models.config at a time), each pushing only a blessed model.
-    pending = list(trained)
-    while pending:
-        ready = [n for n in pending if options.blessing_baselines.get(n) in (None, *evaluations)]
-        if not ready:
-            raise OptionsError(f"KEEP_SAMD_BLESSING baselines form a cycle among {pending}")
-        for name in ready:
-            node, title = trained[name]
-            components.append(evaluator(name, node.outputs["model"], f"{title}Evaluator"))
-            pending.remove(name)
-    previous_pusher = knowledge_pusher if options.downstream_enabled else None
-    for name, (node, title) in trained.items():
-        blessing = evaluations[name].outputs["blessing"]
-        if name == SAMD_MODEL_NAME:
-            push = SamdPusher(model=node.outputs["model"], serving_dir=options.serving_dir, model_blessing=blessing)
-        else:
-            push = pusher_of(name, node.outputs["model"], blessing, f"{title}Pusher")
-        if previous_pusher is not None:
-            push.add_upstream_node(previous_pusher)
-        previous_pusher = push
-        components.append(push)
-
+        trained[name] = _unified_trainer(options, head, name)
+        components.append(trained[name][0])
+    evaluations, pushers = _evaluate_and_push(options, head, trained, downstream)
+    components += [*evaluations.values(), *pushers]
     report = EvaluationReport(
         evaluations={name: node.outputs["evaluation"] for name, node in evaluations.items()},
-        transfer_report=samd_trainer.outputs["transfer_report"] if samd_trainer is not None else None,
+        transfer_report=samd["trainer"].outputs["transfer_report"] if samd else None,
     )
-    report.add_upstream_node(previous_pusher)  # the report says what was pushed
+    report.add_upstream_node(pushers[-1])  # the report says what was pushed
     components.append(report)
 
     return tfx.dsl.Pipeline(
@@ -261,9 +128,133 @@ def create_pipeline(options: PipelineOptions, local: bool = True, imported=None)
         pipeline_name=PIPELINE_NAME if local else PIPELINE_NAME.replace("_", "-"),
         pipeline_root=options.pipeline_root,
         components=components,
-        enable_cache=False,
+        enable_cache=options.cache,
         metadata_connection_config=(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(options.metadata_path) if local else None
         ),
         beam_pipeline_args=list(options.beam_pipeline_args),
     )
+
+
+def _keep_trainer(options: PipelineOptions, head: Dict, node_id: str, model_name: str, roles=None):
+    """A KEEP Trainer on the transformed examples; with `roles`, on those scenarios' rows only."""
+    args = dict(
+        run_fn="models.keep_trainer.run_fn",
+        examples=head["transformed"],
+        transform_graph=head["graph"],
+        schema=head["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=options.train_steps),
+        eval_args=tfx.proto.EvalArgs(splits=["validation"], num_steps=options.eval_steps),
+        custom_config={"keep": dict(options.keep), "epochs": options.epochs, "model_name": model_name,
+                       "seed": options.seed, **({"roles": list(roles)} if roles else {})},
+    )
+    if roles:  # the roles are read from the scenario table, an input artifact
+        return ScenarioTrainer(scenario_table=head["scenarios"], **args).with_id(node_id)
+    return tfx.components.Trainer(**args).with_id(node_id)
+
+
+def _samd(options: PipelineOptions, head: Dict, keep) -> Dict:
+    """ScenarioSimilarity -> SamdTrainer, distilling `keep` (or, with teacher "super", a super-scenario KEEP)."""
+    components = []
+    teacher = keep
+    if options.samd.teacher == "super":  # SAMD's paper (4.1): the general model of the super scenario
+        teacher = _keep_trainer(options, head, "SamdTeacherTrainer", "samd_teacher", roles=["super"])
+        components.append(teacher)
+    similarity = ScenarioSimilarity(
+        examples=head["examples"], scenario_table=head["scenarios"],
+        alpha=options.similarity_alpha, top_g=SamdConfig.from_dict(options.samd.samd).top_g,
+    )
+    if head.get("gate") is not None:  # none when the head is imported
+        similarity.add_upstream_node(head["gate"])
+    trainer = SamdTrainer(
+        examples=head["transformed"],
+        transform_graph=head["graph"],
+        teacher=teacher.outputs["model"],
+        similarity=similarity.outputs["similarity"],
+        scenario_table=head["scenarios"],
+        train_steps=options.train_steps_of(options.samd),
+        eval_steps=options.eval_steps,
+        custom_config={**options.samd.trainer_config(), "seed": options.seed},
+    )
+    return {"trainer": trainer, "components": components + [similarity, trainer]}
+
+
+def _downstream(options: PipelineOptions, head: Dict) -> Dict:
+    """KEEP stage two: KnowledgeCenter -> KnowledgePusher -> DownstreamTrainer."""
+    knowledge_center = KnowledgeCenter(
+        examples=head["transformed"], transform_graph=head["graph"], train_steps=options.knowledge_train_steps,
+        custom_config={"knowledge": options.downstream.knowledge, "seed": options.seed,
+                       "epochs": options.downstream.knowledge_epochs})
+    knowledge_pusher = KnowledgePusher(knowledge=knowledge_center.outputs["knowledge"],
+                                       serving_dir=options.serving_dir)
+    components = [knowledge_center, knowledge_pusher]
+    base_model = None
+    if options.downstream.spans:
+        # Incremental: warm-start from the last blessed (so pushed) downstream model of earlier runs.
+        latest = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
+                                  producer_component_id="DownstreamTrainer", output_key="model"),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                           producer_component_id="DownstreamEvaluator", output_key="blessing"),
+        ).with_id("LatestDownstreamModel")
+        base_model = latest.outputs["model"]
+        components.append(latest)
+    knowledge = knowledge_center.outputs["knowledge"] if options.downstream.plugged else None
+    trainer = DownstreamTrainer(
+        examples=head["transformed"], transform_graph=head["graph"],
+        scenario_table=head["scenarios"], train_steps=options.train_steps_of(options.downstream),
+        knowledge=knowledge, base_model=base_model,
+        custom_config={**options.downstream.trainer_config(), "model_name": DOWNSTREAM_MODEL_NAME,
+                       "seed": options.seed},
+    ).with_id("DownstreamTrainer")
+    trainer.add_upstream_node(knowledge_pusher)  # trained on a cache version that is served
+    return {"trainer": trainer, "knowledge": knowledge, "pusher": knowledge_pusher,
+            "components": components + [trainer]}
+
+
+def _unified_trainer(options: PipelineOptions, head: Dict, name: str):
+    """(A Trainer of one unified model or baseline, its title); one batch size for all: equal budgets."""
+    title = "".join(part.capitalize() for part in name.split("_"))
+    trainer = tfx.components.Trainer(
+        run_fn="models.unified_trainer.run_fn",
+        examples=head["transformed"],
+        transform_graph=head["graph"],
+        schema=head["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=options.train_steps_of(options.unified)),
+        eval_args=tfx.proto.EvalArgs(splits=["validation"], num_steps=options.eval_steps),
+        custom_config={"model": name, "model_name": name, "config": options.unified.configs.get(name, {}),
+                       "epochs": options.epochs, "corrupt_labels": options.unified.corrupt_labels.get(name),
+                       "batch_size": options.unified.batch_size, "seed": options.seed},
+    ).with_id(f"{title}Trainer")
+    return trainer, title
+
+
+def _evaluate_and_push(options: PipelineOptions, head: Dict, trained: Dict, downstream):
+    """({model: its ModelEvaluator}, [pushers]): evaluators, each after the baseline it must beat; then
+    the pushers one after the other (one writer of models.config at a time), each pushing only a blessed model."""
+    evaluations = {}
+    for name in options.evaluation_order(list(trained)):
+        node, title = trained[name]
+        base = options.blessing_baselines.get(name)
+        evaluations[name] = ModelEvaluator(
+            examples=head["examples"], model=node.outputs["model"], model_name=name,
+            scenario_table=head["scenarios"], serving_dir=options.serving_dir,
+            blessing_config=options.blessing_config(name),
+            baseline_evaluation=evaluations[base].outputs["evaluation"] if base else None,
+            knowledge=downstream["knowledge"] if downstream and name == DOWNSTREAM_MODEL_NAME else None,
+        ).with_id(f"{title}Evaluator")
+    pushers = [downstream["pusher"]] if downstream else []
+    for name, (node, title) in trained.items():
+        blessing = evaluations[name].outputs["blessing"]
+        if name == SAMD_MODEL_NAME:
+            push = SamdPusher(model=node.outputs["model"], serving_dir=options.serving_dir, model_blessing=blessing)
+        else:
+            push = ServingPusher(
+                model=node.outputs["model"], model_blessing=blessing,
+                push_destination=tfx.proto.PushDestination(filesystem=tfx.proto.PushDestination.Filesystem(
+                    base_directory=options.serving_model_dir(name)))).with_id(f"{title}Pusher")
+        if pushers:
+            push.add_upstream_node(pushers[-1])
+        pushers.append(push)
+    return evaluations, pushers[1:] if downstream else pushers

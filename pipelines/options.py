@@ -1,60 +1,30 @@
-"""Options of the keep_samd pipeline, one frozen dataclass, overridable from the environment.
+"""Options of the keep_samd pipeline: one typed, nested, frozen configuration, validated once when built.
 
 `tfx run create` runs pipelines/local_runner.py without arguments, so the local
-runner reads its options from environment variables (all optional):
+runner reads its options from environment variables (all optional): a scalar one
+(KEEP_SAMD_TRAIN_STEPS=600) or a JSON object of a section's fields
+(KEEP_SAMD_SAMD='{"teacher": "super"}'). Each option's type, default and meaning is
+declared once, below; README.md's options table is generated from it
+(`python -m pipelines.options` prints it; tests/pipelines/test_options.py checks the
+README against it).
 
-    KEEP_SAMD_OUTPUT       output folder: pipeline root, ML Metadata, pushed models (./runs)
-    KEEP_SAMD_DATA         raw data folder with day=N/*.csv and scenarios.csv (./data/default)
-    KEEP_SAMD_BEAM_ARGS    Beam pipeline args, space-separated
-                           (default: DirectRunner, multi-processing, one worker per core)
-    KEEP_SAMD_SPLIT        JSON object of the time split (components/time_split_example_gen):
-                           {"test_days": 1, "validation_days": 1, "validation_percent": 10}
-                           (test = the last day, validation = the day before, train = the rest;
-                           validation_days 0: a hash slice of the training days instead)
-    KEEP_SAMD_SEED         every trainer's random seed (0): initialisation and shuffling
-    KEEP_SAMD_TRAIN_STEPS  Trainer steps, at most (600; early stopping may end sooner)
-    KEEP_SAMD_EVAL_STEPS   validation steps after each epoch (20)
-    KEEP_SAMD_KEEP         JSON object of KeepConfig overrides, e.g. '{"batch_size": 256}'
-    KEEP_SAMD_EPOCHS       epochs the train steps are spread over, each ending with a validation pass (6)
-    KEEP_SAMD_SAMD         JSON object for the SAMD run: {"samd": {SamdConfig overrides},
-                           "students": {scenario: {StudentSpec overrides}}, "epochs": n,
-                           "train_steps": n, "enabled": true,
-                           "teacher": "general" (default: the served KEEP model, trained on
-                           every scenario) | "super" (a KEEP model trained on the super
-                           scenario's rows only, as SAMD's paper does: the SamdTeacherTrainer;
-                           on the rich preset its students fell below the same students
-                           trained alone on the heterogeneous and minor scenarios, see
-                           bench/results/samd.json)}
-    KEEP_SAMD_UNIFIED      JSON object for the unified models and baselines:
-                           {"models": ["pepnet", "adl", "grec", "shared_bottom", "mmoe",
-                           "logistic_regression"],
-                           "configs": {model: {config overrides}}, "train_steps": n,
-                           "batch_size": n (every one of them, for equal budgets; default
-                           models.unified_trainer.BUDGET_BATCH_SIZE),
-                           "corrupt_labels": {model: "shuffle" | "invert"}}  (a planted
-                           worse model, trained on corrupted labels: it must not be blessed)
-    KEEP_SAMD_DOWNSTREAM   JSON object for KEEP stage two (General Knowledge Center and
-                           the downstream model of the sub-scenarios):
-                           {"enabled": true, "plugged": true, "spans": 0,
-                           "knowledge": {CacheableKnowledgeConfig overrides, e.g.
-                           "strategy": "both" | "decomposition" | "degeneration"},
-                           "downstream": {DownstreamConfig overrides},
-                           "scenarios": [sub-scenarios] (default: all but the super one),
-                           "train_steps": n, "knowledge_train_steps": n, "epochs": n}.
-                           "spans": n > 0 makes the downstream training incremental: it
-                           trains on the latest n days and warm-starts from the last
-                           pushed downstream model.
-    KEEP_SAMD_BLESSING     JSON object for the evaluators' blessing rule:
-                           {"metric": "auc_click", "margin": 0.01, "tolerance": 0.01,
-                           "baselines": {model: baseline model}, (default baseline: chance)
-                           "models": {model: {metric/margin/tolerance for that model}}}
+Building PipelineOptions (`from_env`, or directly with dicts for the sections, as
+bench/quality.py does) checks every option: an unknown key, a value of the wrong type
+or outside the allowed ones, a model config override its config rejects, a blessing
+baseline that is not trained, raise OptionsError naming the variable and field, the
+value and what is allowed. Nothing invalid reaches a component.
 """
 
 import dataclasses
 import json
 import os
 import shlex
-from typing import Dict, Optional, Tuple
+import typing
+from typing import Any, ClassVar, Dict, Literal, Optional, Sequence, Tuple
+
+from components.model_evaluator.blessing import BlessingConfig
+from components.time_split_example_gen.split import TimeSplit
+from models.configs import ConfigError, FromDict, check_overrides, convert_field, convert_fields, describe
 
 PIPELINE_NAME = "keep_samd"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,6 +32,9 @@ SCHEMA_FILE = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
 DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=0")
 RAW_PATTERN = "day=*/*.csv"  # impression logs under the data root
 EXAMPLE_GEN_ID = "CsvExampleGen"  # the node id of the pipeline's ExampleGen (a TimeSplitExampleGen)
+KEEP_MODEL_NAME = "keep_general"
+DOWNSTREAM_MODEL_NAME = "keep_downstream"
+SAMD_MODEL_NAME = "samd"  # its students are served as samd_<scenario>
 
 
 class OptionsError(ValueError):
@@ -75,23 +48,215 @@ def example_gen(data_root: str, time_split: Optional[Dict] = None):
     return TimeSplitExampleGen(input_base=data_root, pattern=RAW_PATTERN, time_split=time_split).with_id(EXAMPLE_GEN_ID)
 
 
+def option(default=dataclasses.MISSING, *, doc: str, **metadata):
+    """A dataclass field and its README row: `doc`; metadata `shown` (the default as the README
+    shows it, where it is not a plain value), `env` (its environment variable), `docs` ({field:
+    doc} of a section whose class lies elsewhere), and the loader's `minimum` and `overrides`
+    (models/configs.py). `dict` as the default: an empty object."""
+    metadata = {"doc": doc, **metadata}
+    if default is dict:
+        return dataclasses.field(default_factory=dict, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _unified_models() -> Dict[str, Tuple[str, str, str]]:
+    from models.unified_trainer import MODELS  # TensorFlow: imported only when an option names a model
+
+    return MODELS
+
+
+@dataclasses.dataclass(frozen=True)
+class SamdOptions(FromDict):
+    enabled: bool = option(True, doc="train SAMD's students (ScenarioSimilarity, SamdTrainer, its evaluator and pusher)")
+    teacher: Literal["general", "super"] = option(
+        "general", doc="the frozen teacher: the served KEEP model, trained on every scenario, or `super`: a KEEP "
+                       "model of the super scenario's rows only (SamdTeacherTrainer), as SAMD's paper does")
+    samd: Dict[str, Any] = option(dict, overrides="models.samd.SamdConfig", doc="`models.samd.SamdConfig` overrides")
+    students: Dict[str, Dict[str, Any]] = option(
+        dict, doc="{scenario: `models.students.StudentSpec` overrides}")
+    scenarios: Optional[Tuple[str, ...]] = option(None, shown="every scenario",
+                                                  doc="train the students of these scenarios only")
+    train_steps: Optional[int] = option(None, minimum=1, shown="`KEEP_SAMD_TRAIN_STEPS`", doc="SamdTrainer steps")
+    epochs: int = option(5, minimum=1, doc="epochs SAMD's steps are spread over, each ending with a validation pass")
+
+    def trainer_config(self) -> Dict:
+        """SamdTrainer's custom_config (models/samd_trainer.py)."""
+        return {"samd": self.samd, "students": self.students, "epochs": self.epochs,
+                "scenarios": list(self.scenarios) if self.scenarios else None}
+
+
+@dataclasses.dataclass(frozen=True)
+class UnifiedOptions(FromDict):
+    models: Optional[Tuple[str, ...]] = option(None, shown="all of `models.unified_trainer.MODELS`",
+                                               doc="the unified models and baselines trained")
+    configs: Dict[str, Dict[str, Any]] = option(dict, doc="{model: overrides of its config dataclass}")
+    train_steps: Optional[int] = option(None, minimum=1, shown="`KEEP_SAMD_TRAIN_STEPS`", doc="each one's steps")
+    batch_size: Optional[int] = option(None, minimum=1, shown="`models.unified_trainer.BUDGET_BATCH_SIZE`",
+                                       doc="every one's batch, for equal budgets (a `configs` batch_size wins)")
+    corrupt_labels: Dict[str, str] = option(
+        dict, doc='{model: "shuffle" | "invert"}: a planted worse model, trained on corrupted labels (it must not '
+                  'be blessed)')
+
+
+@dataclasses.dataclass(frozen=True)
+class DownstreamOptions(FromDict):
+    # Two defaults under one option: the heads and the downstream model have always had their own
+    # (3 and 2) while an `epochs` given set both; kept, so that a run trains as it did.
+    KNOWLEDGE_EPOCHS: ClassVar[int] = 3
+    MODEL_EPOCHS: ClassVar[int] = 2
+
+    enabled: bool = option(True, doc="run KEEP stage two: KnowledgeCenter, KnowledgePusher, DownstreamTrainer")
+    plugged: bool = option(True, doc="the downstream model reads the knowledge cache (false: the plain model)")
+    spans: int = option(0, minimum=0, doc="n > 0: incremental, the downstream model trains on the latest n days and "
+                                          "warm-starts from the last pushed one; 0: every day")
+    knowledge: Dict[str, Any] = option(dict, overrides="models.keep_cache.CacheableKnowledgeConfig",
+                                       doc="`models.keep_cache.CacheableKnowledgeConfig` overrides")
+    downstream: Dict[str, Any] = option(dict, overrides="models.keep_plugin.DownstreamConfig",
+                                        doc="`models.keep_plugin.DownstreamConfig` overrides")
+    scenarios: Optional[Tuple[str, ...]] = option(None, shown="all but the super scenario",
+                                                  doc="the sub-scenarios of the downstream model")
+    train_steps: Optional[int] = option(None, minimum=1, shown="`KEEP_SAMD_TRAIN_STEPS`",
+                                        doc="DownstreamTrainer steps")
+    knowledge_train_steps: Optional[int] = option(None, minimum=1, shown="`train_steps` above",
+                                                  doc="KnowledgeCenter steps")
+    epochs: Optional[int] = option(
+        None, minimum=1, shown=f"{KNOWLEDGE_EPOCHS} (knowledge heads), {MODEL_EPOCHS} (downstream model)",
+        doc="epochs of both stage-two trainers")
+
+    @property
+    def knowledge_epochs(self) -> int:
+        return self.KNOWLEDGE_EPOCHS if self.epochs is None else self.epochs
+
+    @property
+    def model_epochs(self) -> int:
+        return self.MODEL_EPOCHS if self.epochs is None else self.epochs
+
+    def trainer_config(self) -> Dict:
+        """DownstreamTrainer's custom_config (models/downstream_trainer.py)."""
+        return {"plugged": self.plugged, "downstream": self.downstream, "spans": self.spans,
+                "scenarios": list(self.scenarios) if self.scenarios else None, "epochs": self.model_epochs}
+
+
+@dataclasses.dataclass(frozen=True)
+class BlessingOptions(FromDict):
+    # None: BlessingConfig's default (components/model_evaluator/blessing.py), shown in the README.
+    metric: Optional[str] = option(None, shown=f"`{json.dumps(BlessingConfig.metric)}`",
+                                   doc="<auc|gauc>_<click|conversion|cart> on the model's slice")
+    margin: Optional[float] = option(None, shown=f"`{json.dumps(BlessingConfig.margin)}`",
+                                     doc="by how much a model must beat its baseline")
+    tolerance: Optional[float] = option(None, shown=f"`{json.dumps(BlessingConfig.tolerance)}`",
+                                        doc="how far below the pushed version of the same model it may score")
+    baselines: Dict[str, str] = option(dict, doc="{model: the trained model it must beat} (default baseline: chance)")
+    models: Dict[str, Dict[str, Any]] = option(dict, doc="{model: metric / margin / tolerance for that model}")
+
+    def config_of(self, model: str) -> Dict:
+        """The blessing rule's fields given for one model: the section's, then its `models` entry."""
+        given = {f: getattr(self, f) for f in ("metric", "margin", "tolerance") if getattr(self, f) is not None}
+        return {**given, **self.models.get(model, {})}
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineOptions:
-    output_dir: str = os.path.join(os.getcwd(), "runs")
-    data_root: str = os.path.join(os.getcwd(), "data", "default")
-    beam_pipeline_args: Tuple[str, ...] = DEFAULT_BEAM_ARGS
-    train_steps: int = 600
-    eval_steps: int = 20
-    epochs: int = 6
-    keep: Dict = dataclasses.field(default_factory=dict)  # KeepConfig overrides
-    samd: Dict = dataclasses.field(default_factory=dict)  # SAMD run options (see KEEP_SAMD_SAMD)
-    unified: Dict = dataclasses.field(default_factory=dict)  # unified models (see KEEP_SAMD_UNIFIED)
-    blessing: Dict = dataclasses.field(default_factory=dict)  # blessing rule (see KEEP_SAMD_BLESSING)
-    downstream: Dict = dataclasses.field(default_factory=dict)  # KEEP stage two (see KEEP_SAMD_DOWNSTREAM)
-    time_split: Dict = dataclasses.field(default_factory=dict)  # TimeSplit overrides (see KEEP_SAMD_SPLIT)
-    seed: int = 0  # every trainer's random seed (see KEEP_SAMD_SEED)
-    similarity_alpha: float = 1.0
-    schema_file: str = SCHEMA_FILE
+    output_dir: str = option(os.path.join(os.getcwd(), "runs"), env="KEEP_SAMD_OUTPUT", shown="`./runs`",
+                             doc="output folder: pipeline root, ML Metadata, pushed models")
+    data_root: str = option(os.path.join(os.getcwd(), "data", "default"), env="KEEP_SAMD_DATA",
+                            shown="`./data/default`", doc="raw data folder with day=N/*.csv and scenarios.csv")
+    beam_pipeline_args: Tuple[str, ...] = option(
+        DEFAULT_BEAM_ARGS, env="KEEP_SAMD_BEAM_ARGS", shown=f"`{' '.join(DEFAULT_BEAM_ARGS)}`",
+        doc="Beam pipeline args, space-separated (the default: DirectRunner, one worker per core)")
+    time_split: TimeSplit = option(
+        TimeSplit(), env="KEEP_SAMD_SPLIT", doc="the time split (components/time_split_example_gen)",
+        docs={"test_days": "test: the last days", "validation_days": "validation: the days before them (0: a hash "
+              "slice of the training days instead)", "validation_percent": "the hash slice's share of the rows"})
+    seed: int = option(0, minimum=0, env="KEEP_SAMD_SEED", doc="every trainer's random seed: initialisation, shuffling")
+    cache: bool = option(True, env="KEEP_SAMD_CACHE",
+                         doc="reuse a component's earlier result when its inputs and options are unchanged (TFX "
+                             "caching: a failed or killed run, started again, resumes); 0 reruns everything, e.g. "
+                             "after changing the code")
+    train_steps: int = option(600, minimum=1, env="KEEP_SAMD_TRAIN_STEPS",
+                              doc="each Trainer's steps, at most (early stopping may end sooner)")
+    eval_steps: int = option(20, minimum=1, env="KEEP_SAMD_EVAL_STEPS", doc="validation steps after each epoch")
+    epochs: int = option(6, minimum=1, env="KEEP_SAMD_EPOCHS",
+                         doc="epochs KEEP's and the unified models' steps are spread over, each ending with a "
+                             "validation pass")
+    keep: Dict[str, Any] = option(dict, env="KEEP_SAMD_KEEP", overrides="models.keep.KeepConfig",
+                                  doc="`models.keep.KeepConfig` overrides, e.g. `{\"batch_size\": 256}`")
+    samd: SamdOptions = option(SamdOptions(), env="KEEP_SAMD_SAMD", doc="the SAMD run")
+    unified: UnifiedOptions = option(UnifiedOptions(), env="KEEP_SAMD_UNIFIED", doc="the unified models and baselines")
+    downstream: DownstreamOptions = option(DownstreamOptions(), env="KEEP_SAMD_DOWNSTREAM",
+                                           doc="KEEP stage two: the General Knowledge Center and the downstream model "
+                                               "of the sub-scenarios")
+    blessing: BlessingOptions = option(BlessingOptions(), env="KEEP_SAMD_BLESSING", doc="the evaluators' blessing rule")
+    similarity_alpha: float = option(1.0, doc="ScenarioSimilarity's alpha (Python only)")
+    schema_file: str = option(SCHEMA_FILE, shown="`schemas/schema.pbtxt`", doc="the schema (Python only)")
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(PipelineOptions)
+        for f in dataclasses.fields(self):
+            where = f.metadata.get("env", f.name)
+            try:
+                value = convert_field(f, hints[f.name], getattr(self, f.name), where)
+            except ConfigError as e:
+                raise OptionsError(str(e)) from None
+            except ValueError as e:  # a section's own check, e.g. TimeSplit's
+                raise OptionsError(f"{where}: {e}") from None
+            object.__setattr__(self, f.name, value)
+        self._check_models()
+        self._check_blessing()
+
+    def _check_models(self):
+        unified = self.unified
+        if unified.models is not None or unified.configs or unified.corrupt_labels:
+            known = _unified_models()
+            for field, names in (("models", unified.models or ()), ("configs", unified.configs)):
+                unknown = sorted(set(names) - set(known))
+                if unknown:
+                    raise OptionsError(f"KEEP_SAMD_UNIFIED.{field}: unknown model(s) {unknown}; known: {sorted(known)}")
+            from models.unified_trainer import CORRUPTIONS
+
+            try:
+                for name, overrides in unified.configs.items():
+                    module, _, config = known[name]
+                    check_overrides(f"{module}.{config}", overrides, f"KEEP_SAMD_UNIFIED.configs.{name}")
+            except ConfigError as e:
+                raise OptionsError(str(e)) from None
+            for name, corruption in unified.corrupt_labels.items():
+                if name not in self.unified_models or corruption not in CORRUPTIONS:
+                    raise OptionsError(f"KEEP_SAMD_UNIFIED.corrupt_labels: {name!r}: {corruption!r}: expected "
+                                       f"{{a trained unified model {list(self.unified_models)}: one of "
+                                       f"{sorted(CORRUPTIONS)}}}")
+        if self.samd.students:
+            from models.students import StudentSpec  # TensorFlow
+
+            # Checked field by field: a student's scenario is only known from the data, at run time.
+            for scenario, fields in self.samd.students.items():
+                try:
+                    convert_fields(StudentSpec, fields, f"KEEP_SAMD_SAMD.students.{scenario}")
+                except ConfigError as e:
+                    raise OptionsError(str(e)) from None
+
+    def _check_blessing(self):
+        blessing = self.blessing
+        if blessing.models:
+            known = (KEEP_MODEL_NAME, SAMD_MODEL_NAME, DOWNSTREAM_MODEL_NAME, *_unified_models())
+            unknown = sorted(set(blessing.models) - set(known))
+            if unknown:
+                raise OptionsError(f"KEEP_SAMD_BLESSING.models: unknown model(s) {unknown}; known: {sorted(known)}")
+        for model in (None, *blessing.models):
+            try:
+                BlessingConfig.from_dict(blessing.config_of(model), f"KEEP_SAMD_BLESSING.models.{model}" if model
+                                         else "KEEP_SAMD_BLESSING")
+            except ConfigError as e:
+                raise OptionsError(str(e)) from None
+            except ValueError as e:
+                raise OptionsError(f"KEEP_SAMD_BLESSING for {model or 'every model'}: {e}") from None
+        if blessing.baselines:
+            trained = self.trained_models
+            for model, base in blessing.baselines.items():
+                if model not in trained or base not in trained or model == base:
+                    raise OptionsError(f"KEEP_SAMD_BLESSING baselines: {model!r} -> {base!r}: both must be trained "
+                                       f"models of this run ({sorted(trained)}), and differ")
+            self.evaluation_order(trained)  # raises on a cycle
 
     @property
     def pipeline_root(self) -> str:
@@ -105,99 +270,112 @@ class PipelineOptions:
     def serving_dir(self) -> str:
         return os.path.join(self.output_dir, "serving")
 
-    @property
-    def samd_enabled(self) -> bool:
-        return bool(self.samd.get("enabled", True))
-
-    @property
-    def samd_teacher(self) -> str:
-        teacher = self.samd.get("teacher", "general")
-        if teacher not in ("super", "general"):
-            raise OptionsError(f"KEEP_SAMD_SAMD teacher={teacher!r}: 'super' or 'general'")
-        return teacher
-
-    @property
-    def samd_train_steps(self) -> int:
-        return int(self.samd.get("train_steps", self.train_steps))
-
-    @property
-    def downstream_enabled(self) -> bool:
-        return bool(self.downstream.get("enabled", True))
-
-    @property
-    def downstream_spans(self) -> int:
-        spans = self.downstream.get("spans", 0)
-        if not isinstance(spans, int) or spans < 0:
-            raise OptionsError(f"KEEP_SAMD_DOWNSTREAM spans={spans!r}: a number of days >= 0 (0: every day)")
-        return spans
-
-    def downstream_config(self) -> Dict:
-        """The DownstreamTrainer's custom_config (models/downstream_trainer.py)."""
-        keys = ("plugged", "downstream", "scenarios", "epochs")
-        return {**{k: self.downstream[k] for k in keys if k in self.downstream}, "spans": self.downstream_spans}
+    def serving_model_dir(self, model_name: str) -> str:
+        return os.path.join(self.serving_dir, model_name)
 
     @property
     def unified_models(self) -> Tuple[str, ...]:
-        from models.unified_trainer import MODELS
+        return tuple(_unified_models()) if self.unified.models is None else self.unified.models
 
-        names = tuple(self.unified.get("models", tuple(MODELS)))
-        unknown = set(names) - set(MODELS)
-        if unknown:
-            raise OptionsError(f"KEEP_SAMD_UNIFIED names unknown model(s) {sorted(unknown)}; known: {sorted(MODELS)}")
-        return names
+    @property
+    def trained_models(self) -> Tuple[str, ...]:
+        """The models this run trains, evaluates and (when blessed) pushes, in the pipeline's order."""
+        return ((KEEP_MODEL_NAME,) + ((SAMD_MODEL_NAME,) if self.samd.enabled else ())
+                + ((DOWNSTREAM_MODEL_NAME,) if self.downstream.enabled else ()) + self.unified_models)
+
+    def train_steps_of(self, section) -> int:
+        """A section's train steps: its own, else KEEP_SAMD_TRAIN_STEPS."""
+        return self.train_steps if section.train_steps is None else section.train_steps
+
+    @property
+    def knowledge_train_steps(self) -> int:
+        steps = self.downstream.knowledge_train_steps
+        return self.train_steps_of(self.downstream) if steps is None else steps
 
     def blessing_config(self, model: str) -> Dict:
-        """The blessing rule's fields for one model: the defaults, then its `models` entry."""
-        from components.model_evaluator.blessing import BlessingConfig
-
-        config = {k: v for k, v in self.blessing.items() if k not in ("baselines", "models")}
-        config.update(self.blessing.get("models", {}).get(model, {}))
-        try:
-            BlessingConfig.from_dict(config)  # fails here, at pipeline creation, on a bad option
-        except (TypeError, ValueError) as e:
-            raise OptionsError(f"KEEP_SAMD_BLESSING for {model}: {e}") from None
-        return config
+        """The blessing rule's fields given for one model (BlessingConfig's defaults for the rest)."""
+        return self.blessing.config_of(model)
 
     @property
     def blessing_baselines(self) -> Dict[str, str]:
-        """{model: the model it must beat}; a baseline must be a trained model of this run."""
-        baselines = dict(self.blessing.get("baselines", {}))
-        trained = set(self.unified_models) | {"keep_general"} | ({"samd"} if self.samd_enabled else set())
-        trained |= {"keep_downstream"} if self.downstream_enabled else set()
-        for model, base in baselines.items():
-            if model not in trained or base not in trained or model == base:
-                raise OptionsError(f"KEEP_SAMD_BLESSING baselines: {model!r} -> {base!r}: both must be trained models "
-                                 f"of this run ({sorted(trained)}), and differ")
-        return baselines
+        """{model: the model it must beat}; a baseline is a trained model of this run."""
+        return dict(self.blessing.baselines)
 
-    def serving_model_dir(self, model_name: str) -> str:
-        return os.path.join(self.serving_dir, model_name)
+    def evaluation_order(self, models: Sequence[str]) -> Tuple[str, ...]:
+        """`models` ordered so that each model's baseline is evaluated before it."""
+        pending, done = list(models), []
+        while pending:
+            ready = [m for m in pending if self.blessing.baselines.get(m) in (None, *done)]
+            if not ready:
+                raise OptionsError(f"KEEP_SAMD_BLESSING baselines form a cycle among {pending}")
+            done += ready
+            pending = [m for m in pending if m not in ready]
+        return tuple(done)
 
     @classmethod
     def from_env(cls, env: Optional[Dict[str, str]] = None) -> "PipelineOptions":
         env = os.environ if env is None else env
+        hints = typing.get_type_hints(cls)
         kw = {}
-        if env.get("KEEP_SAMD_OUTPUT"):
-            kw["output_dir"] = os.path.abspath(env["KEEP_SAMD_OUTPUT"])
-        if env.get("KEEP_SAMD_DATA"):
-            kw["data_root"] = os.path.abspath(env["KEEP_SAMD_DATA"])
-        if env.get("KEEP_SAMD_BEAM_ARGS"):
-            kw["beam_pipeline_args"] = tuple(shlex.split(env["KEEP_SAMD_BEAM_ARGS"]))
-        for key, field in (("KEEP_SAMD_TRAIN_STEPS", "train_steps"), ("KEEP_SAMD_EVAL_STEPS", "eval_steps"),
-                           ("KEEP_SAMD_EPOCHS", "epochs"), ("KEEP_SAMD_SEED", "seed")):
-            if env.get(key):
-                try:
-                    kw[field] = int(env[key])
-                except ValueError:
-                    raise OptionsError(f"{key}={env[key]!r} is not an integer") from None
-        for key, field in (("KEEP_SAMD_KEEP", "keep"), ("KEEP_SAMD_SAMD", "samd"), ("KEEP_SAMD_UNIFIED", "unified"),
-                           ("KEEP_SAMD_BLESSING", "blessing"), ("KEEP_SAMD_DOWNSTREAM", "downstream"),
-                           ("KEEP_SAMD_SPLIT", "time_split")):
-            if env.get(key):
-                try:
-                    kw[field] = json.loads(env[key])
-                except json.JSONDecodeError as e:
-                    raise OptionsError(f"{key} is not a JSON object: {e}") from None
-                if not isinstance(kw[field], dict):
-                    raise OptionsError(f"{key} is not a JSON object")
+        for f in dataclasses.fields(cls):
+            name = f.metadata.get("env")
+            if name and env.get(name):
+                kw[f.name] = _parse_env(name, env[name], hints[f.name])
         return cls(**kw)
+
+
+def _parse_env(name: str, text: str, hint):
+    """An environment variable's text as the field's raw value (PipelineOptions checks it)."""
+    if hint is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise OptionsError(f"{name}={text!r}: expected integer") from None
+    if hint is bool:
+        flags = {"1": True, "true": True, "0": False, "false": False}
+        if text.strip().lower() not in flags:
+            raise OptionsError(f"{name}={text!r}: expected one of 1, 0, true, false")
+        return flags[text.strip().lower()]
+    if hint is str:  # the folders
+        return os.path.abspath(text)
+    if hint == Tuple[str, ...]:
+        return tuple(shlex.split(text))
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise OptionsError(f"{name}={text!r}: not JSON ({e}); expected a JSON object") from None
+    if not isinstance(value, dict):
+        raise OptionsError(f"{name}={text!r}: expected a JSON object")
+    return value
+
+
+def option_rows(cls=None, prefix: str = "", docs: Optional[Dict[str, str]] = None):
+    """(option, type, default, meaning) of every option, a section's fields after the section."""
+    cls = cls or PipelineOptions
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        name = f.metadata.get("env") or (f"{prefix}.{f.name}" if prefix else f.name)
+        section = dataclasses.is_dataclass(hint)
+        if "shown" in f.metadata:
+            default = f.metadata["shown"]
+        elif section:
+            default = ""
+        else:
+            value = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            default = f"`{json.dumps(value)}`"
+        doc = f.metadata["doc"] if "doc" in f.metadata else (docs or {})[f.name]
+        yield name, "JSON object of the fields below" if section else describe(hint), default, doc
+        if section:
+            yield from option_rows(hint, name, f.metadata.get("docs"))
+
+
+def options_table() -> str:
+    """README.md's options table (markdown)."""
+    rows = [("Option", "Type", "Default", "Meaning"), ("---",) * 4]
+    rows += [(f"`{name}`", kind, default, doc) for name, kind, default, doc in option_rows()]
+    return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows)
+
+
+if __name__ == "__main__":
+    print(options_table())

@@ -14,18 +14,19 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import component_spec, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
+from components import artifacts
 from components.downstream_trainer import executor
 
 
 class DownstreamTrainerSpec(component_spec.ComponentSpec):
     PARAMETERS = {
-        "data_root": ExecutionParameter(type=str),  # for scenarios.csv
         "train_steps": ExecutionParameter(type=int),
         "custom_config": ExecutionParameter(type=str, optional=True),  # JSON (models/downstream_trainer.py)
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),  # transformed
         "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph),
+        "scenario_table": ChannelParameter(type=artifacts.ScenarioTable),  # RawDataCheck's `scenarios`
         "knowledge": ChannelParameter(type=standard_artifacts.Model, optional=True),  # KnowledgeCenter's cache
         "base_model": ChannelParameter(type=standard_artifacts.Model, optional=True),  # warm start
     }
@@ -36,9 +37,9 @@ class DownstreamTrainer(base_component.BaseComponent):
     SPEC_CLASS = DownstreamTrainerSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, examples, transform_graph, data_root: str, train_steps: int, knowledge=None, base_model=None,
+    def __init__(self, examples, transform_graph, scenario_table, train_steps: int, knowledge=None, base_model=None,
                  custom_config=None):
         super().__init__(spec=DownstreamTrainerSpec(
             examples=examples, transform_graph=transform_graph, knowledge=knowledge, base_model=base_model,
-            data_root=data_root, train_steps=int(train_steps), custom_config=json.dumps(custom_config or {}),
+            scenario_table=scenario_table, train_steps=int(train_steps), custom_config=json.dumps(custom_config or {}),
             model=tfx_types.Channel(type=standard_artifacts.Model)))

@@ -9,6 +9,7 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from models import downstream_trainer
+from schemas.scenarios import SCENARIOS_FILE
 
 
 class Executor(base_executor.BaseExecutor):
@@ -26,7 +27,7 @@ class Executor(base_executor.BaseExecutor):
             train_pattern=os.path.join(artifact_utils.get_split_uri(examples, "train"), "*"),
             eval_pattern=os.path.join(artifact_utils.get_split_uri(examples, "validation"), "*"),
             transform_graph=artifact_utils.get_single_uri(input_dict["transform_graph"]),
-            scenarios_csv=os.path.join(exec_properties["data_root"], "scenarios.csv"),
+            scenarios_csv=os.path.join(artifact_utils.get_single_uri(input_dict["scenario_table"]), SCENARIOS_FILE),
             output_dir=path_utils.serving_model_path(out.uri),
             record_dir=out.uri,
             train_steps=exec_properties["train_steps"],

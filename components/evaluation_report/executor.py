@@ -1,12 +1,13 @@
 """Executor of EvaluationReport: reads each evaluation.json, writes the report folder."""
 
-import json
 import os
 
 from absl import logging
 from tfx.dsl.components.base import base_executor
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
+from components import artifact_io
 from components.evaluation_report.report import write_report
 from components.model_evaluator.executor import EVALUATION_FILE
 from models.unified_trainer import MODELS
@@ -21,15 +22,13 @@ class Executor(base_executor.BaseExecutor):
             channel = input_dict.get(name)
             if not channel:
                 continue
-            with open(os.path.join(artifact_utils.get_single_uri(channel), EVALUATION_FILE)) as f:
-                evaluations[name] = json.load(f)
+            evaluations[name] = artifact_io.read_json(os.path.join(artifact_utils.get_single_uri(channel),
+                                                                   EVALUATION_FILE))
         transfer = None
         if input_dict.get("transfer_report"):
             path = os.path.join(artifact_utils.get_single_uri(input_dict["transfer_report"]), "transfer.json")
-            if os.path.isfile(path):
-                with open(path) as f:
-                    transfer = json.load(f)
+            if fileio.exists(path):
+                transfer = artifact_io.read_json(path)
         out = artifact_utils.get_single_uri(output_dict["report"])
         files = write_report(evaluations, out, transfer, exec_properties.get("relaimpr_base") or None)
-        with open(files["text"]) as f:
-            logging.info("evaluation report in %s\n%s", out, f.read())
+        logging.info("evaluation report in %s\n%s", out, artifact_io.read_text(files["text"]))

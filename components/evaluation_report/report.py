@@ -15,12 +15,12 @@ when SAMD ran, its transfer report (transfer.json). Output files in one folder:
 """
 
 import html
-import json
 import os
 from typing import Dict, List, Optional
 
 import numpy as np
 
+from components import artifact_io
 from components.model_evaluator import metrics as M
 
 TASKS = M.TASKS
@@ -180,8 +180,7 @@ def plot_auc(evaluations, task, path):
     ax.set_ylabel(f"{task} AUC")
     ax.legend(fontsize=7, ncol=4)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path, dpi=90)
 
 
 def plot_transfer_weights(transfer, path):
@@ -207,8 +206,7 @@ def plot_transfer_weights(transfer, path):
         ax.axis("off")
     fig.colorbar(im, ax=axes, shrink=0.6)
     fig.suptitle("SAMD transfer strategies W_T^i (rows sum to 1)")
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save(fig, path, dpi=80)
 
 
 def _pca2(x):
@@ -234,8 +232,7 @@ def plot_representations(transfer, roles, path):
             ax.annotate(s, (px, py), fontsize=7)
         ax.set_title(f"SAMD {title} (PCA to 2-D)")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save(fig, path, dpi=80)
 
 
 def plot_clusters(name, counts, path):
@@ -250,14 +247,23 @@ def plot_clusters(name, counts, path):
     ax.set_title(f"{name}: share of each scenario\nrouted to each cluster", fontsize=9)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    _save(fig, path, dpi=80)
+
+
+def _save(fig, path: str, dpi: int) -> None:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png")
     plt.close(fig)
+    artifact_io.write_bytes(path, buffer.getvalue())
 
 
 def write_report(evaluations: Dict, out_dir: str, transfer: Optional[Dict] = None,
                  base: Optional[str] = "shared_bottom") -> Dict[str, str]:
     """Writes every file; returns {kind: path}."""
-    os.makedirs(out_dir, exist_ok=True)
     base = base if base in evaluations else None
     tabs = tables(evaluations, base)
     images = []
@@ -278,18 +284,14 @@ def write_report(evaluations: Dict, out_dir: str, transfer: Optional[Dict] = Non
         images.append("samd_representations.png")
     files = {"markdown": os.path.join(out_dir, "report.md"), "html": os.path.join(out_dir, "report.html"),
              "text": os.path.join(out_dir, "report.txt"), "metrics": os.path.join(out_dir, "metrics.json")}
-    with open(files["markdown"], "w") as f:
-        f.write(markdown(tabs))
-    with open(files["html"], "w") as f:
-        f.write(html_page(tabs, images))
-    with open(files["text"], "w") as f:
-        f.write(terminal(tabs))
+    artifact_io.write_text(files["markdown"], markdown(tabs))
+    artifact_io.write_text(files["html"], html_page(tabs, images))
+    artifact_io.write_text(files["text"], terminal(tabs))
     relaimp = {}
     if base:
         for n, r in evaluations.items():
             relaimp[n] = {t: M.rela_impr(r["metrics"][M.ALL].get(t, {}).get("auc"),
                                          evaluations[base]["metrics"][M.ALL].get(t, {}).get("auc")) for t in TASKS}
-    with open(files["metrics"], "w") as f:
-        json.dump({"models": evaluations, "relaimpr_base": base, "relaimpr": relaimp}, f, indent=1)
+    artifact_io.write_json(files["metrics"], {"models": evaluations, "relaimpr_base": base, "relaimpr": relaimp})
     files.update({i: os.path.join(out_dir, i) for i in images})
     return files

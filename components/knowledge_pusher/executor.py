@@ -1,35 +1,39 @@
-"""Executor of KnowledgePusher: copy the cache to <serving_dir>/keep_knowledge/<version>/, prune, rewrite models.config."""
+"""Executor of KnowledgePusher: copy the cache to <serving_dir>/keep_knowledge/<version>/, prune, rewrite models.config.
 
-import os
-import shutil
+Built on TFX's Pusher executor (startup log, pushed marking); the version is the
+knowledge artifact's own `knowledge_version`, not a push timestamp, because downstream
+models name the cache version they were trained with.
+"""
 
 from absl import logging
-from tfx.dsl.components.base import base_executor
+from tfx.components.pusher import executor as pusher_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components.samd_pusher.executor import push_saved_model
+from components import artifact_io
 from components.serving_pusher.models_config import (KNOWLEDGE_MODEL_NAME, KNOWLEDGE_VERSIONS_KEPT, pushed_models,
                                                      write_models_config)
+from components.serving_pusher.push import push_saved_model
 
 VERSIONS_KEPT = KNOWLEDGE_VERSIONS_KEPT
 
 
 def push_knowledge(source: str, serving_dir: str, version: int, versions_kept: int = VERSIONS_KEPT) -> str:
     """Pushes one cache version; removes versions older than the newest `versions_kept`."""
-    base = os.path.join(serving_dir, KNOWLEDGE_MODEL_NAME)
+    base = artifact_io.join(serving_dir, KNOWLEDGE_MODEL_NAME)
     target = push_saved_model(source, base, int(version))
     versions = pushed_models(serving_dir).get(KNOWLEDGE_MODEL_NAME, [])
     for old in versions[:-versions_kept]:
         # The config serves the newest `versions_kept` only: an older folder is unreachable.
-        shutil.rmtree(os.path.join(base, str(old)))
+        artifact_io.rmtree(artifact_io.join(base, str(old)))
         logging.info("removed %s version %d (older than the newest %d)", KNOWLEDGE_MODEL_NAME, old, versions_kept)
     write_models_config(serving_dir, {KNOWLEDGE_MODEL_NAME: versions_kept})
     return target
 
 
-class Executor(base_executor.BaseExecutor):
+class Executor(pusher_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties):
+        self._log_startup(input_dict, output_dict, exec_properties)
         knowledge = artifact_utils.get_single_instance(input_dict["knowledge"])
         version = knowledge.get_int_custom_property("knowledge_version")
         if not version:
@@ -37,7 +41,5 @@ class Executor(base_executor.BaseExecutor):
         target = push_knowledge(path_utils.serving_model_path(knowledge.uri), exec_properties["serving_dir"], version,
                                 int(exec_properties.get("versions_kept") or VERSIONS_KEPT))
         logging.info("pushed %s", target)
-        out = artifact_utils.get_single_instance(output_dict["pushed_model"])
-        out.set_int_custom_property("pushed", 1)
-        out.set_string_custom_property("pushed_version", str(version))
-        out.set_string_custom_property("pushed_destination", target)
+        self._MarkPushed(artifact_utils.get_single_instance(output_dict["pushed_model"]),
+                         pushed_destination=target, pushed_version=str(version))

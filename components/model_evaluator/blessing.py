@@ -12,13 +12,15 @@ unified model, its own scenario for a SAMD student)
 import dataclasses
 from typing import Optional, Tuple
 
+from models.configs import FromDict
+
 METRICS = ("auc", "gauc")  # higher is better; chance is 0.5
 TASKS = ("click", "conversion", "cart")
 CHANCE = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
-class BlessingConfig:
+class BlessingConfig(FromDict):
     metric: str = "auc_click"
     margin: float = 0.01
     tolerance: float = 0.01
@@ -35,13 +37,6 @@ class BlessingConfig:
     def value(self, per_slice, slice_name: str) -> Optional[float]:
         metric, task = self.split_metric()
         return per_slice.get(slice_name, {}).get(task, {}).get(metric)
-
-    @classmethod
-    def from_dict(cls, d) -> "BlessingConfig":
-        unknown = set(d or {}) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown blessing option(s) {sorted(unknown)}")
-        return cls(**(d or {}))
 
 
 def decide(config: BlessingConfig, candidate: Optional[float], baseline: Optional[float] = None,

@@ -13,19 +13,20 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import component_spec, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
+from components import artifacts
 from components.model_evaluator import executor
 
 
 class ModelEvaluatorSpec(component_spec.ComponentSpec):
     PARAMETERS = {
         "model_name": ExecutionParameter(type=str),  # the served name (SAMD: prefix of samd_<scenario>)
-        "data_root": ExecutionParameter(type=str),  # for scenarios.csv (the roles of the scenario groups)
         "serving_dir": ExecutionParameter(type=str),  # where the pushed versions to compare with live
         "blessing_config": ExecutionParameter(type=str, optional=True),  # JSON of BlessingConfig
         "scenarios": ExecutionParameter(type=str, optional=True),  # JSON list: score only these scenarios
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),  # raw (ExampleGen)
+        "scenario_table": ChannelParameter(type=artifacts.ScenarioTable),  # the roles of the scenario groups
         "model": ChannelParameter(type=standard_artifacts.Model),
         "baseline_evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
         "knowledge": ChannelParameter(type=standard_artifacts.Model, optional=True),  # for a KEEP-plugged model
@@ -43,7 +44,7 @@ class ModelEvaluator(base_component.BaseComponent):
       examples: ExampleGen's raw examples (the SavedModel takes raw tf.Examples).
       model: a Trainer's (or SamdTrainer's) model.
       model_name: the TF Serving model name it is pushed as.
-      data_root: the raw data folder (its scenarios.csv).
+      scenario_table: RawDataCheck's `scenarios` (the scenarios' roles, for the group means).
       serving_dir: the serving root; a pushed version there is the regression reference.
       blessing_config: BlessingConfig fields (metric, margin, tolerance).
       baseline_evaluation: another model's evaluation to beat instead of chance.
@@ -54,11 +55,11 @@ class ModelEvaluator(base_component.BaseComponent):
     SPEC_CLASS = ModelEvaluatorSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, examples, model, model_name: str, data_root: str, serving_dir: str,
+    def __init__(self, examples, model, model_name: str, scenario_table, serving_dir: str,
                  blessing_config=None, baseline_evaluation=None, knowledge=None, scenarios=None):
         super().__init__(spec=ModelEvaluatorSpec(
-            examples=examples, model=model, baseline_evaluation=baseline_evaluation, knowledge=knowledge,
+            examples=examples, model=model, scenario_table=scenario_table, baseline_evaluation=baseline_evaluation, knowledge=knowledge,
             scenarios=json.dumps(list(scenarios)) if scenarios else None, model_name=model_name,
-            data_root=data_root, serving_dir=serving_dir, blessing_config=json.dumps(blessing_config or {}),
+            serving_dir=serving_dir, blessing_config=json.dumps(blessing_config or {}),
             evaluation=tfx_types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=tfx_types.Channel(type=standard_artifacts.ModelBlessing)))

@@ -10,7 +10,6 @@ ModelBlessing's `blessed` is 1 when at least one student is blessed, and
 blessing.json lists which, for SamdPusher.
 """
 
-import glob
 import json
 import os
 from typing import Dict, Optional
@@ -22,8 +21,10 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components import artifact_io
 from components.model_evaluator import metrics as M
 from components.model_evaluator.blessing import BlessingConfig, decide
+from schemas.scenarios import read_scenario_table, roles as scenario_roles
 
 EVALUATION_FILE = "evaluation.json"
 # Per test row: user, scenario, labels, and per task the prediction and whether the model scored it.
@@ -34,9 +35,9 @@ BLESSING_FILE = "blessing.json"
 
 def latest_version(base_path: str) -> Optional[str]:
     """The newest complete version folder under a TF Serving base path (saved_model.pb is written last)."""
-    versions = [d for d in glob.glob(os.path.join(base_path, "*")) if os.path.basename(d).isdigit()
-                and os.path.isfile(os.path.join(d, "saved_model.pb"))]
-    return max(versions, key=lambda d: int(os.path.basename(d))) if versions else None
+    versions = [v for v in artifact_io.list_names(base_path)
+                if v.isdigit() and fileio.exists(os.path.join(base_path, v, "saved_model.pb"))]
+    return os.path.join(base_path, max(versions, key=int)) if versions else None
 
 
 def _signature(path):
@@ -49,33 +50,54 @@ def _tasks(signature):
     return [t for t in M.TASKS if t in signature.structured_outputs]
 
 
-def _extra_inputs(signature, table, mask, knowledge_dir) -> Optional[Dict]:
-    """A KEEP-plugged model's `knowledge` input, looked up in the cache by raw ids as a client would."""
+def _knowledge_input(signature, table, knowledge_dir):
+    """For a KEEP-plugged model: extra(first, last, mask) -> its `knowledge` input for those rows, looked
+    up in the cache by raw ids as a client would; None for any other model."""
     if "knowledge" not in signature.structured_input_signature[1]:
         return None
     if not knowledge_dir:
         raise ValueError("the model takes a `knowledge` input but the evaluator was given no knowledge cache")
-    from models.keep_cache import lookup_knowledge
+    from models.keep_cache import knowledge_lookup
 
-    return {"knowledge": lookup_knowledge(knowledge_dir, table["user"][mask], table["item"][mask],
-                                          table["category"][mask])}
+    lookup = knowledge_lookup(knowledge_dir)  # loaded once, called per batch
+
+    def extra(first, last, mask):
+        return {"knowledge": lookup(*(table[c][first:last][mask] for c in ("user", "item", "category")))}
+
+    return extra
 
 
-def _previous_value(config, serving_path, rows, table, mask, slice_name, knowledge_dir=None) -> Optional[float]:
-    """The pushed version's metric on the same rows (a plugged one with this run's cache)."""
-    previous = latest_version(serving_path) if serving_path else None
-    if not previous:
-        return None
-    try:
-        sig = _signature(previous)
-        pred = {t: np.zeros(len(rows)) for t in M.TASKS}
+def _score(source, scored, table, knowledge_dir, n):
+    """One pass over the rows: {served name: ({task: predictions over all rows}, tasks)} for
+    `scored` = {served name: (SavedModel dir, mask)}; each model scores its mask's rows only."""
+    outputs, scorers = {}, []
+    for name, (path, mask) in scored.items():
+        sig = _signature(path)
         tasks = _tasks(sig)
-        for t, v in M.score(sig, rows[mask], tasks, extra=_extra_inputs(sig, table, mask, knowledge_dir)).items():
-            pred[t][mask] = v
-        return config.value(M.evaluate(table, pred, tasks, covered=mask), slice_name)
+        outputs[name] = ({t: np.zeros(n) for t in tasks}, tasks)
+        scorers.append((sig, outputs[name][0], mask, _knowledge_input(sig, table, knowledge_dir)))
+    M.score_masked(source, scorers)
+    return outputs
+
+
+def _previous_values(config, serving_dir, students, source, table, knowledge_dir) -> Dict[str, Optional[float]]:
+    """{served name: its pushed version's metric on the same rows} (a plugged one with this run's cache)."""
+    previous = {}
+    for name, (_, _, mask) in students.items():
+        path = latest_version(os.path.join(serving_dir, name)) if serving_dir else None
+        if path:
+            previous[name] = (path, mask)
+    values = {name: None for name in students}
+    try:
+        scored = _score(source, previous, table, knowledge_dir, len(source))
     except Exception as e:  # an unreadable old version must not block a good new one; say so
-        logging.warning("could not score the pushed version %s: %s", previous, e)
-        return None
+        logging.warning("could not score the pushed versions %s: %s", sorted(previous), e)
+        return values
+    for name, (pred, tasks) in scored.items():
+        mask, slice_name = previous[name][1], students[name][1]
+        full = {t: pred.get(t, np.zeros(len(mask))) for t in M.TASKS}
+        values[name] = config.value(M.evaluate(table, full, tasks, covered=mask), slice_name)
+    return values
 
 
 def cluster_by_scenario(model_dir, rows, table) -> Dict[str, list]:
@@ -85,7 +107,11 @@ def cluster_by_scenario(model_dir, rows, table) -> Dict[str, list]:
     signatures = tf.saved_model.load(model_dir).signatures
     if "routing" not in signatures:
         return {}
-    cluster = M.score(signatures["routing"], rows, ("cluster",))["cluster"].astype(np.int64)
+    source = M.ExampleSource.of(rows)
+    n = len(source)
+    out = {"cluster": np.zeros(n)}
+    M.score_masked(source, [(signatures["routing"], out, np.ones(n, bool), None)])
+    cluster = out["cluster"].astype(np.int64)
     k = int(cluster.max()) + 1 if len(cluster) else 0
     return {s: np.bincount(cluster[table["scenario"] == s], minlength=k).tolist()
             for s in sorted(set(table["scenario"].tolist()))}
@@ -96,47 +122,50 @@ def evaluate_model(model_dir: str, rows, table, roles: Dict[str, str], model_nam
                    scenarios: Optional[list] = None, predictions: Optional[Dict] = None) -> Dict:
     """The evaluation record: metrics, group means and one blessing per served model.
 
+    `rows`: the split's serialized examples, an `metrics.ExampleSource` (streamed) or an array;
     `scenarios`: score only these scenarios' rows (a model of some scenarios only);
     `knowledge_dir`: the knowledge cache a KEEP-plugged model's input is looked up in;
     `predictions`: a dict that receives {task: predictions, f"{task}_covered": mask} per row.
     """
-    n = len(rows)
+    source = M.ExampleSource.of(rows)
+    n = len(source)
     pred = {t: np.zeros(n) for t in M.TASKS}
     tasks = set()
-    students = {}  # served model name -> (scenario or ALL, rows it scores)
-    if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
+    students = {}  # served model name -> (SavedModel dir, scenario or ALL, rows it scores)
+    if fileio.exists(os.path.join(model_dir, "saved_model.pb")):
         scope = np.isin(table["scenario"], list(scenarios)) if scenarios else np.ones(n, bool)
         students[model_name] = (model_dir, M.ALL, scope)
     else:
-        for sub in sorted(os.listdir(model_dir)):
-            if os.path.isfile(os.path.join(model_dir, sub, "saved_model.pb")):
+        for sub in artifact_io.list_names(model_dir):
+            if fileio.exists(os.path.join(model_dir, sub, "saved_model.pb")):
                 students[f"{model_name}_{sub}"] = (os.path.join(model_dir, sub), sub, table["scenario"] == sub)
         if not students:
             raise FileNotFoundError(f"{model_dir}: no SavedModel to evaluate")
     covered = {t: np.zeros(n, bool) for t in M.TASKS}  # per task: a student may predict click only
-    for name, (path, _, mask) in students.items():
-        sig = _signature(path)
-        tasks.update(_tasks(sig))
-        for t, v in M.score(sig, rows[mask], _tasks(sig), extra=_extra_inputs(sig, table, mask, knowledge_dir)).items():
-            pred[t][mask] = v
+    scored = _score(source, {name: (path, mask) for name, (path, _, mask) in students.items()}, table,
+                    knowledge_dir, n)
+    for name, (out, student_tasks) in scored.items():
+        mask = students[name][2]
+        tasks.update(student_tasks)
+        for t in student_tasks:
+            pred[t][mask] = out[t][mask]
             covered[t] |= mask
     ordered = [t for t in M.TASKS if t in tasks]
     if predictions is not None:
         for t in ordered:
             predictions[t], predictions[f"{t}_covered"] = pred[t].astype(np.float32), covered[t]
     per_slice = M.evaluate(table, pred, ordered, covered=covered)
+    previous = _previous_values(config, serving_dir, students, source, table, knowledge_dir)
     blessings = {}
     for name, (_, slice_name, mask) in students.items():
         base = config.value(baseline["metrics"], slice_name) if baseline else None
-        previous = _previous_value(config, os.path.join(serving_dir, name), rows, table, mask, slice_name,
-                                   knowledge_dir)
-        blessed, reason = decide(config, config.value(per_slice, slice_name), base, previous,
+        blessed, reason = decide(config, config.value(per_slice, slice_name), base, previous[name],
                                  baseline_name=baseline["model_name"] if baseline else "chance")
-        blessings[name] = {"blessed": blessed, "reason": reason, "slice": slice_name, "previous": previous}
+        blessings[name] = {"blessed": blessed, "reason": reason, "slice": slice_name, "previous": previous[name]}
         logging.info("%s: %s (%s)", name, "BLESSED" if blessed else "NOT BLESSED", reason)
     routing = {}
     if M.ALL in {sl for _, sl, _ in students.values()}:
-        routing = cluster_by_scenario(model_dir, rows, table)
+        routing = cluster_by_scenario(model_dir, source, table)
     return {"model_name": model_name, "tasks": ordered, "cluster_by_scenario": routing, "test_rows": n, "metrics": per_slice,
             "groups": {m: M.group_means(per_slice, roles, m) for m in ("auc", "gauc")}, "roles": roles,
             "blessing_config": config.__dict__, "baseline": baseline["model_name"] if baseline else "chance",
@@ -156,10 +185,7 @@ def training_record(model_uri: str) -> Dict:
     from models.multitask import TRAINING_FILE
 
     path = os.path.join(model_uri, TRAINING_FILE)
-    if not fileio.exists(path):
-        return {}
-    with fileio.open(path) as f:
-        return json.loads(f.read())
+    return artifact_io.read_json(path) if fileio.exists(path) else {}
 
 
 class Executor(base_executor.BaseExecutor):
@@ -171,19 +197,15 @@ class Executor(base_executor.BaseExecutor):
         return training.get("scenarios")
 
     def Do(self, input_dict, output_dict, exec_properties):
-        from components.raw_data_check.checks import read_scenarios
-
         examples = artifact_utils.get_single_uri(input_dict["examples"])
         model_dir = path_utils.serving_model_path(artifact_utils.get_single_uri(input_dict["model"]))
         baseline = None
         if input_dict.get("baseline_evaluation"):
-            with open(os.path.join(artifact_utils.get_single_uri(input_dict["baseline_evaluation"]),
-                                   EVALUATION_FILE)) as f:
-                baseline = json.load(f)
+            baseline = artifact_io.read_json(os.path.join(
+                artifact_utils.get_single_uri(input_dict["baseline_evaluation"]), EVALUATION_FILE))
         config = BlessingConfig.from_dict(json.loads(exec_properties.get("blessing_config") or "{}"))
-        roles = {sid: row["role"] for sid, row in
-                 read_scenarios(os.path.join(exec_properties["data_root"], "scenarios.csv")).items()}
-        rows, table = M.load_examples(M.eval_files(examples, TEST_SPLIT))
+        roles = scenario_roles(read_scenario_table(artifact_utils.get_single_uri(input_dict["scenario_table"])))
+        rows, table = M.read_split(M.eval_files(examples, TEST_SPLIT))  # streamed: never the whole split in memory
         logging.info("evaluating %s on %d test rows", exec_properties["model_name"], len(rows))
         knowledge_dir = None
         if input_dict.get("knowledge"):
@@ -198,24 +220,19 @@ class Executor(base_executor.BaseExecutor):
         record["budget"] = {**{k: training.get(k) for k in keys}, "exported_bytes": exported_bytes(model_dir)}
 
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
-        os.makedirs(evaluation.uri, exist_ok=True)
-        with open(os.path.join(evaluation.uri, EVALUATION_FILE), "w") as f:
-            json.dump(record, f, indent=1)
+        artifact_io.write_json(os.path.join(evaluation.uri, EVALUATION_FILE), record)
         # Paired comparisons (bench/quality.py) need each model's predictions on the same rows.
         import io
 
         buffer = io.BytesIO()
         np.savez_compressed(buffer, user=table["user"].astype(str), scenario=table["scenario"].astype(str),
                             **{f"{t}_label": table[t] for t in M.TASKS}, **predictions)
-        with fileio.open(os.path.join(evaluation.uri, PREDICTIONS_FILE), "wb") as f:
-            f.write(buffer.getvalue())
+        artifact_io.write_bytes(os.path.join(evaluation.uri, PREDICTIONS_FILE), buffer.getvalue())
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
-        os.makedirs(blessing.uri, exist_ok=True)
         blessed = any(b["blessed"] for b in record["blessings"].values())
-        with open(os.path.join(blessing.uri, BLESSING_FILE), "w") as f:
-            json.dump(record["blessings"], f, indent=1)
+        artifact_io.write_json(os.path.join(blessing.uri, BLESSING_FILE), record["blessings"])
         # TFX's Evaluator writes these marker files; the Pusher reads the `blessed` property.
-        open(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w").close()
+        artifact_io.touch(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"))
         blessing.set_int_custom_property("blessed", int(blessed))
         model = artifact_utils.get_single_instance(input_dict["model"])
         blessing.set_string_custom_property("current_model", model.uri)

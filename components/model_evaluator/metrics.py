@@ -17,7 +17,6 @@ Click is scored over impressions; conversion and cart over clicked impressions,
 as they are trained. A metric that cannot be computed (one class only) is None.
 """
 
-import glob
 import os
 from statistics import NormalDist
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -34,45 +33,126 @@ MIN_CLASS = 50
 Interval = Tuple[float, float, float]  # (value, low, high)
 
 
-def _value(example, name):
-    f = example.features.feature.get(name)
-    if f is None:
-        return None
-    for kind in ("bytes_list", "int64_list", "float_list"):
-        values = getattr(f, kind).value
-        if len(values):
-            v = values[0]
-            return v.decode() if isinstance(v, bytes) else v
-    return None
-
-
 def eval_files(examples_uri: str, split: str = "test") -> List[str]:
-    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+    from tfx.dsl.io import fileio
+
+    files = sorted(fileio.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
     if not files:
         raise FileNotFoundError(f"{examples_uri}: no Split-{split} files to evaluate on")
     return files
 
 
-def load_examples(files: Iterable[str]):
-    """Serialized rows and a column table (scenario, user, labels, true probabilities)."""
+class ExampleSource:
+    """Serialized tf.Examples read in batches: streamed from TFRecord files (bounded memory), or an array.
+
+    The evaluator passes over the test split once per scoring pass, never holding it
+    whole; tests and small callers may hand over an in-memory array instead.
+    """
+
+    def __init__(self, files: Optional[Iterable[str]] = None, rows=None, count: Optional[int] = None):
+        self._files = None if files is None else list(files)
+        self._rows = None if rows is None else np.asarray(rows, dtype=object)
+        self._count = len(self._rows) if self._rows is not None else count
+
+    @classmethod
+    def of(cls, rows) -> "ExampleSource":
+        return rows if isinstance(rows, cls) else cls(rows=rows)
+
+    def __len__(self) -> int:
+        if self._count is None:
+            self._count = sum(len(b) for _, b in self.batches())
+        return self._count
+
+    def batches(self, batch_size: int = 4096):
+        """(first row index, tf.string tensor of the serialized rows) per batch, in file order."""
+        import tensorflow as tf
+
+        if self._rows is not None:
+            for s in range(0, len(self._rows), batch_size):
+                yield s, tf.constant(list(self._rows[s:s + batch_size]), tf.string)
+            return
+        start = 0
+        for batch in tf.data.TFRecordDataset(self._files, compression_type="GZIP").batch(batch_size).prefetch(2):
+            yield start, batch
+            start += int(batch.shape[0])
+
+
+# Columns of the table: name in the table -> feature of the raw tf.Example
+_ID_COLUMNS = {"scenario": "scenario_id", "user": "user_id", "item": "item_id", "category": "category_id"}
+
+
+def _column_spec(first: bytes) -> Dict:
+    """A parse spec of the table's features, typed as the first example has them (ExampleGen types them per file)."""
     import tensorflow as tf
 
-    rows = [r.numpy() for r in tf.data.TFRecordDataset(list(files), compression_type="GZIP")]
-    exs = [tf.train.Example.FromString(r) for r in rows]
-    table = {"scenario": np.array([_value(e, "scenario_id") for e in exs], dtype=object),
-             "user": np.array([str(_value(e, "user_id")) for e in exs], dtype=object),
-             "item": np.array([str(_value(e, "item_id")) for e in exs], dtype=object),
-             "category": np.array([str(_value(e, "category_id")) for e in exs], dtype=object)}
+    example = tf.train.Example.FromString(first)
+    spec = {}
+    for name in [*_ID_COLUMNS.values(), *TASKS, *ORACLE.values()]:
+        f = example.features.feature.get(name)
+        kind = f.WhichOneof("kind") if f is not None else None
+        if kind is None:
+            continue
+        # VarLen: a row may hold the feature with no value (a scenario without it), which FixedLen rejects
+        spec[name] = tf.io.VarLenFeature({"bytes_list": tf.string, "int64_list": tf.int64,
+                                          "float_list": tf.float32}[kind])
+    return spec
+
+
+def _first_values(sparse, rows: int) -> np.ndarray:
+    """Each row's first value of a parsed VarLen feature; "" / 0 / NaN where the row has none."""
+    import tensorflow as tf
+
+    default = {tf.string: b"", tf.int64: 0, tf.float32: float("nan")}[sparse.dtype]
+    dense = tf.sparse.to_dense(sparse, default_value=default).numpy()
+    if dense.shape[1] == 0:
+        return np.full(rows, default, dtype=dense.dtype)
+    return dense[:, 0]
+
+
+def read_split(files: Iterable[str], batch_size: int = 8192):
+    """(ExampleSource streaming `files`, column table): scenario, user, item and category ids as
+    numpy string arrays, labels and the generator's true probabilities (where every row has them)."""
+    import tensorflow as tf
+
+    source = ExampleSource(files)
+    spec, parts, n = None, {}, 0
+    for _, batch in source.batches(batch_size):
+        if spec is None:
+            spec = _column_spec(batch[0].numpy())
+        parsed = tf.io.parse_example(batch, spec)
+        for name, value in parsed.items():
+            parts.setdefault(name, []).append(_first_values(value, int(batch.shape[0])))
+        n += int(batch.shape[0])
+    source._count = n
+
+    def column(name, dtype):
+        if name not in parts:
+            return None
+        values = np.concatenate(parts.pop(name))
+        if values.dtype == object:  # bytes
+            return np.char.decode(values.astype(np.bytes_), "utf-8")
+        return values.astype(dtype)
+
+    table = {key: (column(feature, str) if feature in (spec or {}) else np.full(n, "", dtype=str))
+             for key, feature in _ID_COLUMNS.items()}
     for t in TASKS:
-        table[t] = np.array([_value(e, t) or 0 for e in exs], dtype=np.int64)
-        oracle = [_value(e, ORACLE[t]) for e in exs]
-        if all(v is not None for v in oracle):
-            table[ORACLE[t]] = np.array(oracle, dtype=np.float64)
+        labels = column(t, np.int64)
+        table[t] = labels if labels is not None else np.zeros(n, np.int64)
+        oracle = column(ORACLE[t], np.float64)
+        if oracle is not None and not np.isnan(oracle).any():
+            table[ORACLE[t]] = oracle
+    return source, table
+
+
+def load_examples(files: Iterable[str]):
+    """Serialized rows (an array) and the column table: `read_split` held in memory, for small splits and tests."""
+    source, table = read_split(files)
+    rows = [r for _, batch in source.batches() for r in batch.numpy()]
     return np.array(rows, dtype=object), table
 
 
 def score(signature, rows, tasks=TASKS, batch_size: int = 2048, extra=None) -> Dict[str, np.ndarray]:
-    """Probabilities per task from a `serving_default` signature on serialized tf.Examples.
+    """Probabilities per task from a `serving_default` signature on serialized tf.Examples (an array).
 
     `extra`: {input name: array aligned with rows} for inputs besides `examples`
     (a KEEP-plugged model's `knowledge`).
@@ -86,6 +166,26 @@ def score(signature, rows, tasks=TASKS, batch_size: int = 2048, extra=None) -> D
         for t in tasks:
             out[t].append(res[t].numpy().reshape(-1))
     return {t: np.concatenate(v) if v else np.zeros(0) for t, v in out.items()}
+
+
+def score_masked(source: ExampleSource, scorers, batch_size: int = 4096) -> None:
+    """One pass over `source`: each scorer predicts the rows its mask selects, written into its arrays.
+
+    A scorer: (signature, {task or output: float array over all rows}, bool mask over all rows,
+    extra(first, last, mask) -> {input: array} or None). Rows outside a mask are left as they are.
+    """
+    import tensorflow as tf
+
+    for start, batch in source.batches(batch_size):
+        end = start + int(batch.shape[0])
+        for signature, out, mask, extra in scorers:
+            chosen = mask[start:end]
+            if not chosen.any():
+                continue
+            more = extra(start, end, chosen) if extra else None
+            res = signature(examples=tf.boolean_mask(batch, chosen), **(more or {}))
+            for name, values in out.items():
+                values[start:end][chosen] = res[name].numpy().reshape(-1)
 
 
 def _midranks(x, groups) -> np.ndarray:

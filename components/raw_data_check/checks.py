@@ -11,7 +11,6 @@ fraction of ExampleGen's own pass over the data.
 from __future__ import annotations
 
 import collections
-import glob
 import os
 import re
 from typing import Dict, List, Optional
@@ -20,67 +19,28 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from tfx.dsl.io import fileio
 
+from components import artifact_io
 from schemas import contract
+from schemas.scenarios import SCENARIOS_FILE, RawDataError, read_scenarios  # noqa: F401 - re-exported
 
 DAY_DIR = re.compile(r"^day=(\d+)$")
-SCENARIOS_FILE = "scenarios.csv"
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 _INTEGER = r"^[+-]?\d+$"
 
 
-class RawDataError(ValueError):
-    """Raw data that breaks the contract; the message names the file and the problem."""
-
-
-def read_scenarios(path: str) -> Dict[str, Dict[str, str]]:
-    """Reads and checks scenarios.csv; returns {scenario_id: row}."""
-    if not os.path.isfile(path):
-        raise RawDataError(f"{path}: scenarios file not found (each data folder needs a {SCENARIOS_FILE})")
-    import csv
-
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise RawDataError(f"{path}: file is empty")
-    header = [h.strip() for h in rows[0]]
-    missing = [c for c in contract.SCENARIO_COLUMNS if c not in header]
-    if missing:
-        raise RawDataError(f"{path}: header lacks column(s) {', '.join(missing)}")
-    out: Dict[str, Dict[str, str]] = {}
-    for n, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise RawDataError(f"{path}, line {n}: expected {len(header)} columns, found {len(row)}")
-        rec = dict(zip(header, (v.strip() for v in row)))
-        sid = rec["scenario_id"]
-        if not sid:
-            raise RawDataError(f"{path}, line {n}: empty scenario_id")
-        if sid in out:
-            raise RawDataError(f"{path}, line {n}: scenario '{sid}' listed twice")
-        if rec["role"] not in contract.SCENARIO_ROLES:
-            raise RawDataError(
-                f"{path}, line {n}: role '{rec['role']}' of scenario '{sid}' is not one of {', '.join(contract.SCENARIO_ROLES)}"
-            )
-        out[sid] = rec
-    if not out:
-        raise RawDataError(f"{path}: no scenarios listed")
-    supers = [s for s, r in out.items() if r["role"] == "super"]
-    if len(supers) != 1:
-        raise RawDataError(f"{path}: exactly one scenario must have role 'super', found {len(supers)}")
-    return out
-
-
 def find_span_files(data_root: str) -> Dict[int, List[str]]:
     """{day: [csv files]} under data_root/day=N/."""
-    if not os.path.exists(data_root):
+    if not fileio.exists(data_root):
         raise RawDataError(f"{data_root}: data folder does not exist")
-    if not os.path.isdir(data_root):
+    if not fileio.isdir(data_root):
         raise RawDataError(f"{data_root}: not a folder")
     spans: Dict[int, List[str]] = {}
-    for entry in sorted(os.listdir(data_root)):
+    for entry in sorted(e.rstrip("/") for e in fileio.listdir(data_root)):
         m = DAY_DIR.match(entry)
-        if m and os.path.isdir(os.path.join(data_root, entry)):
-            files = sorted(glob.glob(os.path.join(data_root, entry, "*.csv")))
+        if m and fileio.isdir(os.path.join(data_root, entry)):
+            files = sorted(fileio.glob(os.path.join(data_root, entry, "*.csv")))
             if not files:
                 raise RawDataError(f"{os.path.join(data_root, entry)}: span folder holds no .csv file")
             spans[int(m.group(1))] = files
@@ -96,9 +56,9 @@ def _first(mask: np.ndarray) -> Optional[int]:
 
 def check_file(path: str, scenario_ids, expected_header: Optional[List[str]], day: Optional[int]) -> Dict:
     """Checks one CSV file; returns its header and per-scenario row counts."""
-    if os.path.getsize(path) == 0:
+    if fileio.stat(path).length == 0:
         raise RawDataError(f"{path}: file is empty")
-    with open(path, "rb") as f:
+    with fileio.open(path, "rb") as f:
         first_line = f.readline().decode("utf-8", errors="replace").strip()
     header = [h.strip().strip('"') for h in first_line.split(",")]
     missing = [c for c in contract.RAW_COLUMNS if c not in contract.ORACLE_COLUMNS and c not in header]
@@ -115,9 +75,10 @@ def check_file(path: str, scenario_ids, expected_header: Optional[List[str]], da
 
     rows = 0
     counts: collections.Counter = collections.Counter()
+    source = artifact_io.open_stream(path)  # Arrow's own path reader is local only
     try:
         reader = pacsv.open_csv(
-            path,
+            source,
             read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
@@ -137,6 +98,8 @@ def check_file(path: str, scenario_ids, expected_header: Optional[List[str]], da
                 f"{path}, {where}: expected {r.expected_columns} columns, found {r.actual_columns}: {r.text[:200]!r}"
             ) from None
         raise RawDataError(f"{path}: not a readable CSV file: {e}") from None
+    finally:
+        source.close()
     if rows == 0:
         raise RawDataError(f"{path}: file is empty (a header and no rows)")
     return {"header": header, "rows": rows, "rows_per_scenario": dict(counts)}

@@ -6,7 +6,7 @@ from tfx.types import component_spec
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components import artifacts
-from components.raw_data_check import executor
+from components.raw_data_check import driver, executor
 
 
 class RawDataCheckSpec(component_spec.ComponentSpec):
@@ -14,20 +14,25 @@ class RawDataCheckSpec(component_spec.ComponentSpec):
         "data_root": ExecutionParameter(type=str),
         # JSON list of spans (day numbers) to check; all spans when absent.
         "spans": ExecutionParameter(type=str, optional=True),
+        # Set by the driver at run time (the data folder's files, sizes, times): the cache key.
+        "input_fingerprint": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {}
-    OUTPUTS = {"report": ChannelParameter(type=artifacts.RawDataReport)}
+    OUTPUTS = {"report": ChannelParameter(type=artifacts.RawDataReport),
+               "scenarios": ChannelParameter(type=artifacts.ScenarioTable)}
 
 
 class RawDataCheck(base_component.BaseComponent):
     """Fails the run with the file, line and problem when the raw data breaks the contract.
 
     Make ExampleGen depend on it (`example_gen.add_upstream_node(check)`), so nothing
-    is read, let alone written, from a data set that would fail later.
+    is read, let alone written, from a data set that would fail later. Its `scenarios`
+    output is the validated scenario table, for every component that needs it.
     """
 
     SPEC_CLASS = RawDataCheckSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+    DRIVER_CLASS = driver.Driver  # the data folder's fingerprint, for TFX's cache
 
     def __init__(self, data_root: str, spans=None):
         import json
@@ -37,5 +42,6 @@ class RawDataCheck(base_component.BaseComponent):
                 data_root=data_root,
                 spans=None if spans is None else json.dumps(list(spans)),
                 report=tfx_types.Channel(type=artifacts.RawDataReport),
+                scenarios=tfx_types.Channel(type=artifacts.ScenarioTable),
             )
         )

@@ -7,8 +7,10 @@ from typing import Any, Dict, List
 from absl import logging
 from tfx import types
 from tfx.dsl.components.base import base_executor
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
+from components import artifact_io
 from components.raw_data_check import checks
 
 
@@ -24,8 +26,16 @@ class Executor(base_executor.BaseExecutor):
             logging.error("raw data check failed: %s", e)
             raise
         out = artifact_utils.get_single_uri(output_dict["report"])
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "report.json"), "w") as f:
-            json.dump(report, f, indent=1, sort_keys=True)
+        artifact_io.write_json(os.path.join(out, "report.json"), report, sort_keys=True)
+        table = artifact_utils.get_single_instance(output_dict["scenarios"])
+        fileio.makedirs(table.uri)
+        # The validated file itself, byte for byte: schemas/scenarios.py is its one parser.
+        copy = os.path.join(table.uri, checks.SCENARIOS_FILE)
+        fileio.copy(os.path.join(data_root, checks.SCENARIOS_FILE), copy, overwrite=True)
+        if checks.read_scenarios(copy) != report["scenarios"]:  # changed while we read it
+            raise checks.RawDataError(f"{os.path.join(data_root, checks.SCENARIOS_FILE)}: changed during the check")
+        table.set_int_custom_property("scenarios", len(report["scenarios"]))
+        table.set_string_custom_property("super_scenario", next(
+            sid for sid, row in report["scenarios"].items() if row["role"] == "super"))
         logging.info("raw data check passed: %d rows in %d span(s) under %s", report["rows"],
                      len(report["spans"]), data_root)

@@ -1,41 +1,41 @@
-"""Executor of SamdPusher: one version folder per student, then models.config rewritten."""
+"""Executor of SamdPusher: one version folder per blessed student, then models.config rewritten.
 
-import json
-import os
+Built on TFX's Pusher executor (its startup log and pushed / not-pushed marking); the
+blessing is per student (the evaluator's blessing.json), so `CheckBlessing` is not used.
+"""
+
 import time
 
 from absl import logging
-from tfx.dsl.components.base import base_executor
+from tfx.components.pusher import executor as pusher_executor
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
-from tfx.utils import io_utils, path_utils
+from tfx.utils import path_utils
 
+from components import artifact_io
 from components.serving_pusher.models_config import write_models_config
+from components.serving_pusher.push import SAVED_MODEL_PB, push_saved_model
 
 MODEL_PREFIX = "samd_"
 
 
-def push_saved_model(source: str, base_directory: str, version: int) -> str:
-    """Copies a SavedModel to <base>/<version>/, saved_model.pb last (TF Serving's 'complete' mark)."""
-    target = os.path.join(base_directory, str(version))
-    if os.path.exists(target):
-        raise FileExistsError(f"{target}: version already pushed")
-    io_utils.copy_dir(source, target, deny_regex_patterns=[r"saved_model\.pb"])
-    io_utils.copy_file(os.path.join(source, "saved_model.pb"), os.path.join(target, "saved_model.pb"))
-    return target
+def student_folders(model_dir: str):
+    """The scenarios with an exported student under model_dir (`<model_dir>/<scenario>/saved_model.pb`)."""
+    return [d for d in artifact_io.list_names(model_dir) if fileio.exists(artifact_io.join(model_dir, d, SAVED_MODEL_PB))]
 
 
-class Executor(base_executor.BaseExecutor):
+class Executor(pusher_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties):
+        self._log_startup(input_dict, output_dict, exec_properties)
         model_dir = path_utils.serving_model_path(artifact_utils.get_single_uri(input_dict["model"]))
         serving_dir = exec_properties["serving_dir"]
-        scenarios = sorted(d for d in os.listdir(model_dir) if os.path.isfile(os.path.join(model_dir, d, "saved_model.pb")))
+        scenarios = student_folders(model_dir)
         if not scenarios:
             raise FileNotFoundError(f"{model_dir}: no student SavedModel to push")
         out = artifact_utils.get_single_instance(output_dict["pushed_model"])
         if input_dict.get("model_blessing"):
             blessing_uri = artifact_utils.get_single_uri(input_dict["model_blessing"])
-            with open(os.path.join(blessing_uri, "blessing.json")) as f:
-                blessings = json.load(f)
+            blessings = artifact_io.read_json(artifact_io.join(blessing_uri, "blessing.json"))
             for sid in [s for s in scenarios if not blessings.get(f"{MODEL_PREFIX}{s}", {}).get("blessed")]:
                 logging.info("not pushing %s%s: %s", MODEL_PREFIX, sid,
                              blessings.get(f"{MODEL_PREFIX}{sid}", {}).get("reason", "not evaluated"))
@@ -44,13 +44,11 @@ class Executor(base_executor.BaseExecutor):
         pushed = {}
         for sid in scenarios:
             pushed[f"{MODEL_PREFIX}{sid}"] = push_saved_model(
-                os.path.join(model_dir, sid), os.path.join(serving_dir, f"{MODEL_PREFIX}{sid}"), version)
+                artifact_io.join(model_dir, sid), artifact_io.join(serving_dir, f"{MODEL_PREFIX}{sid}"), version)
             logging.info("pushed %s", pushed[f"{MODEL_PREFIX}{sid}"])
-        if pushed:
-            write_models_config(serving_dir)
-        os.makedirs(out.uri, exist_ok=True)
-        with open(os.path.join(out.uri, "pushed.json"), "w") as f:
-            json.dump(pushed, f, indent=1)
-        out.set_int_custom_property("pushed", int(bool(pushed)))
-        if pushed:
-            out.set_string_custom_property("pushed_version", str(version))
+        artifact_io.write_json(artifact_io.join(out.uri, "pushed.json"), pushed)
+        if not pushed:
+            self._MarkNotPushed(out)
+            return
+        write_models_config(serving_dir)
+        self._MarkPushed(out, pushed_destination=serving_dir, pushed_version=str(version))

@@ -19,7 +19,6 @@ from components.scenario_similarity.component import ScenarioSimilarityArtifact
 
 class SamdTrainerSpec(component_spec.ComponentSpec):
     PARAMETERS = {
-        "data_root": ExecutionParameter(type=str),  # for scenarios.csv
         "train_steps": ExecutionParameter(type=int),
         "eval_steps": ExecutionParameter(type=int),
         "custom_config": ExecutionParameter(type=str, optional=True),  # JSON
@@ -27,6 +26,7 @@ class SamdTrainerSpec(component_spec.ComponentSpec):
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),  # transformed
         "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph),
+        "scenario_table": ChannelParameter(type=artifacts.ScenarioTable),  # RawDataCheck's `scenarios`
         "teacher": ChannelParameter(type=standard_artifacts.Model),  # KEEP trainer's model
         "similarity": ChannelParameter(type=ScenarioSimilarityArtifact, optional=True),
     }
@@ -40,7 +40,7 @@ class SamdTrainer(base_component.BaseComponent):
     SPEC_CLASS = SamdTrainerSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, examples, transform_graph, teacher, data_root: str, train_steps: int, eval_steps: int,
+    def __init__(self, examples, transform_graph, teacher, scenario_table, train_steps: int, eval_steps: int,
                  similarity=None, custom_config=None):
         super().__init__(
             spec=SamdTrainerSpec(
@@ -48,7 +48,7 @@ class SamdTrainer(base_component.BaseComponent):
                 transform_graph=transform_graph,
                 teacher=teacher,
                 similarity=similarity,
-                data_root=data_root,
+                scenario_table=scenario_table,
                 train_steps=int(train_steps),
                 eval_steps=int(eval_steps),
                 custom_config=json.dumps(custom_config or {}),

@@ -5,11 +5,14 @@ import os
 
 from absl import logging
 from tfx.dsl.components.base import base_executor
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components import artifact_io
 from models import samd_trainer
 from models.keep_trainer import keras_model_dir
+from schemas.scenarios import SCENARIOS_FILE
 
 
 def _split_pattern(examples, split):
@@ -21,13 +24,12 @@ class Executor(base_executor.BaseExecutor):
         examples = input_dict["examples"]
         teacher_uri = artifact_utils.get_single_uri(input_dict["teacher"])
         teacher_dir = keras_model_dir(path_utils.serving_model_path(teacher_uri))
-        if not os.path.exists(os.path.join(teacher_dir, "config.json")):
+        if not fileio.exists(os.path.join(teacher_dir, "config.json")):
             raise FileNotFoundError(f"{teacher_dir}: the teacher model has no Keras weights (train KEEP first)")
         similarity = None
         if input_dict.get("similarity"):
             path = os.path.join(artifact_utils.get_single_uri(input_dict["similarity"]), "similarity.json")
-            with open(path) as f:
-                similarity = json.load(f)
+            similarity = artifact_io.read_json(path)
         model_uri = artifact_utils.get_single_uri(output_dict["model"])
         report_uri = artifact_utils.get_single_uri(output_dict["transfer_report"])
         report = samd_trainer.run(
@@ -35,7 +37,7 @@ class Executor(base_executor.BaseExecutor):
             eval_pattern=_split_pattern(examples, "validation"),
             transform_graph=artifact_utils.get_single_uri(input_dict["transform_graph"]),
             teacher_keras_dir=teacher_dir,
-            scenarios_csv=os.path.join(exec_properties["data_root"], "scenarios.csv"),
+            scenarios_csv=os.path.join(artifact_utils.get_single_uri(input_dict["scenario_table"]), SCENARIOS_FILE),
             output_dir=path_utils.serving_model_path(model_uri),
             report_dir=report_uri,
             train_steps=exec_properties["train_steps"],

@@ -10,6 +10,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import artifact, component_spec, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
+from components import artifacts
 from components.scenario_similarity import executor
 
 
@@ -21,12 +22,12 @@ class ScenarioSimilarityArtifact(artifact.Artifact):
 
 class ScenarioSimilaritySpec(component_spec.ComponentSpec):
     PARAMETERS = {
-        # Folder holding scenarios.csv: the scenario list and the matrix's row order.
-        "data_root": ExecutionParameter(type=str),
         "alpha": ExecutionParameter(type=float),
         "top_g": ExecutionParameter(type=int),
     }
-    INPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples)}
+    INPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples),
+              # The scenario list and the matrix's row order.
+              "scenario_table": ChannelParameter(type=artifacts.ScenarioTable)}
     OUTPUTS = {"similarity": ChannelParameter(type=ScenarioSimilarityArtifact)}
 
 
@@ -35,7 +36,7 @@ class ScenarioSimilarity(base_component.BaseComponent):
 
     Args:
       examples: CsvExampleGen's `examples` channel.
-      data_root: the raw data folder; its scenarios.csv gives the scenarios and their order.
+      scenario_table: RawDataCheck's `scenarios`: the scenarios and their order.
       alpha: the smoothing coefficient of Equation 3. The paper does not give its value;
         1.0 is a default of ours (alpha only has to keep alpha + |S_u ∩ S_v| positive).
       top_g: G, how many most similar other scenarios to list per scenario; the paper
@@ -45,11 +46,11 @@ class ScenarioSimilarity(base_component.BaseComponent):
     SPEC_CLASS = ScenarioSimilaritySpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, examples, data_root: str, alpha: float = 1.0, top_g: int = 2):
+    def __init__(self, examples, scenario_table, alpha: float = 1.0, top_g: int = 2):
         super().__init__(
             spec=ScenarioSimilaritySpec(
                 examples=examples,
-                data_root=data_root,
+                scenario_table=scenario_table,
                 alpha=float(alpha),
                 top_g=int(top_g),
                 similarity=tfx_types.Channel(type=ScenarioSimilarityArtifact),

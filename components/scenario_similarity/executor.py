@@ -14,8 +14,8 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
-from components.raw_data_check import checks
 from components.scenario_similarity import beam_pipeline
+from schemas.scenarios import read_scenario_table
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -31,9 +31,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         if not paths:
             raise beam_pipeline.SimilarityDataError(
                 f"{examples.uri}: no example files in a train split (splits: {examples.split_names})")
-        data_root = exec_properties["data_root"]
-        # The same checks (and messages) as RawDataCheck: one super scenario, no duplicates.
-        scenarios = list(checks.read_scenarios(os.path.join(data_root, checks.SCENARIOS_FILE)))
+        scenarios = list(read_scenario_table(artifact_utils.get_single_uri(input_dict["scenario_table"])))
         alpha, g = float(exec_properties["alpha"]), int(exec_properties["top_g"])
 
         out_artifact = artifact_utils.get_single_instance(output_dict["similarity"])

@@ -1,33 +1,45 @@
-"""Executor: TFX's filesystem Pusher, then models.config rewritten for the serving root.
+"""Executor: TFX's filesystem Pusher with an atomic version push, then models.config rewritten.
 
-An unblessed model (model_blessing input) is not pushed, and models.config is left as it is.
+TFX's Pusher copies straight into `<base>/<version>/`, so a model server scanning the
+base path can find a half-copied version; here the version goes through
+`push.push_saved_model` (temporary sibling + rename on local filesystems). The blessing
+check, the archive copy into the PushedModel artifact and the pushed marking are TFX's.
+An unblessed model is not pushed, and models.config is left as it is.
 
 custom_config: {"versions_kept": {model_name: n}} (TF Serving's latest-n policy;
 default 1 per model).
 """
 
-import os
+import time
 
 from absl import logging
 from tfx.components.pusher import executor as pusher_executor
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils
-from tfx.utils import json_utils, proto_utils
+from tfx.utils import io_utils, json_utils, proto_utils
 
 from components.serving_pusher.models_config import write_models_config
+from components.serving_pusher.push import push_saved_model
 
 
 class Executor(pusher_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties):
-        result = super().Do(input_dict, output_dict, exec_properties)
+        self._log_startup(input_dict, output_dict, exec_properties)
         pushed = artifact_utils.get_single_instance(output_dict["pushed_model"])
-        if not pushed.get_int_custom_property("pushed"):
-            return result  # not blessed: the served models, and so their config, are unchanged
+        if not self.CheckBlessing(input_dict):
+            self._MarkNotPushed(pushed)
+            return  # not blessed: the served models, and so their config, are unchanged
+        model_path = self.GetModelPath(input_dict)
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties["push_destination"], destination)
+        if destination.WhichOneof("destination") != "filesystem":
+            raise NotImplementedError(f"push destination {destination.WhichOneof('destination')!r}: filesystem only")
         model_base = destination.filesystem.base_directory
-        serving_root = os.path.dirname(os.path.normpath(model_base))
+        version = str(int(time.time()))
+        target = push_saved_model(model_path, model_base, int(version))
+        logging.info("model written to serving path %s", target)
+        io_utils.copy_dir(model_path, pushed.uri)  # the archive copy, as TFX's Pusher keeps it
+        self._MarkPushed(pushed, pushed_destination=target, pushed_version=version)
+        serving_root = model_base.rstrip("/").rsplit("/", 1)[0]
         custom = json_utils.loads(exec_properties.get("custom_config") or "null") or {}
-        path = write_models_config(serving_root, custom.get("versions_kept"))
-        logging.info("wrote %s", path)
-        return result
+        logging.info("wrote %s", write_models_config(serving_root, custom.get("versions_kept")))

@@ -22,7 +22,9 @@ import dataclasses
 import hashlib
 import json
 import re
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Sequence, Tuple
+
+from models.configs import FromDict
 
 SPLITS = ("train", "validation", "test")
 _DAY_FOLDER = re.compile(r"(?:^|/)day=(\d+)(?:/|$)")
@@ -33,7 +35,7 @@ class SplitError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class TimeSplit:
+class TimeSplit(FromDict):
     test_days: int = 1
     validation_days: int = 1
     validation_percent: int = 10  # only with validation_days = 0
@@ -43,15 +45,6 @@ class TimeSplit:
             raise SplitError(f"time split {self}: test_days must be >= 1 and validation_days >= 0")
         if not 0 < self.validation_percent < 100:
             raise SplitError(f"time split {self}: validation_percent must be in 1..99")
-
-    @classmethod
-    def from_dict(cls, d: Optional[Mapping]) -> "TimeSplit":
-        d = dict(d or {})
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise SplitError(f"time split: unknown option(s) {sorted(unknown)}; known: "
-                             f"{[f.name for f in dataclasses.fields(cls)]}")
-        return cls(**{k: int(v) for k, v in d.items()})
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

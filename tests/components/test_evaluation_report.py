@@ -69,3 +69,31 @@ def test_records_without_intervals_render_as_before(tmp_path):
     md = open(files["markdown"]).read()
     assert "| ALL |  | 0.800 | 0.700 |" in md
     assert LEGEND not in md and "(small)" not in md and LEGEND not in open(files["text"]).read()
+
+
+def test_executor_reads_evaluations_and_writes_the_report_on_a_non_local_filesystem():
+    from tfx.dsl.io import fileio
+    from tfx.types import standard_artifacts
+
+    from components.artifacts import EvaluationReport, TransferReport
+    from components.evaluation_report.executor import Executor
+    from tests.components import artifact, ram_dir
+
+    inputs = {}
+    for name, record in (("keep_general", _evaluations()["new"]), ("shared_bottom", _evaluations()["old"])):
+        uri = ram_dir(name)
+        fileio.makedirs(uri)
+        with fileio.open(f"{uri}/evaluation.json", "w") as f:
+            f.write(json.dumps({**record, "model_name": name}))
+        inputs[name] = [artifact(standard_artifacts.ModelEvaluation, uri)]
+    inputs["transfer_report"] = [artifact(TransferReport, ram_dir("transfer"))]  # no transfer.json: no SAMD plots
+    report = artifact(EvaluationReport, ram_dir("report"))
+    Executor().Do(inputs, {"report": [report]}, {"relaimpr_base": "shared_bottom"})
+    names = set(fileio.listdir(report.uri))
+    assert {"report.md", "report.html", "report.txt", "metrics.json", "auc_click.png"} <= names
+    assert "samd_transfer_weights.png" not in names
+    with fileio.open(f"{report.uri}/metrics.json") as f:
+        saved = json.loads(f.read())
+    assert list(saved["models"]) == ["keep_general", "shared_bottom"] and saved["relaimpr_base"] == "shared_bottom"
+    with fileio.open(f"{report.uri}/auc_click.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

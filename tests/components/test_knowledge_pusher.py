@@ -77,3 +77,22 @@ def test_the_server_serves_five_versions_and_each_answers_its_own_cache(tmp_path
                 raise AssertionError("version 1 is older than the newest 5 and must not be served")
     finally:
         server.stop()
+
+
+def test_executor_pushes_the_artifacts_knowledge_version_on_a_non_local_filesystem(tmp_path):
+    from tfx.dsl.io import fileio
+    from tfx.types import standard_artifacts
+
+    from components.knowledge_pusher.executor import Executor
+    from tests.components import artifact, ram_dir, to_ram
+
+    _cache(str(tmp_path / "knowledge" / "Format-Serving"), 0)
+    knowledge = artifact(standard_artifacts.Model, to_ram(str(tmp_path / "knowledge")), knowledge_version=1700000042)
+    pushed = artifact(standard_artifacts.PushedModel, ram_dir("pushed"))
+    serving = ram_dir("serving")
+    Executor().Do({"knowledge": [knowledge]}, {"pushed_model": [pushed]}, {"serving_dir": serving})
+    assert pushed_models(serving) == {"keep_knowledge": [1700000042]}
+    assert pushed.get_int_custom_property("pushed") == 1
+    assert pushed.get_string_custom_property("pushed_version") == "1700000042"
+    with fileio.open(os.path.join(serving, "models.config")) as f:
+        assert "num_versions: 5" in f.read()

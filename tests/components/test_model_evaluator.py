@@ -324,44 +324,75 @@ def test_report_has_every_model_table_and_png(eval_split, tmp_path):
     assert "<img src=\"auc_click.png\">" in open(files["html"]).read()
 
 
-def test_executor_scores_the_test_split_only_and_records_budget_and_predictions(eval_split, tmp_path):
-    """Executor.Do on an artifact with all three splits: only Split-test rows are scored."""
+@pytest.mark.parametrize("filesystem", ["local", "ram"])
+def test_executor_scores_the_test_split_only_and_records_budget_and_predictions(eval_split, tmp_path, filesystem):
+    """Executor.Do on an artifact with all three splits: only Split-test rows are scored; on ram:// too."""
     import io
     import json as _json
 
-    from tfx.types import artifact_utils, standard_artifacts
+    from tfx.dsl.io import fileio
+    from tfx.types import standard_artifacts
 
+    from components.artifacts import ScenarioTable
     from components.model_evaluator import executor as E
+    from tests.components import artifact, ram_dir, to_ram
 
     rows, table = eval_split
-    examples = standard_artifacts.Examples()
-    examples.uri = str(tmp_path / "examples")
-    examples.split_names = artifact_utils.encode_split_names(["train", "validation", "test"])
     for split, chosen in (("train", rows[:700]), ("validation", rows[700:1000]), ("test", rows[1000:])):
         os.makedirs(tmp_path / "examples" / f"Split-{split}")
         with tf.io.TFRecordWriter(str(tmp_path / "examples" / f"Split-{split}" / "data.gz"), options="GZIP") as w:
             for r in chosen:
                 w.write(r)
-    model = standard_artifacts.Model()
-    model.uri = str(tmp_path / "model")
     _save("oracle", tmp_path / "model" / "Format-Serving")
     (tmp_path / "model" / "training.json").write_text(_json.dumps({"examples_seen": 5120, "epochs": 2,
                                                                    "parameters": 99, "optimizer": "Adam(0.001)"}))
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "scenarios.csv").write_text("scenario_id,role,exposure_position,business_type,item_family\n" + "".join(
-        f"{s},{r},top,feed,general\n" for s, r in ROLES.items()))
-    evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
-    evaluation.uri, blessing.uri = str(tmp_path / "evaluation"), str(tmp_path / "blessing")
-    E.Executor().Do({"examples": [examples], "model": [model]}, {"evaluation": [evaluation], "blessing": [blessing]},
-                    {"model_name": "m", "data_root": str(data), "serving_dir": str(tmp_path / "serving"),
-                     "blessing_config": "{}"})
-    with open(tmp_path / "evaluation" / E.EVALUATION_FILE) as f:
-        record = _json.load(f)
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / "scenarios.csv").write_text(
+        "scenario_id,role,exposure_position,business_type,item_family\n" + "".join(
+            f"{s},{r},top,feed,general\n" for s, r in ROLES.items()))
+    place = (lambda name: to_ram(str(tmp_path / name))) if filesystem == "ram" else (lambda name: str(tmp_path / name))
+    out = (lambda name: ram_dir(name)) if filesystem == "ram" else (lambda name: str(tmp_path / name))
+    examples = artifact(standard_artifacts.Examples, place("examples"), ["train", "validation", "test"])
+    model = artifact(standard_artifacts.Model, place("model"))
+    evaluation = artifact(standard_artifacts.ModelEvaluation, out("evaluation"))
+    blessing = artifact(standard_artifacts.ModelBlessing, out("blessing"))
+    E.Executor().Do({"examples": [examples], "model": [model],
+                     "scenario_table": [artifact(ScenarioTable, place("scenarios"))]},
+                    {"evaluation": [evaluation], "blessing": [blessing]},
+                    {"model_name": "m", "serving_dir": out("serving"), "blessing_config": "{}"})
+    with fileio.open(os.path.join(evaluation.uri, E.EVALUATION_FILE)) as f:
+        record = _json.loads(f.read())
     assert record["test_rows"] == 2000  # the test split's rows, none of train's or validation's
     assert record["budget"]["examples_seen"] == 5120 and record["budget"]["exported_bytes"] > 0
-    with open(tmp_path / "evaluation" / E.PREDICTIONS_FILE, "rb") as f:
+    assert record["roles"] == ROLES  # from the scenario table artifact
+    with fileio.open(os.path.join(evaluation.uri, E.PREDICTIONS_FILE), "rb") as f:
         saved = dict(np.load(io.BytesIO(f.read())))
     np.testing.assert_array_equal(saved["click_label"], table["click"][1000:])
     np.testing.assert_allclose(saved["click"], table["p_click"][1000:], rtol=1e-6)
     assert saved["click_covered"].all()
+    assert fileio.exists(os.path.join(blessing.uri, "BLESSED" if blessing.get_int_custom_property("blessed")
+                                      else "NOT_BLESSED"))
+
+
+def test_read_split_streams_columns_and_tolerates_a_feature_without_values(tmp_path):
+    """A heterogeneous scenario's row holds some features with no value: the column gets "" there."""
+    def example(scenario, category, click):
+        f = {"scenario_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[scenario.encode()])),
+             "user_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"u1"])),
+             "item_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[7])),
+             "category_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[category.encode()] if category
+                                                                           else [])),
+             "click": tf.train.Feature(int64_list=tf.train.Int64List(value=[click]))}
+        return tf.train.Example(features=tf.train.Features(feature=f)).SerializeToString()
+
+    rows = [example("home", "c1", 1), example("pay", "", 0), example("home", "c2", 0)]
+    path = str(tmp_path / "test.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as w:
+        for r in rows:
+            w.write(r)
+    source, table = M.read_split([path], batch_size=2)  # two batches
+    assert len(source) == 3
+    assert table["scenario"].tolist() == ["home", "pay", "home"] and table["category"].tolist() == ["c1", "", "c2"]
+    assert table["item"].tolist() == ["7", "7", "7"] and table["click"].tolist() == [1, 0, 0]
+    assert table["conversion"].tolist() == [0, 0, 0] and "p_click" not in table
+    assert [r for _, b in source.batches(2) for r in b.numpy()] == rows

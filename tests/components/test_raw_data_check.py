@@ -119,3 +119,31 @@ def test_mismatched_headers(data):
     _edit_line(path, 1, lambda line: line.replace("user_id,item_id", "item_id,user_id"))
     with pytest.raises(RawDataError, match=r"day=1/part-00000.csv: header differs"):
         checks.check_data_root(data)
+
+
+def test_executor_on_a_non_local_data_folder_emits_the_report_and_the_scenario_table(pristine):
+    import json
+
+    from tfx.dsl.io import fileio
+
+    from components.artifacts import RawDataReport, ScenarioTable
+    from components.raw_data_check.driver import data_fingerprint
+    from components.raw_data_check.executor import Executor
+    from schemas.scenarios import read_scenario_table, read_scenarios
+    from tests.components import artifact, ram_dir, to_ram
+
+    root = to_ram(pristine)
+    report, table = artifact(RawDataReport, ram_dir("report")), artifact(ScenarioTable, ram_dir("scenarios"))
+    Executor().Do({}, {"report": [report], "scenarios": [table]}, {"data_root": root})
+    with fileio.open(os.path.join(report.uri, "report.json")) as f:
+        assert json.loads(f.read())["rows"] == 3000
+    expected = read_scenarios(os.path.join(pristine, "scenarios.csv"))
+    assert read_scenario_table(table.uri) == expected
+    assert table.get_int_custom_property("scenarios") == len(expected)
+    assert expected[table.get_string_custom_property("super_scenario")]["role"] == "super"
+    # The driver's fingerprint (the cache key): stable, and changed by any file's change.
+    before = data_fingerprint(root)
+    assert data_fingerprint(root) == before
+    with fileio.open(os.path.join(root, "day=0", "extra.csv"), "w") as f:
+        f.write("x\n")
+    assert data_fingerprint(root) != before

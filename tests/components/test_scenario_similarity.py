@@ -142,6 +142,7 @@ def test_same_latent_cluster_is_more_similar(data):
 def test_component_in_a_local_pipeline_reads_the_train_days_only(data, tmp_path):
     from tfx import v1 as tfx
 
+    from components.raw_data_check import RawDataCheck
     from components.scenario_similarity import ScenarioSimilarity
     from pipelines.options import example_gen as make_example_gen
 
@@ -152,12 +153,14 @@ def test_component_in_a_local_pipeline_reads_the_train_days_only(data, tmp_path)
             pairs += [(r["user_id"], r["scenario_id"]) for r in csv.DictReader(f)]
     user_sets = S.user_scenario_sets(pairs)
     example_gen = make_example_gen(root)
-    sim = ScenarioSimilarity(examples=example_gen.outputs["examples"], data_root=root, alpha=0.5, top_g=2)
+    check = RawDataCheck(data_root=root)
+    sim = ScenarioSimilarity(examples=example_gen.outputs["examples"], scenario_table=check.outputs["scenarios"],
+                             alpha=0.5, top_g=2)
     pipeline_root = str(tmp_path / "root")
     tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
         pipeline_name="similarity_test",
         pipeline_root=pipeline_root,
-        components=[example_gen, sim],
+        components=[check, example_gen, sim],
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(tmp_path / "metadata.sqlite")),
         beam_pipeline_args=BEAM_ARGS,

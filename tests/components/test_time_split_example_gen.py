@@ -44,7 +44,7 @@ def test_a_hash_validation_slice_takes_its_share_of_the_training_days_only():
 
 
 def test_bad_options_and_paths_are_named():
-    with pytest.raises(SplitError, match="unknown option"):
+    with pytest.raises(ValueError, match=r"unknown TimeSplit field\(s\): \[.test_day.\]"):
         TimeSplit.from_dict({"test_day": 1})
     with pytest.raises(SplitError, match="test_days must be >= 1"):
         TimeSplit.from_dict({"test_days": 0})

@@ -22,6 +22,12 @@ def _examples(tmp_path):
     return [_artifact(standard_artifacts.Examples, tmp_path / "examples", SPLITS)]
 
 
+def _table(tmp_path):
+    from components.artifacts import ScenarioTable
+
+    return [_artifact(ScenarioTable, tmp_path / "scenarios")]
+
+
 def _patterns(call):
     kw = call.kwargs
     return kw["train_pattern"], kw["eval_pattern"]
@@ -42,8 +48,9 @@ def test_samd_trainer_reads_train_and_validation(tmp_path):
                "transfer_report": [_artifact(standard_artifacts.ModelEvaluation, tmp_path / "report")]}
     with mock.patch("models.samd_trainer.run", return_value={"students": {}, "train_seconds": 0.0}) as run:
         executor.Executor().Do({"examples": _examples(tmp_path), "teacher": [teacher],
-                                "transform_graph": [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")]},
-                               outputs, {"data_root": str(tmp_path), "train_steps": 1, "eval_steps": 1})
+                                "transform_graph": [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")],
+                                "scenario_table": _table(tmp_path)},
+                               outputs, {"train_steps": 1, "eval_steps": 1})
     _assert_train_and_validation(tmp_path, *_patterns(run.call_args))
 
 
@@ -66,8 +73,9 @@ def test_downstream_trainer_reads_train_and_validation(tmp_path):
     record = {"plugged": False, "knowledge_version": None, "train_rows": 1, "warm_start": {"restored": 0}}
     with mock.patch("models.downstream_trainer.run", return_value=record) as run:
         executor.Executor().Do({"examples": _examples(tmp_path),
-                                "transform_graph": [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")]},
-                               outputs, {"data_root": str(tmp_path), "train_steps": 1})
+                                "transform_graph": [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")],
+                                "scenario_table": _table(tmp_path)},
+                               outputs, {"train_steps": 1})
     _assert_train_and_validation(tmp_path, *_patterns(run.call_args))
 
 

@@ -16,5 +16,6 @@ def test_only_scenarios_reforms_full_batches_from_the_chosen_scenarios_rows():
 
 def test_read_roles(tmp_path):
     path = tmp_path / "scenarios.csv"
-    path.write_text("scenario_id,role,exposure_position\nhome,super,top\nbanner,minor,top\n")
+    path.write_text("scenario_id,role,exposure_position,business_type,item_family\n"
+                    "home,super,top,feed,general\nbanner,minor,top,ads,general\n")
     assert read_roles(str(path)) == {"home": "super", "banner": "minor"}

@@ -323,17 +323,27 @@ def test_load_teacher_restores_every_variable_and_refuses_a_wrong_checkpoint(tmp
         load_teacher(str(tmp_path / "deeper"), f)
 
 
-def test_per_scenario_batches_hold_only_their_scenarios_rows_at_their_sizes():
-    from models.samd_trainer import per_scenario_batches, scenario_rows
+def test_per_scenario_batches_hold_only_their_scenarios_rows_at_their_sizes(tmp_path):
+    """Streamed: the split is written once into one file per scenario, each read back with tf.data."""
+    from models.samd_trainer import per_scenario_batches, split_by_scenario
 
-    rows = {"scenario_id": np.array([1, 2, 1, 3, 1, 2, 1], np.int64), "row": np.arange(7)}
+    spec = {"scenario_id": tf.io.FixedLenFeature([1], tf.int64), "row": tf.io.FixedLenFeature([], tf.int64)}
+    with tf.io.TFRecordWriter(str(tmp_path / "part.gz"), options="GZIP") as w:
+        for row, scenario in enumerate([1, 2, 1, 3, 1, 2, 1]):
+            w.write(tf.train.Example(features=tf.train.Features(feature={
+                "scenario_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[scenario])),
+                "row": tf.train.Feature(int64_list=tf.train.Int64List(value=[row]))})).SerializeToString())
     indices = {"x": 1, "y": 2, "z": 3}
-    assert scenario_rows(rows, indices) == {"x": 4, "y": 2, "z": 1}
-    for batch in per_scenario_batches(rows, indices, {"x": 3, "y": 2, "z": 2}, shuffle=True).take(4):
+    shards = split_by_scenario(str(tmp_path / "*.gz"), spec, indices, str(tmp_path / "shards"), batch_size=3)
+    assert {sid: n for sid, (_, n) in shards.items()} == {"x": 4, "y": 2, "z": 1}
+    for batch in per_scenario_batches(shards, spec, {"x": 3, "y": 2, "z": 2}, shuffle=True).take(4):
         for idx, part in zip(indices.values(), batch):
-            assert set(part["scenario_id"].numpy()) == {idx}
+            assert set(part["scenario_id"].numpy().reshape(-1)) == {idx}
         assert [len(part["row"]) for part in batch] == [3, 2, 2]
     # Without shuffling: the rows in file order, repeated.
-    batch = next(iter(per_scenario_batches(rows, indices, 3, shuffle=False)))
+    batch = next(iter(per_scenario_batches(shards, spec, 3, shuffle=False)))
     np.testing.assert_array_equal(batch[0]["row"].numpy(), [0, 2, 4])
     np.testing.assert_array_equal(batch[2]["row"].numpy(), [3, 3, 3])
+    # A shuffle buffer smaller than a scenario still yields each of its rows once per pass.
+    batch = next(iter(per_scenario_batches(shards, spec, 4, shuffle=True, shuffle_buffer=2)))
+    assert sorted(batch[0]["row"].numpy()) == [0, 2, 4, 6]

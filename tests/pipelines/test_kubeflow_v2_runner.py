@@ -31,6 +31,62 @@ def test_compiles_a_kfp_v2_pipeline_spec(tmp_path):
         "DownstreamEvaluator", "DownstreamPusher"} | unified
     text = out.read_text()
     assert "registry.example/keep_samd:1" in text and "DataflowRunner" in text
+    # KFP runs no custom driver: the raw-data check (a folder, not an artifact) is never cached there.
+    caching = {name: task.caching_options.enable_cache for name, task in parsed.root.dag.tasks.items()}
+    assert caching["Transform"] and not caching["RawDataCheck"]
+
+
+VERTEX = {"project": "proj", "region": "europe-west4", "trainers": ["KeepTrainer", "PepnetTrainer"],
+          "worker_pool_specs": [{"machine_spec": {"machine_type": "n1-standard-8"}, "replica_count": 1},
+                                {"machine_spec": {"machine_type": "n1-standard-8"}, "replica_count": 2},
+                                {"machine_spec": {"machine_type": "n1-highmem-4"}, "replica_count": 2,
+                                 "container_spec": {"image_uri": "registry.example/ps:1"}}]}
+
+
+def _trainers(spec):
+    """{task: (executor class path, custom_config)} of the Trainers in a compiled pipeline JSON."""
+    spec = spec.get("pipelineSpec", spec)
+    out = {}
+    for task, node in spec["root"]["dag"]["tasks"].items():
+        if task.endswith("Trainer"):
+            label = spec["components"][node["componentRef"]["name"]]["executorLabel"]
+            args = spec["deploymentSpec"]["executors"][label]["container"]["args"]
+            config = node["inputs"]["parameters"].get("custom_config", {}).get("runtimeValue", {})
+            out[task] = (args[args.index("--executor_class_path") + 1],
+                         json.loads(config.get("constantValue", {}).get("stringValue") or "{}"))
+    return out
+
+
+def test_vertex_training_settings_reach_the_chosen_trainers_in_the_compiled_json(tmp_path, monkeypatch):
+    out = tmp_path / "keep_samd_pipeline.json"
+    monkeypatch.setenv("KEEP_SAMD_VERTEX_TRAINING", json.dumps(VERTEX))
+    assert kubeflow_v2_runner.main(["--image", "registry.example/keep_samd:3", "--output", "gs://bucket/runs",
+                                    "--data", "gs://bucket/data", "--pipeline-file", str(out)]) == 0
+    trainers = _trainers(json.loads(out.read_text()))
+    vertex_executor = "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"
+    for task in ("KeepTrainer", "PepnetTrainer"):
+        executor, custom = trainers[task]
+        assert executor == vertex_executor
+        assert custom["ai_platform_enable_vertex"] is True and custom["ai_platform_vertex_region"] == "europe-west4"
+        job = custom["ai_platform_training_args"]
+        assert job["project"] == "proj"
+        assert [p["replica_count"] for p in job["worker_pool_specs"]] == [1, 2, 2]
+        # Pools without an image run the pipeline's; the run_fn's own settings are kept.
+        assert [p["container_spec"]["image_uri"] for p in job["worker_pool_specs"]] == [
+            "registry.example/keep_samd:3", "registry.example/keep_samd:3", "registry.example/ps:1"]
+        assert ("keep" in custom) == (task == "KeepTrainer") and custom["model_name"]
+    for task in ("AdlTrainer", "SamdTrainer", "DownstreamTrainer"):  # not chosen, or not distribution-aware
+        executor, custom = trainers[task]
+        assert executor != vertex_executor and "ai_platform_training_args" not in custom
+
+
+def test_vertex_training_refuses_trainers_that_cannot_train_on_several_workers(tmp_path):
+    with pytest.raises(ValueError, match=r"\['SamdTrainer'\] cannot train on several workers"):
+        kubeflow_v2_runner.main(["--pipeline-file", str(tmp_path / "p.json"),
+                                 "--vertex-training", json.dumps({**VERTEX, "trainers": ["SamdTrainer"]})])
+    with pytest.raises(ValueError, match=r"missing \['project'\]"):
+        kubeflow_v2_runner.main(["--pipeline-file", str(tmp_path / "p.json"),
+                                 "--vertex-training", json.dumps({"region": "r", "worker_pool_specs": []})])
 
 
 def test_samd_teacher_super_adds_a_super_scenario_keep_trainer(tmp_path):
@@ -93,4 +149,7 @@ def test_tfx_cli_creates_the_pipeline_for_vertex(tmp_path):
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert 'Pipeline "keep-samd" created successfully' in run.stdout
-    assert "registry.example/keep_samd:2" in (tmp_path / "vertex" / "keep-samd" / "pipeline.json").read_text()
+    written = json.loads((tmp_path / "vertex" / "keep-samd" / "pipeline.json").read_text())
+    assert "registry.example/keep_samd:2" in json.dumps(written)
+    tasks = written.get("pipelineSpec", written)["root"]["dag"]["tasks"]
+    assert "cachingOptions" not in tasks["RawDataCheck"] and tasks["Transform"]["cachingOptions"]["enableCache"]

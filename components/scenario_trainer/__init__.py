@@ -1,0 +1,1 @@
+from components.scenario_trainer.component import ScenarioTrainer  # noqa: F401

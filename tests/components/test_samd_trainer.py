@@ -1,0 +1,53 @@
+"""SamdTrainer's executor on a non-local filesystem: one student per scenario of the ScenarioTable artifact."""
+
+import json
+import os
+
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx.dsl.io import fileio
+from tfx.types import standard_artifacts
+
+from components.artifacts import ScenarioTable, TransferReport
+from components.samd_trainer.executor import Executor
+from models import export
+from models.keep import KeepConfig
+from models.keep_trainer import build_model, keras_model_dir
+from models.transformed_data import load_transformed
+from tests.components import artifact, ram_dir
+
+pytestmark = pytest.mark.slow  # a Transform run (the session's `transformed` fixture) and training
+
+
+def _teacher(ram_transformed) -> str:
+    """A small, untrained KEEP model saved as the KEEP Trainer saves it (Format-Keras beside Format-Serving)."""
+    tft_output = tft.TFTransformOutput(ram_transformed["graph"])
+    rows = load_transformed(os.path.join(ram_transformed["examples"], "Split-validation", "*"), tft_output)
+    model = build_model(KeepConfig.from_dict({"batch_size": 64}), tft_output)
+    model({k: tf.constant(v[:8]) for k, v in rows.items()}, training=False)
+    uri = ram_dir("teacher")
+    export.save_keras_model(model, keras_model_dir(os.path.join(uri, "Format-Serving")))
+    return uri
+
+
+def test_executor_trains_a_student_per_scenario_of_the_table(ram_transformed):
+    examples = artifact(standard_artifacts.Examples, ram_transformed["examples"], ["train", "validation"])
+    inputs = {"examples": [examples],
+              "transform_graph": [artifact(standard_artifacts.TransformGraph, ram_transformed["graph"])],
+              "teacher": [artifact(standard_artifacts.Model, _teacher(ram_transformed))],
+              "scenario_table": [artifact(ScenarioTable, ram_transformed["scenarios"])]}
+    model, report = artifact(standard_artifacts.Model, ram_dir("samd")), artifact(TransferReport, ram_dir("report"))
+    Executor().Do(inputs, {"model": [model], "transfer_report": [report]},
+                  {"train_steps": 4, "eval_steps": 1,
+                   "custom_config": json.dumps({"epochs": 1, "seed": 3, "samd": {"batch_size": 256}})})
+    with fileio.open(os.path.join(ram_transformed["scenarios"], "scenarios.csv")) as f:
+        scenarios = [line.split(",")[0] for line in f.read().splitlines()[1:]]
+    students = sorted(n.rstrip("/") for n in fileio.listdir(os.path.join(model.uri, "Format-Serving")))
+    assert students == sorted(scenarios)
+    for sid in students:
+        assert fileio.exists(os.path.join(model.uri, "Format-Serving", sid, "saved_model.pb"))
+    with fileio.open(os.path.join(report.uri, "transfer.json")) as f:
+        transfer = json.loads(f.read())
+    assert sorted(transfer["scenarios"]) == sorted(scenarios)
+    assert fileio.exists(os.path.join(report.uri, "transfer.npz"))

@@ -1,0 +1,171 @@
+"""The pipeline options: one typed configuration, checked once, documented by the README's table."""
+
+import dataclasses
+import json
+import os
+import re
+import typing
+
+import pytest
+
+from pipelines.options import (DownstreamOptions, OptionsError, PipelineOptions, SamdOptions, option_rows,
+                               options_table)
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "README.md")
+
+# The e2e test's environment (tests/pipelines/test_pipeline_e2e.py): the interface users have.
+E2E_ENV = {
+    "KEEP_SAMD_TRAIN_STEPS": "600", "KEEP_SAMD_EVAL_STEPS": "10", "KEEP_SAMD_EPOCHS": "3",
+    "KEEP_SAMD_KEEP": json.dumps({"batch_size": 256}),
+    "KEEP_SAMD_SAMD": json.dumps({"train_steps": 200, "epochs": 2, "samd": {"batch_size": 64}}),
+    "KEEP_SAMD_UNIFIED": json.dumps({"train_steps": 150, "corrupt_labels": {"mmoe": "invert"}}),
+    "KEEP_SAMD_BLESSING": json.dumps({"metric": "auc_click", "margin": 0.03, "models": {
+        "samd": {"margin": -1.0}, "keep_downstream": {"tolerance": 1.0}}}),
+    "KEEP_SAMD_DOWNSTREAM": json.dumps({"spans": 1, "train_steps": 150, "knowledge_train_steps": 150, "epochs": 2,
+                                        "downstream": {"batch_size": 256}, "knowledge": {"batch_size": 256}}),
+}
+
+
+def _readme_table():
+    text = open(README, encoding="utf-8").read()
+    start, end = text.index("<!-- options table"), text.index("<!-- end of the options table -->")
+    return text[text.index("\n", start) + 1:end].strip()
+
+
+def test_the_readme_options_table_is_the_generated_one():
+    assert _readme_table() == options_table(), "regenerate it: python -m pipelines.options"
+
+
+def _fields(cls, prefix=""):
+    """{option name: field} of every option, sections' fields included."""
+    out = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = f.metadata.get("env") or (f"{prefix}.{f.name}" if prefix else f.name)
+        out[name] = f
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(_fields(hints[f.name], name))
+    return out
+
+
+def test_the_readme_documents_every_option_with_its_default():
+    rows = {}
+    for line in _readme_table().splitlines()[2:]:
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        rows[cells[0].strip("`")] = cells
+    fields = _fields(PipelineOptions)
+    assert set(rows) == set(fields)
+    for name, f in fields.items():
+        _, _, default, meaning = rows[name]
+        assert meaning, f"{name}: no meaning"
+        if "shown" in f.metadata or dataclasses.is_dataclass(f.default):
+            continue  # a default that is not a plain value (another option's, a path) or a section
+        value = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        assert json.loads(default.strip("`")) == json.loads(json.dumps(value)), name
+
+
+def test_a_default_shown_in_words_names_the_one_place_it_comes_from():
+    shown = {name: default for name, _, default, _ in option_rows()}
+    assert shown["KEEP_SAMD_DOWNSTREAM.epochs"].startswith(f"{DownstreamOptions.KNOWLEDGE_EPOCHS} (knowledge")
+    from components.model_evaluator.blessing import BlessingConfig
+    assert shown["KEEP_SAMD_BLESSING.margin"] == f"`{BlessingConfig.margin}`"
+
+
+def test_the_environment_interface_gives_typed_sections_and_the_trainers_their_configs():
+    o = PipelineOptions.from_env(E2E_ENV)
+    assert (o.train_steps, o.eval_steps, o.epochs, o.keep) == (600, 10, 3, {"batch_size": 256})
+    assert o.samd == SamdOptions(train_steps=200, epochs=2, samd={"batch_size": 64})
+    assert o.train_steps_of(o.samd) == 200 and o.train_steps_of(o.unified) == 150
+    assert o.samd.trainer_config() == {"samd": {"batch_size": 64}, "students": {}, "epochs": 2, "scenarios": None}
+    # "epochs" of KEEP_SAMD_DOWNSTREAM sets both stage-two trainers', as it always did
+    assert (o.downstream.knowledge_epochs, o.downstream.model_epochs, o.knowledge_train_steps) == (2, 2, 150)
+    assert o.downstream.trainer_config() == {"plugged": True, "downstream": {"batch_size": 256}, "spans": 1,
+                                             "scenarios": None, "epochs": 2}
+    assert o.blessing_config("samd") == {"metric": "auc_click", "margin": -1.0}
+    assert o.blessing_config("pepnet") == {"metric": "auc_click", "margin": 0.03}
+    assert o.unified.corrupt_labels == {"mmoe": "invert"}
+    # the second e2e run: SAMD and the unified models off, their blessing entries still allowed
+    second = PipelineOptions.from_env({**E2E_ENV, "KEEP_SAMD_SAMD": '{"enabled": false}',
+                                       "KEEP_SAMD_UNIFIED": '{"models": []}'})
+    assert second.trained_models == ("keep_general", "keep_downstream")
+    assert PipelineOptions.from_env({"KEEP_SAMD_OUTPUT": "out"}).output_dir == os.path.abspath("out")
+    assert PipelineOptions.from_env({"KEEP_SAMD_SPLIT": '{"validation_days": 0}'}).time_split.validation_days == 0
+
+
+def test_defaults_each_trainer_epochs_as_before():
+    o = PipelineOptions()
+    assert (o.epochs, o.samd.epochs, o.downstream.knowledge_epochs, o.downstream.model_epochs) == (6, 5, 3, 2)
+    assert o.samd.trainer_config()["epochs"] == 5 and o.downstream.trainer_config()["epochs"] == 2
+
+
+def test_sections_accept_dicts_and_replace_checks_again():
+    o = PipelineOptions(samd={"teacher": "super"}, blessing={"margin": 0.0})
+    assert o.samd.teacher == "super" and o.blessing.margin == 0.0
+    assert dataclasses.replace(o, train_steps=7).samd is o.samd
+    with pytest.raises(OptionsError, match="KEEP_SAMD_TRAIN_STEPS=0: expected at least 1"):
+        dataclasses.replace(o, train_steps=0)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"KEEP_SAMD_SAMD": '{"teacher": "best"}'}, r"KEEP_SAMD_SAMD.teacher='best': expected one of \"general\", \"super\""),
+    ({"KEEP_SAMD_SAMD": '{"techer": "super"}'}, r"unknown KEEP_SAMD_SAMD field\(s\): \['techer'\]; allowed: \[.*'teacher'"),
+    ({"KEEP_SAMD_SAMD": '{"samd": {"clusters": 3}}'}, r"unknown KEEP_SAMD_SAMD.samd field\(s\): \['clusters'\]"),
+    ({"KEEP_SAMD_SAMD": '{"samd": {"strategy": "x"}}'}, r"KEEP_SAMD_SAMD.samd: unknown SAMD strategy 'x'; one of"),
+    ({"KEEP_SAMD_SAMD": '{"students": {"banner": {"hidden": [8]}}}'},
+     r"unknown KEEP_SAMD_SAMD.students.banner field\(s\): \['hidden'\]"),
+    ({"KEEP_SAMD_SAMD": '{"enabled": "no"}'}, r"KEEP_SAMD_SAMD.enabled='no': expected boolean"),
+    ({"KEEP_SAMD_KEEP": '{"tower_units": [8, "x"]}'}, r"KEEP_SAMD_KEEP.tower_units\[1\]='x': expected integer"),
+    ({"KEEP_SAMD_EPOCHS": "x"}, r"KEEP_SAMD_EPOCHS='x': expected integer"),
+    ({"KEEP_SAMD_EVAL_STEPS": "0"}, r"KEEP_SAMD_EVAL_STEPS=0: expected at least 1"),
+    ({"KEEP_SAMD_SPLIT": '{"test_day": 1}'}, r"unknown KEEP_SAMD_SPLIT field\(s\): \['test_day'\]"),
+    ({"KEEP_SAMD_SPLIT": '{"test_days": 0}'}, r"KEEP_SAMD_SPLIT: .*test_days must be >= 1"),
+    ({"KEEP_SAMD_SPLIT": "[1]"}, r"KEEP_SAMD_SPLIT='\[1\]': expected a JSON object"),
+    ({"KEEP_SAMD_UNIFIED": '{"models": ["dcn"]}'}, r"KEEP_SAMD_UNIFIED.models: unknown model\(s\) \['dcn'\]; known:"),
+    ({"KEEP_SAMD_UNIFIED": '{"configs": {"pepnet": {"gamma": "x"}}}'},
+     r"KEEP_SAMD_UNIFIED.configs.pepnet.gamma='x': expected number"),
+    ({"KEEP_SAMD_UNIFIED": '{"corrupt_labels": {"pepnet": "flip"}}'},
+     r"corrupt_labels: 'pepnet': 'flip': expected .*\['invert', 'shuffle'\]"),
+    ({"KEEP_SAMD_UNIFIED": '{"models": ["adl"], "corrupt_labels": {"pepnet": "invert"}}'},
+     r"corrupt_labels: 'pepnet': 'invert': expected \{a trained unified model \['adl'\]"),
+    ({"KEEP_SAMD_DOWNSTREAM": '{"spans": -1}'}, r"KEEP_SAMD_DOWNSTREAM.spans=-1: expected at least 0"),
+    ({"KEEP_SAMD_DOWNSTREAM": '{"knowledge": {"strategy": "x"}}'},
+     r"KEEP_SAMD_DOWNSTREAM.knowledge: strategy 'x': one of"),
+    ({"KEEP_SAMD_BLESSING": '{"models": {"pepnte": {}}}'}, r"KEEP_SAMD_BLESSING.models: unknown model\(s\) \['pepnte'\]"),
+    ({"KEEP_SAMD_BLESSING": '{"models": {"grec": {"margn": 0}}}'},
+     r"unknown KEEP_SAMD_BLESSING.models.grec field\(s\): \['margn'\]; allowed: \['margin', 'metric', 'tolerance'\]"),
+    ({"KEEP_SAMD_BLESSING": '{"metric": "auc_ctr"}'}, r"KEEP_SAMD_BLESSING for every model: .*'auc_ctr': expected"),
+    ({"KEEP_SAMD_BLESSING": '{"baselines": {"pepnet": "adl", "adl": "pepnet"}}'}, r"cycle"),
+    ({"KEEP_SAMD_BLESSING": '{"baselines": {"samd": "keep_general"}}', "KEEP_SAMD_SAMD": '{"enabled": false}'},
+     r"baselines: 'samd' -> 'keep_general': both must be trained"),
+])
+def test_an_invalid_option_names_the_field_the_value_and_the_allowed_ones(env, message):
+    with pytest.raises(OptionsError, match=message):
+        PipelineOptions.from_env(env)
+
+
+def test_the_pipeline_passes_each_trainer_its_epochs_and_steps(tmp_path):
+    from pipelines.keep_samd import create_pipeline
+
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def components(**options):
+        return create_pipeline(PipelineOptions(output_dir=str(tmp_path / "runs"), data_root=str(data),
+                                               **options)).components
+
+    def custom(**options):
+        configs = {c.id: json.loads(c.exec_properties.get("custom_config") or "null") for c in components(**options)}
+        return {node: config for node, config in configs.items() if config}  # the trainers
+
+    epochs = {node: config["epochs"] for node, config in custom().items()}
+    assert epochs == {"KeepTrainer": 6, "SamdTrainer": 5, "KnowledgeCenter": 3, "DownstreamTrainer": 2,
+                      **{f"{''.join(p.capitalize() for p in m.split('_'))}Trainer": 6
+                         for m in PipelineOptions().unified_models}}
+    configs = custom(epochs=4, samd={"epochs": 3, "teacher": "super"}, downstream={"epochs": 1})
+    assert {n: c["epochs"] for n, c in configs.items() if n in ("KeepTrainer", "SamdTeacherTrainer", "PepnetTrainer",
+                                                              "SamdTrainer", "KnowledgeCenter", "DownstreamTrainer")} \
+        == {"KeepTrainer": 4, "SamdTeacherTrainer": 4, "PepnetTrainer": 4, "SamdTrainer": 3, "KnowledgeCenter": 1,
+            "DownstreamTrainer": 1}
+    steps = {c.id: c.exec_properties.get("train_steps")
+             for c in components(samd={"train_steps": 200}, downstream={"train_steps": 150})}
+    assert (steps["SamdTrainer"], steps["KnowledgeCenter"], steps["DownstreamTrainer"]) == (200, 150, 150)
