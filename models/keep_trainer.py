@@ -35,7 +35,7 @@ from models import distribute
 from models import export
 from models import features as F
 from models.keep import KeepConfig, KeepModel
-from models.multitask import budget_record, seed_everything, write_json, write_training_record
+from models.multitask import PATIENCE, budget_record, seed_everything, write_json, write_training_record
 
 
 def make_dataset(file_pattern, data_accessor, tf_transform_output, batch_size, shuffle=True, num_epochs=None):
@@ -100,7 +100,7 @@ def train_and_export(fn_args, strategy):
     with strategy.scope():
         model = build_model(config, tft_output)
     epochs = max(1, int(custom["epochs"]))  # no default here: the pipeline options hold it
-    patience = max(1, int(custom.get("patience", 2)))
+    patience = max(1, int(custom.get("patience", PATIENCE)))
     steps = max(1, fn_args.train_steps // epochs)
     logging.info("training KEEP: %d epochs of %d steps, batch %d; %s", epochs, steps, config.batch_size, config)
     history = model.fit(

@@ -73,6 +73,7 @@ class MultiTaskSteps:
 
 
 TRAINING_FILE = "training.json"
+PATIENCE = 2  # epochs without a better validation score before a trainer stops (custom_config "patience")
 
 
 def optimizer_names(model) -> str:

@@ -96,7 +96,7 @@ Example (models/samd_trainer.py does this):
     widths = layer_widths(teacher.teacher_layers(features, tasks=teacher_tasks(config)))
     distiller = SamdDistiller(config, teacher, students, table, widths, student_widths)
     distiller.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
-    distiller.fit(batches, callbacks=[PerStudentEarlyStopping(students)], ...)  # N feature dicts per step
+    distiller.fit(batches, callbacks=[PerStudentEarlyStopping(students, patience=2)], ...)  # N feature dicts per step
     distiller.transfer_report()   # {"scenarios": {sid: W_T^i, its entropy, T_i, C_i, p_i}}
 """
 
@@ -555,7 +555,7 @@ class PerStudentEarlyStopping(tf_keras.callbacks.Callback):
     student gets its own best weights back. `best_epochs` records each one's (1-based).
     """
 
-    def __init__(self, students: Mapping[str, tf_keras.Model], patience: int = 2):
+    def __init__(self, students: Mapping[str, tf_keras.Model], patience: int):
         super().__init__()
         self.students = dict(students)
         self.patience = int(patience)

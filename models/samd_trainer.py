@@ -38,7 +38,7 @@ from absl import logging
 from models import export
 from models import features as F
 from models.keep import KeepModel
-from models.multitask import budget_record, read_json, seed_everything, write_json, write_training_record
+from models.multitask import PATIENCE, budget_record, read_json, seed_everything, write_json, write_training_record
 from models.samd import (PerStudentEarlyStopping, SamdConfig, SamdDistiller, ScenarioTable, layer_widths,
                          rank_neighbours, teacher_tasks)
 from models.students import build_student, default_student_specs, student_vocab_features
@@ -193,7 +193,7 @@ def _distil(config, custom, spec, indices, table, tft_output, specs, students, t
     logging.info("SAMD: %d students (%s), %d epochs of %d steps, strategy %s, batches %s", len(students),
                  ", ".join(f"{s}:{spec.architecture}" for s, spec in specs.items()), epochs, steps, config.strategy,
                  sizes)
-    stopping = PerStudentEarlyStopping(students, patience=int(custom.get("patience", 2)))
+    stopping = PerStudentEarlyStopping(students, patience=int(custom.get("patience", PATIENCE)))
     t0 = time.time()
     history = distiller.fit(
         train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation, validation_steps=max(1, eval_steps),

@@ -40,7 +40,7 @@ from models import distribute
 from models import export
 from models import features as F
 from models.keep_trainer import make_dataset
-from models.multitask import budget_record, seed_everything, write_json, write_training_record
+from models.multitask import PATIENCE, budget_record, seed_everything, write_json, write_training_record
 
 # name -> (module, model class, config class); each model takes (config, vocab_sizes).
 MODELS = {
@@ -127,7 +127,7 @@ def train_and_export(fn_args, strategy):
         train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation,
         validation_steps=max(1, fn_args.eval_steps), verbose=2,
         callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max",
-                                                    patience=int(custom.get("patience", 2)),
+                                                    patience=int(custom.get("patience", PATIENCE)),
                                                     restore_best_weights=True, verbose=1)],
     )
     seconds = time.time() - t0
