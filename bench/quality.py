@@ -273,7 +273,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=None,
                    help="train only these (KEEP and the floor always): samd, keep_downstream, unified names")
     p.add_argument("--options", default=None,
-                   help='JSON of PipelineOptions fields merged in, e.g. \'{"samd": {"samd": {"meta": "all2all"}}}\'')
+                   help='JSON of PipelineOptions fields merged in, e.g. \'{"samd": {"samd": {"strategy": "all2all"}}}\'')
     p.add_argument("--baselines", nargs="+", default=["shared_bottom", "mmoe"],
                    help="also pair every model against these (per task, on ALL and each role group's rows)")
     p.add_argument("--summarise-only", action="store_true",
