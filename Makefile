@@ -27,13 +27,24 @@ $(DATA)/truth.json: | $(VENV)/.installed
 
 data: $(DATA)/truth.json
 
-run: setup data
-	$(VENV)/bin/tfx pipeline create --pipeline_path=pipelines/local_runner.py --engine=local \
-	  || $(VENV)/bin/tfx pipeline update --pipeline_path=pipelines/local_runner.py --engine=local
-	$(VENV)/bin/tfx run create --pipeline_name=keep_samd --engine=local
+# make run: one console line per component and a summary; the rest goes to $(OUTPUT)/logs/<run>.log.
+# make run VERBOSE=1: all of it on the terminal.
+VERBOSE ?=
+# The tfx CLI's own imports print TensorFlow's probes and google-api-core's FutureWarnings
+# before it starts the pipeline file: quiet them. The run takes these back, so that its log
+# still gets what they hide (pipelines/local_runner.py).
+TFX := env $(if $(VERBOSE),KEEP_SAMD_VERBOSE=1,TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore \
+	KEEP_SAMD_CLI_QUIETED="TF_CPP_MIN_LOG_LEVEL PYTHONWARNINGS") $(VENV)/bin/tfx
 
+run: setup data
+	@if [ -d "$(LOCAL_HOME)/keep_samd" ]; then what=update; else what=create; fi; \
+	  $(TFX) pipeline $$what --pipeline_path=pipelines/local_runner.py --engine=local
+	@$(TFX) run create --pipeline_name=keep_samd --engine=local
+
+# CI runs every test; the fast ones alone: make test PYTEST_ARGS="-m 'not e2e and not slow'"
+PYTEST_ARGS ?=
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 report: setup
 	$(PY) -m pipelines.report --output $(OUTPUT)

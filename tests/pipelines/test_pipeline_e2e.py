@@ -2,29 +2,47 @@
 
 Slow (minutes): it runs ExampleGen, StatisticsGen, ExampleValidator and Transform on
 Beam, trains KEEP and pushes it, on a small generated data set.
+
+Every test writes under its own temporary folder. The module's run (`pipeline_run`) is
+read, never changed: a test that needs another run makes its own, so the tests pass in
+any order (`pytest --reverse` runs them backwards).
 """
 
+import collections
 import contextlib
 import glob
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from synthetic import generate as G
 from tests.csv_edit import set_cell as _set_cell
 
+pytestmark = pytest.mark.e2e
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
-REPORTS = os.path.join(REPO, "runs", "test-reports")
+TFX_RUN = [os.path.join(BIN, "tfx"), "run", "create", "--pipeline_name=keep_samd", "--engine=local"]
 PLANTED = "mmoe"
+PROGRESS_SECONDS = 20  # the console's "still running" interval in the module's run
+# What `make run` adds to the tfx CLI's environment (see the Makefile): the CLI's own imports
+# print nothing; the run it starts takes these back for its log.
+CLI_QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore",
+             "KEEP_SAMD_CLI_QUIETED": "TF_CPP_MIN_LOG_LEVEL PYTHONWARNINGS"}
+
+Run = collections.namedtuple("Run", "tmp create run")
 
 
 def _env(tmp, data, **extra):
     env = dict(os.environ)
+    env.pop("KEEP_SAMD_VERBOSE", None)  # a developer's setting would change what the console tests see
     env.update({
         "TF_USE_LEGACY_KERAS": "1",
         "KEEP_SAMD_OUTPUT": os.path.join(tmp, "runs"),
@@ -42,22 +60,51 @@ def _env(tmp, data, **extra):
         # A margin of 3 standard errors of a chance AUC on the ~4k test rows. The students are
         # judged on their own scenario's rows (~40 for a minor one here, too few for any
         # margin): they are only required to have a computable AUC.
-        # The downstream model is evaluated on the sub-scenarios' ~2.4k test rows. Its
-        # second (incremental) run may not beat the first: what is tested there is the
-        # warm start, so any non-chance model is pushed.
         "KEEP_SAMD_BLESSING": json.dumps({"metric": "auc_click", "margin": 0.03, "models": {
             "samd": {"margin": -1.0}, "keep_downstream": {"tolerance": 1.0}}}),
         # KEEP stage two, incremental: the downstream model trains on the latest day.
         "KEEP_SAMD_DOWNSTREAM": json.dumps({"spans": 1, "train_steps": 150, "knowledge_train_steps": 150,
                                             "epochs": 2, "downstream": {"batch_size": 256},
                                             "knowledge": {"batch_size": 256}}),
+        "KEEP_SAMD_PROGRESS_SECONDS": str(PROGRESS_SECONDS),
     })
     env.update(extra)
     return env
 
 
 def _run(cmd, env, timeout=1500):
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    """`cmd` in its own process group: past `timeout` it is killed with its children (Beam's workers)."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"{' '.join(cmd)}: still running after {timeout}s\n{out[-2000:]}{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _failed(tmp, run):
+    """What to show when a run failed: its terminal, and the end of its log (the traceback is there)."""
+    logs = sorted(glob.glob(os.path.join(tmp, "runs", "logs", "*.log")), key=os.path.getmtime)
+    tail = ""
+    if logs:
+        with open(logs[-1], errors="replace") as f:
+            tail = f"\n--- {logs[-1]} ---\n" + f.read()[-6000:]
+    return run.stdout[-2000:] + run.stderr[-3000:] + tail
+
+
+def _one(pattern):
+    files = glob.glob(pattern)
+    assert len(files) == 1, f"{pattern}: expected one match, found {files}"
+    return files[0]
+
+
+def _read_json(path):
+    assert os.path.isfile(path), f"{path}: missing"
+    with open(path) as f:
+        return json.load(f)
 
 
 @pytest.fixture(scope="module")
@@ -66,19 +113,88 @@ def pipeline_run(tmp_path_factory):
     data = os.path.join(tmp, "data")
     # 4 days: the time split trains on days 0-1, validates on day 2 and tests on day 3.
     G.generate(data, G.GeneratorConfig(rows=16_000, days=4, seed=5), progress=False)
-    env = _env(tmp, data)
+    env = _env(tmp, data, **CLI_QUIET)
     create = _run([os.path.join(BIN, "tfx"), "pipeline", "create", "--pipeline_path=pipelines/local_runner.py",
                    "--engine=local"], env)
-    assert create.returncode == 0, create.stdout[-3000:] + create.stderr[-3000:]
-    run = _run([os.path.join(BIN, "tfx"), "run", "create", "--pipeline_name=keep_samd", "--engine=local"], env)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    return tmp, run
+    assert create.returncode == 0, _failed(tmp, create)
+    run = _run(TFX_RUN, env)
+    assert run.returncode == 0, _failed(tmp, run)
+    return Run(tmp, create, run)
 
 
+def _lines(completed):
+    return [line for line in (completed.stdout + completed.stderr).splitlines() if line.strip()]
+
+
+def test_pipeline_create_only_says_it_created_the_pipeline(pipeline_run):
+    # The CLI compiles the pipeline file with LocalDagRunner.run stubbed out: nothing ran.
+    assert _lines(pipeline_run.create) == ["CLI", "Creating pipeline", 'Pipeline "keep_samd" created successfully.']
+    assert glob.glob(os.path.join(pipeline_run.tmp, "runs", "logs", "*-compile.log"))
+
+
+def _seconds(text):
+    """Seconds in a console duration: 1h02m, 2m37s or 12.5s."""
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:([\d.]+)s)?", text)
+    assert m and text, text
+    h, mi, s = m.groups()
+    return int(h or 0) * 3600 + int(mi or 0) * 60 + float(s or 0)
+
+
+def test_run_console_shows_each_component_once_started_and_once_done_then_a_summary(pipeline_run):
+    tmp, _, run = pipeline_run
+    lines = _lines(run)
+    assert lines[:2] == ["CLI", "Creating a run for pipeline: keep_samd"], lines[:5]
+    header = re.fullmatch(r"keep_samd: run (\S+), (\d+) components; log: (\S+) \(KEEP_SAMD_VERBOSE=1 shows it here\)",
+                          lines[2])
+    assert header, lines[2]
+    total, log = int(header.group(2)), header.group(3)
+    assert os.path.dirname(log) == os.path.join(tmp, "runs", "logs")
+
+    per = collections.defaultdict(lambda: {"started": 0, "done": None, "progress": 0})
+    rest = []
+    for line in lines[3:]:
+        m = re.fullmatch(r"\[ *(\d+)/(\d+)\] (\S+) +(started|done in (\S+)(?:  .*)?|\.\.\. \S+ so far .*)", line)
+        if not m:
+            rest.append(line)
+            continue
+        assert int(m.group(2)) == total, line
+        node = per[(int(m.group(1)), m.group(3))]
+        if m.group(4) == "started":
+            node["started"] += 1
+        elif m.group(5):
+            assert node["done"] is None, line
+            node["done"] = _seconds(m.group(5))
+        else:
+            node["progress"] += 1
+    assert sorted(i for i, _ in per) == list(range(1, total + 1)), sorted(per)
+    for (_, name), node in per.items():
+        assert node["started"] == 1 and node["done"] is not None, (name, node)
+        # A "still running" line per PROGRESS_SECONDS of the component's run, no more.
+        assert node["progress"] <= node["done"] / PROGRESS_SECONDS, (name, node)
+    assert any(node["progress"] for node in per.values())  # Transform and the trainers run long enough
+
+    # Nothing but the summary after the components: no warnings, no library output.
+    text = "\n".join(lines)
+    assert "Warning" not in text and "warn(" not in text
+    assert rest[0].startswith("keep_samd: run finished in "), rest
+    assert rest[1].split() == ["model", "test", "AUC", "blessed", "pushed", "version"], rest
+    table = {row.split()[0]: row.split()[1:] for row in rest[2:] if not row.strip().endswith(")") and ":" not in row}
+    keep = _read_json(_one(os.path.join(tmp, "runs", "pipelines", "keep_samd", "KeepEvaluator", "evaluation", "*",
+                                        "evaluation.json")))
+    assert table["keep_general"] == [f"{keep['metrics']['ALL']['click']['auc']:.3f}", "yes",
+                                     os.path.basename(_latest(tmp, "keep_general"))]
+    assert table[PLANTED][1:] == ["no", "not", "pushed"]
+    assert len([name for name in table if name.startswith("samd_")]) == 8
+    report = next(row for row in rest if row.strip().startswith("report: ")).split()[1]
+    assert os.path.isfile(report), report
+    assert rest[-1].strip() == f"log: {log}"
+    # The log has what the terminal was spared.
+    with open(log) as f:
+        logged = f.read()
+    assert "Component KeepTrainer is running" in logged and "Epoch 1/" in logged
 def test_pipeline_pushes_a_servable_keep_model(pipeline_run):
-    tmp, _ = pipeline_run
-    versions = glob.glob(os.path.join(tmp, "runs", "serving", "keep_general", "*", "saved_model.pb"))
-    assert len(versions) == 1
+    tmp = pipeline_run.tmp
+    saved_model = _one(os.path.join(tmp, "runs", "serving", "keep_general", "*", "saved_model.pb"))
     # Root, metadata and pushed models live under the output folder, none in the source tree.
     assert os.path.exists(os.path.join(tmp, "runs", "metadata", "keep_samd", "metadata.sqlite"))
     assert os.path.isdir(os.path.join(tmp, "runs", "pipelines", "keep_samd", "Transform"))
@@ -92,20 +208,19 @@ def test_pipeline_pushes_a_servable_keep_model(pipeline_run):
     pushed = {d for d in os.listdir(os.path.join(tmp, "runs", "serving"))
               if os.path.isdir(os.path.join(tmp, "runs", "serving", d))}
     assert set(listed) == pushed  # every pushed model, SAMD students and unified models included
-    version_dir = os.path.dirname(versions[0])
+    version_dir = os.path.dirname(saved_model)
     assert os.path.getsize(os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")) > 0
 
 
-def test_pushed_model_predicts_in_a_fresh_process_that_imports_nothing_from_the_repo(pipeline_run):
-    tmp, _ = pipeline_run
+def test_pushed_model_predicts_in_a_fresh_process_that_imports_nothing_from_the_repo(pipeline_run, reports_dir):
+    tmp = pipeline_run.tmp
     report = _standalone(tmp, _latest(tmp, "keep_general"))
     assert report["knowledge_width"] == 48 + 3 * 16 + 3 * 64
     overall = report["scenarios"]["ALL"]
-    os.makedirs(REPORTS, exist_ok=True)
-    with open(os.path.join(REPORTS, "keep_e2e.json"), "w") as f:
+    with open(os.path.join(reports_dir, "keep_e2e.json"), "w") as f:
         json.dump(report, f, indent=1)
     print(f"\nKEEP test click AUC {overall['click']['auc']:.3f} (oracle {overall['click']['oracle_auc']:.3f}) "
-          f"on {overall['rows']} rows; report in {REPORTS}/keep_e2e.json")
+          f"on {overall['rows']} rows; report in {reports_dir}/keep_e2e.json")
     assert overall["click"]["auc"] > 0.57, overall
     # Conversion and cart towers learn too, and predictions are calibrated to the base rate.
     assert overall["conversion"]["auc"] > 0.52 and overall["cart"]["auc"] > 0.52, overall
@@ -127,7 +242,10 @@ def _standalone(tmp, model_dir):
 
 
 def _latest(tmp, model):
-    return os.path.dirname(sorted(glob.glob(os.path.join(tmp, "runs", "serving", model, "*", "saved_model.pb")))[-1])
+    pattern = os.path.join(tmp, "runs", "serving", model, "*", "saved_model.pb")
+    versions = sorted(glob.glob(pattern), key=lambda p: int(os.path.basename(os.path.dirname(p))))
+    assert versions, f"{pattern}: no pushed version"
+    return os.path.dirname(versions[-1])
 
 
 def _dir_size(path):
@@ -135,7 +253,7 @@ def _dir_size(path):
 
 
 def test_every_scenario_gets_a_standalone_samd_student(pipeline_run):
-    tmp, _ = pipeline_run
+    tmp = pipeline_run.tmp
     with open(os.path.join(tmp, "data", "scenarios.csv")) as f:
         scenarios = [line.split(",")[0] for line in f.read().split("\n")[1:] if line]
     teacher = _latest(tmp, "keep_general")
@@ -148,10 +266,8 @@ def test_every_scenario_gets_a_standalone_samd_student(pipeline_run):
     forbidden = ("teacher", "meta", "representation", "cluster", "student_projections", "attention")
     assert not [v for v in report["variables"] if any(f in v for f in forbidden)], report["variables"]
     assert any("pay_channel" in v for v in report["variables"])  # its own heterogeneous feature
-    transfer = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "SamdTrainer", "transfer_report", "*",
-                                      "transfer.json"))
-    with open(transfer[0]) as f:
-        transfer = json.load(f)
+    transfer = _read_json(_one(os.path.join(tmp, "runs", "pipelines", "keep_samd", "SamdTrainer", "transfer_report",
+                                            "*", "transfer.json")))
     assert set(transfer["scenarios"]) == set(scenarios)
     w = transfer["scenarios"]["banner"]["transfer_weights"]
     # M_g rows; the student's layers plus the "no transfer" column (SamdConfig.null_transfer, on by default).
@@ -161,11 +277,11 @@ def test_every_scenario_gets_a_standalone_samd_student(pipeline_run):
 def test_every_unified_model_and_baseline_is_pushed_and_predicts_standalone(pipeline_run):
     from models.unified_trainer import MODELS
 
-    tmp, _ = pipeline_run
+    tmp = pipeline_run.tmp
     for name in MODELS:
         if name == PLANTED:  # not pushed (see below): its trained SavedModel still exports and predicts
-            model = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "MmoeTrainer", "model", "*",
-                                           "Format-Serving"))[0]
+            model = _one(os.path.join(tmp, "runs", "pipelines", "keep_samd", "MmoeTrainer", "model", "*",
+                                      "Format-Serving"))
             report = _standalone(tmp, model)
             assert report["tasks"] == ["click", "conversion", "cart"]
             continue
@@ -177,15 +293,12 @@ def test_every_unified_model_and_baseline_is_pushed_and_predicts_standalone(pipe
 
 
 def _evaluation(tmp, component):
-    files = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", component, "evaluation", "*",
-                                   "evaluation.json"))
-    assert len(files) == 1, component
-    with open(files[0]) as f:
-        return json.load(f)
+    return _read_json(_one(os.path.join(tmp, "runs", "pipelines", "keep_samd", component, "evaluation", "*",
+                                        "evaluation.json")))
 
 
 def test_planted_worse_model_is_not_blessed_and_not_pushed(pipeline_run):
-    tmp, run = pipeline_run
+    tmp = pipeline_run.tmp
     planted = _evaluation(tmp, "MmoeEvaluator")
     verdict = planted["blessings"][PLANTED]
     assert not verdict["blessed"] and "does not beat chance" in verdict["reason"], verdict
@@ -204,13 +317,12 @@ def test_planted_worse_model_is_not_blessed_and_not_pushed(pipeline_run):
     students = _evaluation(tmp, "SamdEvaluator")["blessings"]
     assert len(students) == 8 and all(b["blessed"] for b in students.values())
     # ADL routes a sample by the stored centres in training as in serving.
-    adl = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "AdlTrainer", "model", "*", "training.json"))
-    with open(adl[0]) as f:
-        assert json.load(f)["routing"]["train_serve_agreement"] == 1.0
+    adl = _one(os.path.join(tmp, "runs", "pipelines", "keep_samd", "AdlTrainer", "model", "*", "training.json"))
+    assert _read_json(adl)["routing"]["train_serve_agreement"] == 1.0
 
 
-def test_run_writes_the_report_and_its_plots(pipeline_run):
-    tmp, _ = pipeline_run
+def test_run_writes_the_report_and_its_plots(pipeline_run, reports_dir):
+    tmp = pipeline_run.tmp
     out = _run([sys.executable, "-m", "pipelines.report", "--output", os.path.join(tmp, "runs")], _env(tmp, ""))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "== click AUC" in out.stdout and "mean heterogeneous" in out.stdout
@@ -221,13 +333,13 @@ def test_run_writes_the_report_and_its_plots(pipeline_run):
     for name in ("report.md", "report.html", "metrics.json", "auc_click.png", "auc_conversion.png", "auc_cart.png",
                  "samd_transfer_weights.png", "samd_representations.png", "adl_clusters.png"):
         assert os.path.getsize(os.path.join(folder, name)) > 0, name
-    shutil.copytree(folder, os.path.join(REPORTS, "evaluation"), dirs_exist_ok=True)
+    shutil.copytree(folder, os.path.join(reports_dir, "evaluation"), dirs_exist_ok=True)
 
 
 def test_every_pushed_model_uses_only_stock_tensorflow_ops(pipeline_run):
     from serving.ops_check import unsupported_ops
 
-    tmp, _ = pipeline_run
+    tmp = pipeline_run.tmp
     models = [d for d in os.listdir(os.path.join(tmp, "runs", "serving"))
               if os.path.isdir(os.path.join(tmp, "runs", "serving", d))]
     # KEEP, the students, the unified models but the planted one, the knowledge cache and the downstream model
@@ -241,7 +353,7 @@ def test_pushed_models_answer_grpc_and_rest_like_in_process(pipeline_run):
     import tensorflow as tf
     from serving.client import ServingClient
 
-    tmp, _ = pipeline_run
+    tmp = pipeline_run.tmp
     with _server(tmp) as ports:
         examples = _eval_examples(tmp, 16)
         for model, task in (("keep_general", "cart"), ("samd_banner", "click")):
@@ -256,36 +368,52 @@ def test_pushed_models_answer_grpc_and_rest_like_in_process(pipeline_run):
 
 
 @contextlib.contextmanager
-def _server(tmp):
-    """The embedded model server on the run's models.config, in its own process: yields its ports."""
-    import socket
+def _server(tmp, deadline_s=300):
+    """The embedded model server on the run's models.config, in its own process: yields its ports.
+
+    It binds free ports itself and writes them to --port_file once it serves the models:
+    a port picked here and released for it could be taken in between.
+    """
+    import tempfile
 
     config = os.path.join(tmp, "runs", "serving", "models.config")
-    with socket.socket() as sock:  # a free port for REST (--rest_api_port=0 disables REST, as in TF Serving)
-        sock.bind(("127.0.0.1", 0))
-        rest_port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "serving.model_server", f"--model_config_file={config}", "--port=0",
-         f"--rest_api_port={rest_port}", "--file_system_poll_wait_seconds=0"],
-        cwd=REPO, env=_env(tmp, ""), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    folder = tempfile.mkdtemp(prefix="server-", dir=tmp)
+    port_file = os.path.join(folder, "ports.json")
+    log_path = os.path.join(folder, "server.log")
+
+    def log():
+        with open(log_path, errors="replace") as f:
+            return f.read()[-3000:]
+
+    with open(log_path, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "serving.model_server", f"--model_config_file={config}", "--port=0",
+             "--rest_api_port=-1", f"--port_file={port_file}", "--file_system_poll_wait_seconds=0"],
+            cwd=REPO, env=_env(tmp, ""), stdout=out, stderr=subprocess.STDOUT)
     try:
-        line = ""
-        while not line.startswith("ready"):
-            line = server.stdout.readline()
-            assert line or server.poll() is None, "server exited before it was ready"
-        ports = dict(kv.split("=") for kv in line.split()[1:])
-        assert int(ports["rest_port"]) == rest_port
+        deadline = time.monotonic() + deadline_s
+        while not os.path.exists(port_file):
+            assert server.poll() is None, f"server exited ({server.returncode}) before writing {port_file}:\n{log()}"
+            assert time.monotonic() < deadline, f"{port_file}: not written in {deadline_s}s\n{log()}"
+            time.sleep(0.2)
+        ports = _read_json(port_file)
+        assert ports["grpc_port"] > 0 and ports["rest_port"] > 0, ports
         yield ports
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=30)
 
 
 def _eval_examples(tmp, n):
     import tensorflow as tf
 
-    files = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "CsvExampleGen", "examples", "*",
-                                   "Split-test", "*"))
+    pattern = os.path.join(tmp, "runs", "pipelines", "keep_samd", "CsvExampleGen", "examples", "*", "Split-test", "*")
+    files = glob.glob(pattern)
+    assert files, f"{pattern}: no test split"
     return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(n)]
 
 
@@ -294,7 +422,7 @@ def test_plugged_prediction_over_grpc_equals_knowledge_lookup_then_model_in_proc
     import tensorflow as tf
     from serving.client import ServingClient, _raw_id
 
-    tmp, _ = pipeline_run
+    tmp = pipeline_run.tmp
     with open(os.path.join(tmp, "runs", "serving", "models.config")) as f:
         config = f.read()
     assert 'name: "keep_knowledge"' in config and "num_versions: 5" in config and 'name: "keep_downstream"' in config
@@ -372,32 +500,43 @@ def _add_day(data, source_day, new_day):
     return len(rows)
 
 
-# Last in the module: it adds a second run to the first one's output folder.
-def test_second_run_with_a_new_span_adds_a_knowledge_version_and_warm_starts_the_downstream_model(pipeline_run):
-    tmp, _ = pipeline_run
+def test_second_run_with_a_new_span_adds_a_knowledge_version_and_warm_starts_the_downstream_model(tmp_path):
+    tmp = str(tmp_path)
+    data = os.path.join(tmp, "data")
+    G.generate(data, G.GeneratorConfig(rows=6000, days=4, seed=5), progress=False)
+    # Two runs of their own of what this test is about: KEEP, the knowledge cache, the
+    # downstream model. Any downstream model is blessed (a margin of -1 over chance): what is
+    # tested is that the second run warm-starts from the first one's.
+    # Beam in one process: on this little data, starting multi-processing workers costs more than it saves.
+    env = _env(tmp, data, KEEP_SAMD_TRAIN_STEPS="60", KEEP_SAMD_EPOCHS="1",
+               KEEP_SAMD_BEAM_ARGS="--runner=DirectRunner --direct_running_mode=in_memory",
+               KEEP_SAMD_SAMD=json.dumps({"enabled": False}), KEEP_SAMD_UNIFIED=json.dumps({"models": []}),
+               KEEP_SAMD_BLESSING=json.dumps({"metric": "auc_click", "models": {
+                   "keep_downstream": {"margin": -1.0, "tolerance": 1.0}}}),
+               KEEP_SAMD_DOWNSTREAM=json.dumps({"spans": 1, "train_steps": 60, "knowledge_train_steps": 60,
+                                                "epochs": 1, "downstream": {"batch_size": 256},
+                                                "knowledge": {"batch_size": 256}}))
+    runner = [sys.executable, "pipelines/local_runner.py"]
+    run = _run(runner, env)
+    assert run.returncode == 0, _failed(tmp, run)
     serving = os.path.join(tmp, "runs", "serving")
     first_cache = sorted(os.listdir(os.path.join(serving, "keep_knowledge")))
     first_model = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "DownstreamTrainer", "model", "*"))
-    assert len(first_cache) == 1 and len(first_model) == 1
-    data = os.path.join(tmp, "data")
+    assert len(first_cache) == 1 and len(first_model) == 1, (first_cache, first_model)
+
     _add_day(data, 3, 4)  # day 4 becomes the test day, 3 validation, 0-2 train
-    # Only what this test is about: KEEP, the knowledge cache, the downstream model.
-    env = _env(tmp, data, KEEP_SAMD_TRAIN_STEPS="60", KEEP_SAMD_EPOCHS="1",
-               KEEP_SAMD_SAMD=json.dumps({"enabled": False}), KEEP_SAMD_UNIFIED=json.dumps({"models": []}))
-    run = _run([os.path.join(BIN, "tfx"), "run", "create", "--pipeline_name=keep_samd", "--engine=local"], env)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    run = _run(runner, env)
+    assert run.returncode == 0, _failed(tmp, run)
 
     caches = sorted(os.listdir(os.path.join(serving, "keep_knowledge")), key=int)
     assert len(caches) == 2 and caches[0] == first_cache[0]
     models = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "DownstreamTrainer", "model", "*"))
     second = [m for m in models if m not in first_model]
-    assert len(second) == 1
-    with open(os.path.join(second[0], "training.json")) as f:
-        record = json.load(f)
+    assert len(second) == 1, models
+    record = _read_json(os.path.join(second[0], "training.json"))
     assert record["warm_start"]["base_model"] == first_model[0]
     assert record["warm_start"]["restored"] > 0 and record["warm_start"]["new"] == []
     assert "user_id" in record["warm_start"]["remapped"]  # a day more of train: new users, reordered ids
     assert record["latest_day"] == 2 and record["knowledge_version"] == int(caches[1])
-    with open(os.path.join(first_model[0], "training.json")) as f:
-        first = json.load(f)
+    first = _read_json(os.path.join(first_model[0], "training.json"))
     assert first["warm_start"]["base_model"] is None and first["latest_day"] == 1
