@@ -102,6 +102,11 @@ def list_names(folder: str) -> List[str]:
     return sorted(name.rstrip("/") for name in fileio.listdir(folder))
 
 
+def folders_with(folder: str, file_name: str) -> List[str]:
+    """The names of `folder`'s sub-folders that hold `file_name` (e.g. a SAMD model's per-scenario SavedModels)."""
+    return [d for d in list_names(folder) if fileio.exists(join(folder, d, file_name))]
+
+
 def glob(pattern: str) -> List[str]:
     return sorted(fileio.glob(pattern))
 

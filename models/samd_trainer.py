@@ -95,9 +95,10 @@ def split_by_scenario(file_pattern: str, spec: Mapping, indices: Mapping[str, in
             scenario = tf.io.parse_example(batch, key)["scenario_id"].numpy().reshape(len(batch), -1)[:, 0]
             rows = batch.numpy()
             for sid, idx in indices.items():
-                for row in rows[scenario == idx]:
+                mine = rows[scenario == idx]
+                for row in mine:
                     writers[sid].write(row)
-                counts[sid] += int((scenario == idx).sum())
+                counts[sid] += len(mine)
     finally:
         for w in writers.values():
             w.close()

@@ -136,9 +136,8 @@ def evaluate_model(model_dir: str, rows, table, roles: Dict[str, str], model_nam
         scope = np.isin(table["scenario"], list(scenarios)) if scenarios else np.ones(n, bool)
         students[model_name] = (model_dir, M.ALL, scope)
     else:
-        for sub in artifact_io.list_names(model_dir):
-            if fileio.exists(os.path.join(model_dir, sub, "saved_model.pb")):
-                students[f"{model_name}_{sub}"] = (os.path.join(model_dir, sub), sub, table["scenario"] == sub)
+        for sub in artifact_io.folders_with(model_dir, "saved_model.pb"):
+            students[f"{model_name}_{sub}"] = (os.path.join(model_dir, sub), sub, table["scenario"] == sub)
         if not students:
             raise FileNotFoundError(f"{model_dir}: no SavedModel to evaluate")
     covered = {t: np.zeros(n, bool) for t in M.TASKS}  # per task: a student may predict click only

@@ -8,7 +8,6 @@ import time
 
 from absl import logging
 from tfx.components.pusher import executor as pusher_executor
-from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
@@ -19,17 +18,12 @@ from components.serving_pusher.push import SAVED_MODEL_PB, push_saved_model
 MODEL_PREFIX = "samd_"
 
 
-def student_folders(model_dir: str):
-    """The scenarios with an exported student under model_dir (`<model_dir>/<scenario>/saved_model.pb`)."""
-    return [d for d in artifact_io.list_names(model_dir) if fileio.exists(artifact_io.join(model_dir, d, SAVED_MODEL_PB))]
-
-
 class Executor(pusher_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties):
         self._log_startup(input_dict, output_dict, exec_properties)
         model_dir = path_utils.serving_model_path(artifact_utils.get_single_uri(input_dict["model"]))
         serving_dir = exec_properties["serving_dir"]
-        scenarios = student_folders(model_dir)
+        scenarios = artifact_io.folders_with(model_dir, SAVED_MODEL_PB)
         if not scenarios:
             raise FileNotFoundError(f"{model_dir}: no student SavedModel to push")
         out = artifact_utils.get_single_instance(output_dict["pushed_model"])
