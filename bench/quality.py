@@ -16,7 +16,9 @@
    beside them), per scenario and role group, per task: AUC and GAUC, mean and std over
    seeds, the first seed's 95% interval (DeLong / bootstrap over users), the gap to the
    oracle; and each model against the floor on the same rows: the paired DeLong 95%
-   interval of the AUC difference (ALL, click), per seed.
+   interval of the AUC difference (ALL, click), per seed, and over the seeds (the mean
+   difference, its interval covering both the seeds' spread and the shared test rows:
+   metrics.paired_auc_difference_over_seeds). The same pairs against `--baselines`.
 
 A difference whose interval contains 0 is "no difference".
 """
@@ -125,7 +127,7 @@ def _stats(values: List[float]) -> Dict:
 def _paired(loaded, name, kind, base=FLOOR, task="click", rows_of=None):
     """Per seed: `name` minus `base` on `task`, same rows (ALL, or the rows `rows_of(predictions)` selects);
     AUC by DeLong, GAUC by a bootstrap over users."""
-    per_seed = []
+    per_seed, pairs = [], []
     for seed in loaded:
         if name not in seed or base not in seed:
             per_seed.append(None)
@@ -149,11 +151,28 @@ def _paired(loaded, name, kind, base=FLOOR, task="click", rows_of=None):
         else:  # predictions written before user ids were saved
             d = None
         per_seed.append({"diff": d[0], "low": d[1], "high": d[2], "rows": int(rows.sum())} if d else None)
+        if kind == "auc" and d:
+            pairs.append((rows, mine[f"{task}_label"], mine[task], other[task]))
     valid = [p for p in per_seed if p]
     verdict = (f"above {base}" if valid and all(p["low"] > 0 for p in valid) else
                f"below {base}" if valid and all(p["high"] < 0 for p in valid) else
                "no difference (an interval contains 0)" if valid else "n/a")
-    return {"per_seed": per_seed, "mean_diff": _stats([p["diff"] for p in valid]), "verdict": verdict}
+    return {"per_seed": per_seed, "mean_diff": _stats([p["diff"] for p in valid]), "verdict": verdict,
+            "pooled": _pooled(pairs, base)}
+
+
+def _pooled(pairs, base) -> Optional[Dict]:
+    """The seeds' mean difference on the rows every seed scored, its interval (seeds and rows) and verdict."""
+    if len(pairs) < 2 or len({len(p[0]) for p in pairs}) > 1:  # seeds scored on different test sets
+        return None
+    rows = np.logical_and.reduce([p[0] for p in pairs])
+    if any(not np.array_equal(p[1][rows], pairs[0][1][rows]) for p in pairs):
+        return None
+    d = M.paired_auc_difference_over_seeds(pairs[0][1][rows], [(a[rows], b[rows]) for _, _, a, b in pairs])
+    if d is None:
+        return None
+    verdict = f"above {base}" if d[1] > 0 else f"below {base}" if d[2] < 0 else "no difference"
+    return {"diff": d[0], "low": d[1], "high": d[2], "rows": int(rows.sum()), "seeds": len(pairs), "verdict": verdict}
 
 
 def paired_against(loaded, names, baselines, roles) -> Dict:
@@ -250,13 +269,18 @@ def print_table(result: Dict) -> None:
               f"per seed ==")
         for n, p in result["paired_click_vs_floor_on_all"].get(kind, {}).items():
             seeds = "  ".join(f"{q['diff']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}]" for q in p["per_seed"] if q)
-            print(f"{n:>16}: {seeds}  -> {p['verdict']}")
+            print(f"{n:>16}: {seeds}  -> {p['verdict']}{_pooled_text(p)}")
     for base, per in result.get("paired_vs_baselines", {}).items():
         print(f"\n== minus {base}, same rows, paired DeLong 95% per seed (ALL and the role groups' rows) ==")
         for n, cells in per.items():
             for key, p in cells.items():
                 seeds = "  ".join(f"{q['diff']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}]" for q in p["per_seed"] if q)
-                print(f"{n:>16} {key:>22}: {seeds}  -> {p['verdict']}")
+                print(f"{n:>16} {key:>22}: {seeds}  -> {p['verdict']}{_pooled_text(p)}")
+
+
+def _pooled_text(p) -> str:
+    q = p.get("pooled")
+    return f"; over seeds {q['diff']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}] -> {q['verdict']}" if q else ""
 
 
 def main(argv=None) -> int:

@@ -100,6 +100,27 @@ def test_paired_auc_difference():
         M.auc_interval(y, b)[2] - M.auc_interval(y, b)[1])
 
 
+def test_paired_auc_difference_over_seeds():
+    rng = np.random.default_rng(6)
+    y = (rng.random(600) < 0.4).astype(int)
+    base = rng.random(600) + 0.5 * y
+    pairs = [(np.round(base + 0.1 * rng.random(600), 2), np.round(0.2 * base + rng.random(600), 2))
+             for _ in range(3)]
+    diffs = [M.paired_auc_difference(y, a, b)[0] for a, b in pairs]
+    mean, low, high = M.paired_auc_difference_over_seeds(y, pairs)
+    assert mean == pytest.approx(np.mean(diffs))
+    # The half-width is t_2 s / sqrt(3) from the seeds plus DeLong's for the mean contrast, brute-forced here.
+    (aucs, cov) = _brute_delong(y, *[s for pair in pairs for s in pair])
+    c = np.tile([1.0, -1.0], 3) / 3
+    rows = Z95 * np.sqrt(c @ cov @ c)
+    seeds = 4.302652729911275 * np.std(diffs, ddof=1) / np.sqrt(3)
+    assert (low, high) == pytest.approx((mean - seeds - rows, mean + seeds + rows))
+    # One seed far off: the seeds' spread widens the interval, so one seed cannot carry a verdict.
+    wild = pairs[:2] + [(pairs[2][1], pairs[2][0])]
+    assert M.paired_auc_difference_over_seeds(y, wild)[1] < 0 < M.paired_auc_difference_over_seeds(y, pairs)[1]
+    assert M.paired_auc_difference_over_seeds(y, pairs[:1]) is None
+
+
 def _old_gauc(users, labels, scores):
     """GAUC as it was computed before: scikit-learn per user, weighted by impressions."""
     total = weight = 0.0
