@@ -2,11 +2,13 @@
 
 p50/p99 latency and requests/s at batch 1, 16, 64, 256, like for like: every mode is
 run with 1 client (latency) and with --clients concurrent clients (throughput), the
-in-process signature included. Modes: in_process (no server), grpc, rest (JSON over
-one keep-alive connection per client), grpc_batching (server-side batching). The
-server runs as a subprocess, as in production, so its Python threads do not share a
-GIL with the clients. Then the server's peak RSS under one 50 MB Predict, with the
-example cap off (what the server did before it had one) and on (the default).
+in-process signature included; the in-process run gets the server's default TensorFlow
+thread settings (serving/runtime.py), so only the serving path differs. Modes:
+in_process (no server), grpc, rest (JSON over one keep-alive connection per client),
+grpc_batching (server-side batching). The server runs as a subprocess, as in
+production, so its Python threads do not share a GIL with the clients. Then the
+server's peak RSS under one 50 MB Predict, with the example cap off (what the server
+did before it had one) and on (the default).
 Writes bench/results/serving.json.
 
     .venv/bin/python -m bench.serving runs/serving/keep_general \\
@@ -31,6 +33,8 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
+
+from serving.runtime import configure_tensorflow  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "bench"
@@ -255,6 +259,7 @@ def main(argv=None):
     p.add_argument("--output", default=os.path.join(REPO, "bench", "results", "serving.json"))
     a = p.parse_args(argv)
 
+    same_tf = configure_tensorflow()  # as the server subprocess does, before any op runs
     sizes = [int(s) for s in a.batch_sizes.split(",")]
     pool = load_examples(a.examples, max(sizes))
     if len(pool) < max(sizes):
@@ -295,7 +300,8 @@ def main(argv=None):
     load = [round(x, 2) for x in os.getloadavg()]
     out = {"load_average_1_5_15min_at_end": load, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                       f"TF {tf.__version__}",
-           "model": path, "seconds_per_setting": a.seconds, "results": results, "swap": swap, "big_request": big}
+           "model": path, "in_process_has_server_tf_settings": same_tf, "seconds_per_setting": a.seconds,
+           "results": results, "swap": swap, "big_request": big}
     os.makedirs(os.path.dirname(a.output), exist_ok=True)
     with open(a.output, "w") as f:
         json.dump(out, f, indent=1)

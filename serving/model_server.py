@@ -28,6 +28,10 @@ from concurrent import futures
 from typing import Callable, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__":
+    from serving.runtime import prefer_queue_polling
+
+    prefer_queue_polling()  # read when grpc loads: before the import below
 
 import grpc  # noqa: E402
 from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
@@ -38,6 +42,7 @@ from serving.errors import ServingError  # noqa: E402
 from serving.limits import (DEFAULT_MAX_EXAMPLES_PER_REQUEST, DEFAULT_MAX_INFLIGHT_EXAMPLES,  # noqa: E402
                             ExampleBudget)
 from serving.rest import RestServer  # noqa: E402
+from serving.runtime import configure_tensorflow  # noqa: E402
 from serving.servable import BatchingOptions  # noqa: E402
 from serving.versions import ModelRegistry  # noqa: E402
 
@@ -220,6 +225,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                    help="seconds between scans of the base paths (0: scan once at startup)")
     p.add_argument("--grpc_max_threads", type=int, default=16)
+    p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
+                   help="threads one op may use (0: TensorFlow's choice)")
+    p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
+                   help="ops run at once (0: TensorFlow's choice)")
+    p.add_argument("--tensorflow_thread_spinning", type=_bool, nargs="?", const=True, default=False,
+                   help="let TF's idle pool threads spin for work (see serving/runtime.py)")
     p.add_argument("--rest_api_num_threads", type=int, default=0,
                    help="REST worker threads (0: 2 per CPU, at least 4); beyond them clients wait")
     # Not TF Serving's --rest_api_timeout_in_ms (a processing timeout): a receive deadline.
@@ -239,6 +250,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if not a.model_config_file and not a.model_base_path:
         p.error("give --model_config_file or --model_base_path")
+    if a.tensorflow_intra_op_parallelism < 0 or a.tensorflow_inter_op_parallelism < 0:
+        p.error("--tensorflow_*_op_parallelism must be >= 0")
     if a.rest_api_port < -1:
         p.error("--rest_api_port must be -1 (any free port), 0 (no REST) or a port")
     return a
@@ -263,6 +276,8 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_tensorflow(a.tensorflow_intra_op_parallelism, a.tensorflow_inter_op_parallelism,
+                         a.tensorflow_thread_spinning)
     try:
         config = read_config_file(a.model_config_file) if a.model_config_file else None
         server = _server_from_args(a, config)

@@ -862,3 +862,77 @@ def test_cli_port_file_names_both_bound_ports(tmp_path):
             assert stub.Predict(request(xs), timeout=30).model_spec.version.value == 2
     finally:
         _stop_cli(proc)
+
+
+def test_cli_runtime_settings_serve_concurrent_clients_across_a_swap(tmp_path):
+    """The CLI's own gRPC polling and TF thread settings (serving/runtime.py): concurrent
+    clients with different batches each get their own rows, from the version that answered,
+    while a new version swaps in."""
+    base = make_base(str(tmp_path), {1: 0.0})
+    proc, ports = _start_cli(tmp_path, "--model_name=m", f"--model_base_path={base}", "--rest_api_port=0",
+                             "--file_system_poll_wait_seconds=0.1", "--version_settle_seconds=0",
+                             "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=2")
+    bias = {1: 0.0, 2: 0.7}
+    batches = [examples(n, seed=n) for n in (1, 3, 7, 16, 2, 64)]
+    expected = {(v, i): in_process(b, xs)["click"] for v, b in bias.items() for i, xs in enumerate(batches)}
+    seen, failures, wrong, stop = [], [], [], threading.Event()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{ports['grpc_port']}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+            def client(i):
+                deadline = time.monotonic() + 60
+                while not stop.is_set() and time.monotonic() < deadline:
+                    try:
+                        resp = stub.Predict(request(batches[i]), timeout=30)
+                    except grpc.RpcError as e:
+                        failures.append(f"{e.code()}: {e.details()}")
+                        continue
+                    v = resp.model_spec.version.value
+                    got = tf.make_ndarray(resp.outputs["click"])
+                    if got.shape != expected[(v, i)].shape or not np.allclose(got, expected[(v, i)], atol=1e-5):
+                        wrong.append((i, v))
+                    seen.append(v)
+
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(len(batches))]
+            for t in threads:
+                t.start()
+            try:
+                while len(seen) < 50 and all(t.is_alive() for t in threads):
+                    time.sleep(0.01)
+                staging = copy_version(saved_model(0.7), str(tmp_path / "staging"))
+                os.rename(staging, os.path.join(base, "2"))
+                deadline = time.monotonic() + 60
+                while seen.count(2) < 50 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(timeout=60)
+    finally:
+        err = _stop_cli(proc)
+    assert failures == [] and wrong == []
+    assert seen.count(1) >= 50 and seen.count(2) >= 50
+    assert "Unknown experiment" not in err and "thread settings left" not in err
+
+
+def test_runtime_settings_only_apply_before_the_runtimes_start():
+    from serving import runtime
+
+    # This process has run TF ops and imported grpc already: both are no-ops here.
+    assert runtime.configure_tensorflow(intra_op=1) is False
+    assert runtime.prefer_queue_polling() is False
+    code = ("import os; from serving import runtime; "
+            "print(runtime.prefer_queue_polling(), os.environ.get('GRPC_EXPERIMENTS')); "
+            "print(runtime.configure_tensorflow(1, 1)); import tensorflow as tf; "
+            "from tensorflow.python.eager import context; tf.constant(1.0) + 1; "
+            "print(tf.config.threading.get_intra_op_parallelism_threads(), "
+            "context.context().config.experimental.disable_thread_spinning)")
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")
+    grpcio = tuple(int(p) for p in grpc.__version__.split(".")[:2])
+    assert lines[0] == (f"True {runtime._GRPC_EXPERIMENTS}" if grpcio in runtime._GRPC_VERSIONS else "False None")
+    assert lines[1:3] == ["True", "1 True"]
