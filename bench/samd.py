@@ -13,13 +13,18 @@ Each (variant, seed) is one models.samd_trainer.run (the SamdTrainer's own code:
 split, early stopping on validation) whose exported students are scored on the test
 day's raw examples; predictions are kept under --workdir, so runs can be added later
 and the table rebuilt. Variants are SamdConfig overrides (VARIANTS); "alone" is the
-same students with no distillation (distill_weight 0): the paper's trained-alone
-baseline with the same steps, batches and early stopping.
+same students with no teacher (distill_weight 0, no embedding transfer): the paper's
+trained-alone baseline with the same steps, batches and early stopping. "samd_paper" is
+the default without the embedding transfer (SamdConfig.teacher_embeddings, beyond the
+paper) and "alone_teacher_embeddings" the embedding transfer without distillation; runs
+saved before the embedding transfer existed are "samd_paper" and the ablations.
 
 Reported (bench/results/samd.json): click AUC per scenario and role group (mean ± std
 over seeds); per seed, the paired DeLong 95% interval of each variant minus "alone" and
 minus KEEP (keep_general, and keep_downstream on the sub-scenarios) on the same rows,
-per scenario and for each group mean (the groups' scenarios are disjoint rows, so the
+per scenario and for each group mean; over the seeds, each variant minus another
+variant (the seeds' spread by Student's t plus the shared rows by DeLong,
+metrics.paired_auc_difference_over_seeds) for each group mean (the groups' scenarios are disjoint rows, so the
 mean difference's variance is the sum of the scenarios' over n^2); W_T's mean row
 entropy per scenario against 0.3 log M_i; the Spearman rank correlation, over pairs of
 scenarios with students of equal depth, between |T_i - T_j| and |W_T^i - W_T^j|; the
@@ -43,15 +48,20 @@ from models import samd_trainer
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "samd.json")
 GROUPS = ("super", "homogeneous", "heterogeneous", "minor")
+# The paper's SAMD: no embedding transfer (every ablation below is on it).
+PAPER = {"teacher_embeddings": False}
 # The paper's meta objective (W_T fitted to L_fd), without the no-transfer column.
-DISTILL = {"meta_objective": "distill", "null_transfer": False}
+DISTILL = {**PAPER, "meta_objective": "distill", "null_transfer": False}
+ALONE = {**DISTILL, "distill_weight": 0.0, "transfer_entropy": 0.0}
 VARIANTS = {
-    "samd": {},  # the defaults: the look-ahead meta objective with a no-transfer column
-    "alone": {**DISTILL, "distill_weight": 0.0, "transfer_entropy": 0.0},
+    "samd": {},  # the defaults: look-ahead meta objective, no-transfer column, embedding transfer
+    "alone": ALONE,  # the same students with no teacher at all
+    "samd_paper": PAPER,  # the defaults without the embedding transfer (beyond the paper)
+    "alone_teacher_embeddings": {**ALONE, "teacher_embeddings": True},  # the embedding transfer only
     "distill": DISTILL,  # Algorithm 1 read literally
-    "lookahead": {"meta_objective": "lookahead", "null_transfer": False},
+    "lookahead": {**PAPER, "meta_objective": "lookahead", "null_transfer": False},
     # Control: the no-transfer column's mass (~1/(M_i+1) of each row) as a plain lower weight.
-    "all2all_weight_0.78": {"strategy": "all2all", "distill_weight": 0.78},
+    "all2all_weight_0.78": {**PAPER, "strategy": "all2all", "distill_weight": 0.78},
     # Ablations (Table 3 and each of our choices), on the paper's objective:
     "entropy_0": {**DISTILL, "transfer_entropy": 0.0},
     "meta_lr_1e-3": {**DISTILL, "meta_learning_rate": 1e-3},
@@ -177,6 +187,24 @@ def _paired(click, scenario, roles, a, b):
     return per, groups
 
 
+def _over_seeds(click, scenario, roles, pairs):
+    """Per group mean: (diff, low, high) of a - b over the seeds (metrics.paired_auc_difference_over_seeds:
+    the seeds' spread by t, the shared test rows by DeLong; the group's scenarios are disjoint rows)."""
+    parts = {}
+    for sid in sorted(set(scenario)):
+        rows = (scenario == sid) & np.logical_and.reduce([~np.isnan(a) & ~np.isnan(b) for a, b in pairs])
+        got = M.over_seeds_parts(click[rows], [(a[rows], b[rows]) for a, b in pairs]) if rows.any() else None
+        if got:
+            parts[sid] = got
+    groups = {}
+    for g in GROUPS:
+        ids = [s for s in parts if roles.get(s) == g]
+        if ids:
+            diffs = np.mean([parts[s][0] for s in ids], axis=0)
+            groups[g] = [float(x) for x in M.over_seeds_interval(diffs, sum(parts[s][1] for s in ids) / len(ids) ** 2)]
+    return {"seeds": len(pairs), "groups": groups}
+
+
 def _spearman(x, y):
     rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
     return float(np.corrcoef(rx, ry)[0, 1]) if len(x) > 2 and np.std(rx) > 0 and np.std(ry) > 0 else None
@@ -201,7 +229,7 @@ def transfer_stats(report):
 
 
 def summarise(workdir, variants, seeds, click, scenario, roles, keep):
-    table, paired, transfer, budgets = {}, {}, {}, {}
+    table, paired, over_seeds, transfer, budgets = {}, {}, {}, {}, {}
     loaded = {}
     for v in variants:
         for seed in seeds:
@@ -227,8 +255,9 @@ def summarise(workdir, variants, seeds, click, scenario, roles, keep):
         table[v] = {k: {"mean": float(np.mean([a[k] for a in per_seed])),
                         "std": float(np.std([a[k] for a in per_seed], ddof=1)) if len(per_seed) > 1 else 0.0,
                         "seeds": len(per_seed)} for k in per_seed[0] if per_seed[0][k] is not None}
-        paired[v] = {}
-        for base in ["alone"] + list(keep):
+        paired[v], over_seeds[v] = {}, {}
+        # alone_teacher_embeddings, when run, is the control for what distillation adds to the embedding transfer.
+        for base in ["alone"] + [b for b in ("alone_teacher_embeddings",) if b in variants] + list(keep):
             if base == v:
                 continue
             rows_per_seed = []
@@ -240,6 +269,10 @@ def summarise(workdir, variants, seeds, click, scenario, roles, keep):
                 rows_per_seed.append({"seed": seed, "scenarios": per, "groups": groups})
             if rows_per_seed:
                 paired[v][base] = rows_per_seed
+            if base not in keep:
+                pairs = [(pred, loaded[(base, seed)][0]) for seed, pred, _ in runs if (base, seed) in loaded]
+                if len(pairs) > 1:
+                    over_seeds[v][base] = _over_seeds(click, scenario, roles, pairs)
         transfer[v] = [dict(transfer_stats(r) or {}, seed=seed, neighbours=r.get("neighbours"),
                             best_epochs=r.get("best_epochs"), batch_sizes=r.get("batch_sizes"))
                        for seed, _, r in runs]
@@ -256,7 +289,7 @@ def summarise(workdir, variants, seeds, click, scenario, roles, keep):
             if vals:
                 aucs[f"mean {g}"] = {"mean": float(np.mean(vals)), "std": 0.0, "seeds": 1}
         table[name] = aucs
-    return {"auc": table, "paired": paired, "transfer": transfer, "train_seconds": budgets}
+    return {"auc": table, "paired": paired, "over_seeds": over_seeds, "transfer": transfer, "train_seconds": budgets}
 
 
 def verdict(d):
@@ -277,6 +310,10 @@ def print_table(result, scenario_order):
                                                   for s in seeds if g in s["groups"])
                               for g in GROUPS if any(g in s["groups"] for s in seeds))
             print(f"{v} - {base}: {cells}")
+    for v, bases in result.get("over_seeds", {}).items():
+        for base, r in bases.items():
+            print(f"{v} - {base}, over {r['seeds']} seeds: " + "  ".join(
+                f"{g}: {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] {verdict(d)}" for g, d in r["groups"].items()))
     for v, runs in result["transfer"].items():
         for r in runs:
             if "min_share_of_max" in r:

@@ -50,8 +50,8 @@ Readings of the paper (and where it is silent, our choices; each is a config fie
   always win, so it needs the look-ahead. Measured (bench/samd.py, rich preset, 3
   seeds, paired against the same students trained alone): the default is above alone
   on the minor (+0.027 to +0.029) and homogeneous groups with no difference on the
-  heterogeneous one; the literal reading is below alone on the heterogeneous group in
-  2 of 3 seeds. W_T stays close to uniform at the paper's meta learning rate, and a
+  heterogeneous one (both without the embedding transfer below); the literal reading
+  is below alone on the heterogeneous group in 2 of 3 seeds. W_T stays close to uniform at the paper's meta learning rate, and a
   plain all2all at distill weight 0.78 (the column's mass) does about as well (minor
   +0.018 to +0.028): on this data most of the gain is the lower transfer weight, not
   what the meta network learns (a finding; bench/results/samd.json).
@@ -82,6 +82,25 @@ Readings of the paper (and where it is silent, our choices; each is a config fie
 * Response distillation (beyond the paper, off by default): `response_weight` > 0
   adds the cross-entropy of the student's click logit against the teacher's click
   probability.
+* Embedding transfer (beyond the paper, on by default): `teacher_embeddings` starts
+  every student id table that the teacher also has (same vocabulary: user, item,
+  category, shop, profile, hour) from the teacher's learnt table, reduced to the
+  student's width by its top principal directions (`teacher_embedding_init`); the
+  students then train as usual and stay standalone (copied values, no teacher op).
+  Why: the feature distillation moves a student's tables only through its own rows,
+  where a heterogeneous scenario sees each user about 20 times in training; the
+  teacher's tables were fitted on every scenario's rows, and the latent user and
+  item vectors behind the clicks are shared by all scenarios. Measured (bench/samd.py,
+  rich preset, one KEEP teacher, 3 student seeds, paired against the same students
+  trained alone): with it, SAMD is above alone on every group in every seed
+  (heterogeneous +0.009 to +0.014, minor +0.028 to +0.042; over the seeds +0.011
+  [+0.002, +0.021] and +0.035 [+0.009, +0.060]) and above KEEP on the heterogeneous
+  scenarios (+0.033 to +0.037); without it (`samd_paper`) the heterogeneous group
+  shows no difference. The embedding transfer alone (no distillation) does as well:
+  SAMD minus it over the seeds is no difference on every group (per seed the
+  distillation adds +0.010 to +0.023 on the super scenario and takes 0.005 to 0.012
+  from the minor group in 2 of 3 seeds). On this data the transfer that works is
+  the teacher's embeddings, not its layers (a finding; bench/results/samd.json).
 * Strategies (the ablation table): `meta` (the paper's), `no_cluster` (C_i dropped
   from g's input), `all2all` (w_mn = 1/M_i) and `similarity` (w_mn from the linear
   CKA between layer outputs on the batch, normalised over m, no gradient).
@@ -138,6 +157,7 @@ class SamdConfig(FromDict):
     transfer_temperature: float = 1.0  # softmax temperature of W_T
     transfer_entropy: float = 0.1  # λ of the entropy term on W_T's rows (0: the literal, one-hot-prone reading)
     response_weight: float = 0.0  # beyond the paper: cross-entropy against the teacher's click probability
+    teacher_embeddings: bool = True  # beyond the paper: shared id tables start from the teacher's (PCA)
     meta_objective: str = "lookahead"  # what the meta parameters minimise: "lookahead" or "distill" (L_fd, literal)
     null_transfer: bool = True  # W_T gets a "no transfer" column (with "lookahead" only)
     learning_rate: float = 1e-3  # the students' (paper: 1e-4 on far larger data)
@@ -581,6 +601,40 @@ class PerStudentEarlyStopping(tf_keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         for sid, weights in self.best_weights.items():
             self.students[sid].set_weights(weights)
+
+
+def pca_rows(table: np.ndarray, width: int) -> np.ndarray:
+    """The rows of `table` ([V, D]) in its top-`width` principal directions: [V, min(width, D)].
+
+    The directions come from the centred table; the rows are projected uncentred, so a
+    common offset (e.g. a popular region) survives.
+    """
+    table = np.asarray(table, np.float64)
+    _, _, vt = np.linalg.svd(table - table.mean(axis=0), full_matrices=False)
+    return (table @ vt[:min(width, table.shape[1])].T).astype(np.float32)
+
+
+def teacher_embedding_init(students: Mapping[str, tf_keras.Model], teacher) -> Dict[str, List[str]]:
+    """Beyond the paper: each built student's id tables that the teacher also has start from its values.
+
+    A table is taken when the teacher embeds a feature of that name with the same
+    vocabulary size; it is reduced to the student's width by `pca_rows` (a student
+    wider than the teacher keeps its own initial values in the extra columns).
+    Returns {scenario: [tables initialised]}.
+    """
+    done = {}
+    for sid, student in students.items():
+        done[sid] = []
+        for table, layer in student.inputs_layer.embeddings.items():
+            source = teacher.embeddings.get(table)
+            if source is None or source.input_dim != layer.input_dim:
+                continue
+            values = layer.embeddings.numpy()
+            reduced = pca_rows(source.embeddings.numpy(), layer.output_dim)
+            values[:, :reduced.shape[1]] = reduced
+            layer.embeddings.assign(values)
+            done[sid].append(table)
+    return done
 
 
 def layer_widths(layers: List[tf.Tensor]) -> List[int]:

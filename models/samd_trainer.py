@@ -40,7 +40,7 @@ from models import features as F
 from models.keep import KeepModel
 from models.multitask import PATIENCE, budget_record, read_json, seed_everything, write_json, write_training_record
 from models.samd import (PerStudentEarlyStopping, SamdConfig, SamdDistiller, ScenarioTable, layer_widths,
-                         rank_neighbours, teacher_tasks)
+                         rank_neighbours, teacher_embedding_init, teacher_tasks)
 from models.students import build_student, default_student_specs, student_vocab_features
 from schemas import scenarios as scenario_table
 
@@ -186,6 +186,7 @@ def _distil(config, custom, spec, indices, table, tft_output, specs, students, t
     teacher = load_teacher(teacher_keras_dir, sample[0])
     teacher_widths = layer_widths(teacher.teacher_layers(sample[0], tasks=teacher_tasks(config)))
     student_widths = {sid: layer_widths(students[sid].layer_outputs(sample[i])) for i, sid in enumerate(indices)}
+    initialised = teacher_embedding_init(students, teacher) if config.teacher_embeddings else {}
     distiller = SamdDistiller(config, teacher, students, table, teacher_widths, student_widths)
     distiller.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
 
@@ -222,7 +223,7 @@ def _distil(config, custom, spec, indices, table, tft_output, specs, students, t
                      for sid, s in specs.items()},
         "neighbours": {sid: [table.scenario_ids[j] for j in table.top_g[i]] for i, sid in enumerate(table.scenario_ids)},
         "similarity": config.similarity,
-        "rows": counts, "batch_sizes": sizes,
+        "rows": counts, "batch_sizes": sizes, "teacher_embeddings": initialised,
         "best_epochs": stopping.best_epochs, "best_val_auc": stopping.best,
         "history": {k: [float(x) for x in v] for k, v in history.history.items()},
     })

@@ -281,6 +281,14 @@ def paired_auc_difference_over_seeds(labels, pairs, level: float = 0.95) -> Opti
       structural components (per row, the components' mean over the seeds).
     None with fewer than 2 seeds or 2 rows of each class.
     """
+    parts = over_seeds_parts(labels, pairs)
+    return None if parts is None else over_seeds_interval(*parts, level=level)
+
+
+def over_seeds_parts(labels, pairs) -> Optional[Tuple[List[float], float]]:
+    """(the per-seed AUC differences, DeLong's variance of their mean on these rows); see
+    paired_auc_difference_over_seeds. Parts of disjoint row sets combine: a mean of K
+    such differences has the mean per-seed differences and the variances' sum over K²."""
     y = _binary(labels)
     m, n = int(y.sum()), int((~y).sum())
     if m < 2 or n < 2 or len(pairs) < 2:
@@ -289,13 +297,18 @@ def paired_auc_difference_over_seeds(labels, pairs, level: float = 0.95) -> Opti
     for a, b in pairs:
         a10, a01 = _placements(y, np.asarray(a))
         b10, b01 = _placements(y, np.asarray(b))
-        diffs.append(a10.mean() - b10.mean())
+        diffs.append(float(a10.mean() - b10.mean()))
         v10 += (a10 - b10) / len(pairs)
         v01 += (a01 - b01) / len(pairs)
+    return diffs, float(np.var(v10, ddof=1) / m + np.var(v01, ddof=1) / n)
+
+
+def over_seeds_interval(diffs, row_variance: float, level: float = 0.95) -> Interval:
+    """mean(diffs) ± (t_{S-1} s / sqrt(S) + z sqrt(row_variance)), clipped to [-1, 1]."""
     from scipy import stats  # only here: the evaluator's other paths do not need it
 
-    seeds = stats.t.ppf((1 + level) / 2, len(pairs) - 1) * np.std(diffs, ddof=1) / np.sqrt(len(pairs))
-    rows = NormalDist().inv_cdf((1 + level) / 2) * np.sqrt(np.var(v10, ddof=1) / m + np.var(v01, ddof=1) / n)
+    seeds = stats.t.ppf((1 + level) / 2, len(diffs) - 1) * np.std(diffs, ddof=1) / np.sqrt(len(diffs))
+    rows = NormalDist().inv_cdf((1 + level) / 2) * np.sqrt(max(row_variance, 0.0))
     mean = float(np.mean(diffs))
     return mean, float(max(-1.0, mean - seeds - rows)), float(min(1.0, mean + seeds + rows))
 

@@ -7,8 +7,8 @@ from models import students as S
 from models.keep import KeepConfig, KeepModel
 from models import export
 from models.samd import (MetaFunction, PerStudentEarlyStopping, SamdConfig, SamdDistiller, ScenarioRepresentation,
-                         ScenarioTable, SoftCluster, _layer_norm, layer_widths, linear_cka, rank_neighbours,
-                         row_entropy, teacher_tasks)
+                         ScenarioTable, SoftCluster, _layer_norm, layer_widths, linear_cka, pca_rows,
+                         rank_neighbours, row_entropy, teacher_embedding_init, teacher_tasks)
 from models.samd_trainer import batch_sizes, load_teacher
 from tests.models.test_keep import VOCAB as KEEP_VOCAB
 from tests.models.test_keep import batch as keep_batch
@@ -347,3 +347,35 @@ def test_per_scenario_batches_hold_only_their_scenarios_rows_at_their_sizes(tmp_
     # A shuffle buffer smaller than a scenario still yields each of its rows once per pass.
     batch = next(iter(per_scenario_batches(shards, spec, 4, shuffle=True, shuffle_buffer=2)))
     assert sorted(batch[0]["row"].numpy()) == [0, 2, 4, 6]
+
+
+def test_pca_rows_keeps_the_tables_geometry_in_its_principal_directions():
+    line = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    np.testing.assert_allclose(np.abs(pca_rows(line, 1)[:, 0]), np.sqrt(2) * np.arange(4), atol=1e-6)
+    table = np.random.default_rng(0).normal(size=(20, 4))
+    full = pca_rows(table, 8)  # as wide as the table: a rotation, so every inner product survives
+    assert full.shape == (20, 4)
+    np.testing.assert_allclose(full @ full.T, table @ table.T, atol=1e-4)
+
+
+def test_teacher_embedding_init_copies_only_the_tables_the_teacher_has_with_the_same_vocabulary():
+    _, teacher, students, _, _ = make()
+    odd = S.build_student(S.StudentSpec("e", "dnn", S.SUPER_FEATURES, hidden_units=(8, 4)),
+                          {**VOCAB, "item_id": VOCAB["item_id"] + 1})
+    odd(features())
+    students = {**students, "e": odd}
+    before = {s: {t: l.embeddings.numpy() for t, l in m.inputs_layer.embeddings.items()} for s, m in students.items()}
+    done = teacher_embedding_init(students, teacher)
+    assert set(done["a"]) == {"user_id", "item_id", "category_id", "shop_id", "user_gender", "user_age_bucket", "hour"}
+    assert "item_id" not in done["e"] and "user_id" in done["e"]  # another item vocabulary: left alone
+    assert "pay_channel" not in done["c"]  # the teacher has no such table
+    for sid, student in students.items():
+        for table, layer in student.inputs_layer.embeddings.items():
+            after = layer.embeddings.numpy()
+            if table not in done[sid]:
+                np.testing.assert_array_equal(after, before[sid][table])
+                continue
+            want = pca_rows(teacher.embeddings[table].embeddings.numpy(), layer.output_dim)
+            np.testing.assert_allclose(after[:, :want.shape[1]], want, rtol=1e-5, atol=1e-6)
+            # A student wider than the teacher's table keeps its own values in the extra columns.
+            np.testing.assert_array_equal(after[:, want.shape[1]:], before[sid][table][:, want.shape[1]:])
