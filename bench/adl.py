@@ -1,6 +1,6 @@
 """ADL benchmarks: training throughput against the baselines, and the cluster-number sweep.
 
-    TF_USE_LEGACY_KERAS=1 .venv/bin/python -m bench.adl speed [--steps 100] [--clusters 1 3 9]
+    TF_USE_LEGACY_KERAS=1 .venv/bin/python -m bench.adl speed [--steps 100] [--clusters 1 3 9] [--decompose]
                                                               [--adl-file OLD_ADL.py ...]
     TF_USE_LEGACY_KERAS=1 .venv/bin/python -m bench.adl sweep-k --clusters 1 3 9 --base /tmp/keep_samd_quality
                                                                 [--seed 0] [--workdir /tmp/adl_sweep]
@@ -15,7 +15,10 @@ the best run is kept, the least disturbed by other load. The
 section 3.5 claim is that ADL trains faster than enumerated models; here the fair
 reference is the shared bottom, the cheapest network of the same sizes. `--adl-file`
 times other versions of `models/adl.py` beside it, named by file stem (e.g.
-`git show HEAD~1:models/adl.py > /tmp/old_adl.py` -> rows `old_adl_k3`, ...).
+`git show HEAD~1:models/adl.py > /tmp/old_adl.py` -> rows `old_adl_k3`, ...). `--decompose`
+adds ADL with its routing skipped (`adl_k3_no_routing`: rows split in turn, the
+partitioned network only) and `adl_k1_no_routing_no_partition` (Equation 6's kernels
+alone), so the gap to the shared bottom splits into routing, partition and Equation 6.
 
 sweep-k (paper Figure 3): for each K, bench.quality on one seed with ADL's
 `num_clusters` overridden, reusing a finished Transform (`--base`); prints the click
@@ -101,6 +104,11 @@ def speed(a) -> dict:
     sizes = {"bottom_units": tuple(a.bottom_units), "tower_units": tuple(a.tower_units)}
     models = {"shared_bottom": lambda: SharedBottomModel(BaselineConfig(**sizes), VOCAB),
               "mmoe": lambda: MMoEModel(BaselineConfig(**sizes), VOCAB)}
+    if a.decompose:  # where ADL's extra time goes, one mechanism removed at a time
+        from models import adl
+        for k in a.clusters:
+            models[f"adl_k{k}_no_routing"] = lambda k=k: _without_routing(adl, k, sizes)
+        models["adl_k1_no_routing_no_partition"] = lambda: _without_routing(adl, 1, sizes, partition=False)
     for path in [None] + list(a.adl_file):
         adl = _adl_module(path)
         prefix = "adl" if path is None else os.path.splitext(os.path.basename(path))[0]
@@ -118,6 +126,32 @@ def speed(a) -> dict:
         row["vs_shared_bottom"] = round(row["steps_per_second"] / reference, 3)
     return {"batch": a.batch, "steps": a.steps, "threads": a.threads, **sizes,
             "adl_files": ["models/adl.py"] + list(a.adl_file), "models": table}
+
+
+def _without_routing(adl, k, sizes, partition=True):
+    """ADL's network with the routing skipped: rows go to clusters in turn (row i to i mod K), or with
+    `partition=False` (K = 1) straight through the multi-distribution layers, no partition or stitch.
+    What is left of ADL is Equation 6's kernels; the difference to the shared bottom is their cost."""
+    from models.keep import TASKS
+    import tensorflow as tf
+
+    class NoRouting(adl.AdlModel):
+        def call(self, features, training=None):
+            x, _ = self._representations(features)
+            if not partition:
+                h = self.bottom([x], training=training)
+                logits = {t: tf.reshape(self.towers[t](h, training=training)[0], [-1]) for t in TASKS}
+            else:
+                index = tf.math.floormod(tf.range(tf.shape(x)[0]), k)
+                rows = tf.dynamic_partition(tf.range(tf.shape(x)[0]), index, k)
+                h = self.bottom(tf.dynamic_partition(x, index, k), training=training)
+                logits = {t: tf.reshape(tf.dynamic_stitch(rows, self.towers[t](h, training=training)), [-1])
+                          for t in TASKS}
+            out = {t: tf.sigmoid(logits[t]) for t in TASKS}
+            out.update({f"{t}_logit": logits[t] for t in TASKS})
+            return out
+
+    return NoRouting(adl.ADLConfig(num_clusters=k, **sizes), VOCAB)
 
 
 def sweep_k(a) -> dict:
@@ -155,6 +189,8 @@ def main(argv=None) -> int:
     s.add_argument("--bottom-units", type=int, nargs="+", default=[128, 64])
     s.add_argument("--tower-units", type=int, nargs="+", default=[32])
     s.add_argument("--adl-file", nargs="*", default=[], help="other models/adl.py versions to time beside it")
+    s.add_argument("--decompose", action="store_true",
+                   help="also time ADL without its routing (per K), and at K=1 without the partition")
     k = sub.add_parser("sweep-k")
     k.add_argument("--clusters", type=int, nargs="+", default=[1, 3, 9])
     k.add_argument("--seed", type=int, default=0)
