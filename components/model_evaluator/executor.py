@@ -90,9 +90,14 @@ def _previous_values(config, serving_dir, students, source, table, knowledge_dir
     values = {name: None for name in students}
     try:
         scored = _score(source, previous, table, knowledge_dir, len(source))
-    except Exception as e:  # an unreadable old version must not block a good new one; say so
-        logging.warning("could not score the pushed versions %s: %s", sorted(previous), e)
-        return values
+    except Exception as e:  # one bad version must not cost the others their comparison: each alone
+        logging.warning("could not score the pushed versions in one pass (%s); scoring each alone", e)
+        scored = {}
+        for name, entry in previous.items():
+            try:
+                scored.update(_score(source, {name: entry}, table, knowledge_dir, len(source)))
+            except Exception as e:  # an unreadable old version must not block a good new one; say so
+                logging.warning("could not score %s's pushed version %s: %s", name, entry[0], e)
     for name, (pred, tasks) in scored.items():
         mask, slice_name = previous[name][1], students[name][1]
         full = {t: pred.get(t, np.zeros(len(mask))) for t in M.TASKS}

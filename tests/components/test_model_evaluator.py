@@ -312,6 +312,24 @@ def test_students_are_scored_and_blessed_on_their_own_scenario(eval_split, tmp_p
     assert record["groups"]["auc"]["heterogeneous"]["click"] < 0.5
 
 
+def test_an_unreadable_pushed_version_costs_only_its_own_students_comparison(eval_split, tmp_path):
+    rows, table = eval_split
+    students, serving = tmp_path / "students", tmp_path / "serving"
+    _save("oracle", students / "feed_a")
+    _save("oracle", students / "pay")
+    _save("noisy", serving / "samd_feed_a" / "3")
+    broken = serving / "samd_pay" / "4"
+    _save("noisy", broken)
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    record = evaluate_model(str(students), rows, table, ROLES, "samd", str(serving), BlessingConfig())
+    noisy = evaluate_model(_save("noisy", tmp_path / "noisy"), rows, table, ROLES, "n", str(tmp_path / "none"),
+                           BlessingConfig())
+    assert record["blessings"]["samd_feed_a"]["previous"] == pytest.approx(
+        noisy["metrics"]["feed_a"]["click"]["auc"])  # scored on its own scenario's rows
+    assert record["blessings"]["samd_pay"]["previous"] is None
+    assert record["blessings"]["samd_pay"]["blessed"]  # judged against chance, as with no version pushed
+
+
 def test_report_has_every_model_table_and_png(eval_split, tmp_path):
     rows, table = eval_split
     noise = np.array([tf.train.Example.FromString(r).features.feature["noise"].float_list.value[0] for r in rows])
