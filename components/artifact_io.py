@@ -19,11 +19,6 @@ from typing import Any, Iterable, List
 from tfx.dsl.io import fileio
 
 
-def join(*parts: str) -> str:
-    """os.path.join, which is right for URIs too (they use '/')."""
-    return os.path.join(*parts)
-
-
 def write_text(path: str, text: str) -> None:
     """Writes `text` (UTF-8) to `path` atomically (temporary sibling, then rename), creating the folder."""
     write_bytes(path, text.encode("utf-8"))
@@ -33,7 +28,7 @@ def write_bytes(path: str, data: bytes) -> None:
     folder = os.path.dirname(path)
     if folder:
         fileio.makedirs(folder)
-    tmp = join(folder, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
     with fileio.open(tmp, "wb") as f:
         f.write(data)
     fileio.rename(tmp, path, overwrite=True)
@@ -104,7 +99,7 @@ def list_names(folder: str) -> List[str]:
 
 def folders_with(folder: str, file_name: str) -> List[str]:
     """The names of `folder`'s sub-folders that hold `file_name` (e.g. a SAMD model's per-scenario SavedModels)."""
-    return [d for d in list_names(folder) if fileio.exists(join(folder, d, file_name))]
+    return [d for d in list_names(folder) if fileio.exists(os.path.join(folder, d, file_name))]
 
 
 def glob(pattern: str) -> List[str]:
@@ -122,10 +117,10 @@ def copy_tree(source: str, target: str, last: Iterable[str] = ()) -> None:
     deferred = []
     for folder, _, files in fileio.walk(source):
         rel = os.path.relpath(folder, source)
-        out = target if rel == "." else join(target, rel)
+        out = target if rel == "." else os.path.join(target, rel)
         fileio.makedirs(out)
         for name in files:
-            pair = (join(folder, name), join(out, name))
+            pair = (os.path.join(folder, name), os.path.join(out, name))
             if name in last:
                 deferred.append(pair)
             else:

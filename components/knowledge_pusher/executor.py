@@ -5,6 +5,8 @@ knowledge artifact's own `knowledge_version`, not a push timestamp, because down
 models name the cache version they were trained with.
 """
 
+import os
+
 from absl import logging
 from tfx.components.pusher import executor as pusher_executor
 from tfx.types import artifact_utils
@@ -20,12 +22,12 @@ VERSIONS_KEPT = KNOWLEDGE_VERSIONS_KEPT
 
 def push_knowledge(source: str, serving_dir: str, version: int, versions_kept: int = VERSIONS_KEPT) -> str:
     """Pushes one cache version; removes versions older than the newest `versions_kept`."""
-    base = artifact_io.join(serving_dir, KNOWLEDGE_MODEL_NAME)
+    base = os.path.join(serving_dir, KNOWLEDGE_MODEL_NAME)
     target = push_saved_model(source, base, int(version))
     versions = pushed_models(serving_dir).get(KNOWLEDGE_MODEL_NAME, [])
     for old in versions[:-versions_kept]:
         # The config serves the newest `versions_kept` only: an older folder is unreachable.
-        artifact_io.rmtree(artifact_io.join(base, str(old)))
+        artifact_io.rmtree(os.path.join(base, str(old)))
         logging.info("removed %s version %d (older than the newest %d)", KNOWLEDGE_MODEL_NAME, old, versions_kept)
     write_models_config(serving_dir, {KNOWLEDGE_MODEL_NAME: versions_kept})
     return target

@@ -4,6 +4,7 @@ Built on TFX's Pusher executor (its startup log and pushed / not-pushed marking)
 blessing is per student (the evaluator's blessing.json), so `CheckBlessing` is not used.
 """
 
+import os
 import time
 
 from absl import logging
@@ -29,7 +30,7 @@ class Executor(pusher_executor.Executor):
         out = artifact_utils.get_single_instance(output_dict["pushed_model"])
         if input_dict.get("model_blessing"):
             blessing_uri = artifact_utils.get_single_uri(input_dict["model_blessing"])
-            blessings = artifact_io.read_json(artifact_io.join(blessing_uri, "blessing.json"))
+            blessings = artifact_io.read_json(os.path.join(blessing_uri, "blessing.json"))
             for sid in [s for s in scenarios if not blessings.get(f"{MODEL_PREFIX}{s}", {}).get("blessed")]:
                 logging.info("not pushing %s%s: %s", MODEL_PREFIX, sid,
                              blessings.get(f"{MODEL_PREFIX}{sid}", {}).get("reason", "not evaluated"))
@@ -38,9 +39,9 @@ class Executor(pusher_executor.Executor):
         pushed = {}
         for sid in scenarios:
             pushed[f"{MODEL_PREFIX}{sid}"] = push_saved_model(
-                artifact_io.join(model_dir, sid), artifact_io.join(serving_dir, f"{MODEL_PREFIX}{sid}"), version)
+                os.path.join(model_dir, sid), os.path.join(serving_dir, f"{MODEL_PREFIX}{sid}"), version)
             logging.info("pushed %s", pushed[f"{MODEL_PREFIX}{sid}"])
-        artifact_io.write_json(artifact_io.join(out.uri, "pushed.json"), pushed)
+        artifact_io.write_json(os.path.join(out.uri, "pushed.json"), pushed)
         if not pushed:
             self._MarkNotPushed(out)
             return

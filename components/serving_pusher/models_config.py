@@ -34,12 +34,12 @@ def pushed_models(serving_root: str) -> Dict[str, list]:
     """{model name: [complete versions, ascending]} under serving_root."""
     found = {}
     for name in artifact_io.list_names(serving_root):
-        base = artifact_io.join(serving_root, name)
+        base = os.path.join(serving_root, name)
         if not fileio.isdir(base):
             continue
         versions = sorted(
             int(v) for v in artifact_io.list_names(base)
-            if re.fullmatch(r"\d+", v) and fileio.exists(artifact_io.join(base, v, "saved_model.pb"))
+            if re.fullmatch(r"\d+", v) and fileio.exists(os.path.join(base, v, "saved_model.pb"))
         )
         if versions:
             found[name] = versions
@@ -55,7 +55,7 @@ def build_config(serving_root: str, versions_kept: Optional[Mapping[str, int]] =
         entry.name = name
         root = base_root or (serving_root if "://" in serving_root
                              else os.path.abspath(serving_root))  # local-path: a URI is already absolute
-        entry.base_path = artifact_io.join(root, name)
+        entry.base_path = os.path.join(root, name)
         entry.model_platform = "tensorflow"
         entry.model_version_policy.latest.num_versions = int(versions_kept.get(name, DEFAULT_VERSIONS_KEPT))
     return config
@@ -66,7 +66,7 @@ def write_models_config(serving_root: str, versions_kept: Optional[Mapping[str, 
     fileio.makedirs(serving_root)
     local = build_config(serving_root, versions_kept)
     docker = build_config(serving_root, versions_kept, base_root=DOCKER_ROOT)
-    path = artifact_io.join(serving_root, CONFIG_FILE)
+    path = os.path.join(serving_root, CONFIG_FILE)
     artifact_io.write_text(path, text_format.MessageToString(local))
-    artifact_io.write_text(artifact_io.join(serving_root, DOCKER_CONFIG_FILE), text_format.MessageToString(docker))
+    artifact_io.write_text(os.path.join(serving_root, DOCKER_CONFIG_FILE), text_format.MessageToString(docker))
     return path

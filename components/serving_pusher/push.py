@@ -29,16 +29,16 @@ def _has_scheme(path: str) -> bool:
 
 def push_saved_model(source: str, base_directory: str, version: int) -> str:
     """Copies the SavedModel folder `source` to `<base_directory>/<version>/`; returns that path."""
-    target = artifact_io.join(base_directory, str(int(version)))
+    target = os.path.join(base_directory, str(int(version)))
     if fileio.exists(target):
         raise FileExistsError(f"{target}: version already pushed")
-    if not fileio.exists(artifact_io.join(source, SAVED_MODEL_PB)):
+    if not fileio.exists(os.path.join(source, SAVED_MODEL_PB)):
         raise FileNotFoundError(f"{source}: no {SAVED_MODEL_PB} to push")
     fileio.makedirs(base_directory)
     if _has_scheme(base_directory):
         artifact_io.copy_tree(source, target, last=(SAVED_MODEL_PB,))
         return target
-    tmp = artifact_io.join(base_directory, f".tmp-{int(version)}-{uuid.uuid4().hex[:8]}")
+    tmp = os.path.join(base_directory, f".tmp-{int(version)}-{uuid.uuid4().hex[:8]}")
     try:
         artifact_io.copy_tree(source, tmp, last=(SAVED_MODEL_PB,))
         os.rename(tmp, target)  # local-path: atomic on one local filesystem (see the module docstring)
