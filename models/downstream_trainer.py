@@ -52,9 +52,10 @@ from tfx.utils import path_utils
 from models import export
 from schemas.scenarios import read_scenarios
 from models import features as F
+from models.artifact_io import read_json, write_json
 from models.keep_cache import knowledge_as_of
 from models.keep_plugin import KNOWLEDGE, DownstreamConfig, DownstreamModel, save_checkpoint, warm_start
-from models.multitask import TRAINING_FILE, budget_record, read_json, seed_everything, write_json
+from models.multitask import TRAINING_FILE, budget_record, seed_everything
 from models.transformed_data import load_transformed, raw_ids, select, transformed_index
 
 KNOWLEDGE_MODEL = "keep_knowledge"

@@ -34,8 +34,9 @@ from tfx_bsl.public import tfxio
 from models import distribute
 from models import export
 from models import features as F
+from models.artifact_io import write_json
 from models.keep import KeepConfig, KeepModel
-from models.multitask import PATIENCE, budget_record, seed_everything, write_json, write_training_record
+from models.multitask import PATIENCE, budget_record, seed_everything, write_training_record
 
 
 def make_dataset(file_pattern, data_accessor, tf_transform_output, batch_size, shuffle=True, num_epochs=None):

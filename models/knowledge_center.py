@@ -32,7 +32,8 @@ from absl import logging
 
 from models import export
 from models import features as F
-from models.multitask import read_json, seed_everything, write_json
+from models.artifact_io import read_json, write_json
+from models.multitask import seed_everything
 from models.keep_cache import (CacheableKnowledgeConfig, CacheableKnowledgeModel, KnowledgeCache, daily_tables,
                                latest_tables)
 from models.transformed_data import load_transformed, raw_ids

@@ -17,12 +17,13 @@ Example:
 """
 
 import dataclasses
-import json
 import os
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
+
+from models.artifact_io import write_json
 
 TASKS = ("click", "conversion", "cart")
 # Which label gates a task's training rows: conversion and cart are learnt over clicks.
@@ -88,18 +89,6 @@ def optimizer_names(model) -> str:
 def write_training_record(serving_model_dir: str, record) -> None:
     """<model artifact>/training.json: the budget a model got, for the evaluator and the report."""
     write_json(os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), TRAINING_FILE), record)
-
-
-def write_json(path: str, obj) -> None:
-    """Writes a trainer's JSON record through tf.io.gfile (any artifact filesystem), creating the folder."""
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(obj, indent=1))
-
-
-def read_json(path: str):
-    with tf.io.gfile.GFile(path, "r") as f:
-        return json.loads(f.read())
 
 
 def budget_record(model, history, batch: int, steps_per_epoch: int, monitor: str = "val_auc_click",

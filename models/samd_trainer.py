@@ -37,8 +37,9 @@ from absl import logging
 
 from models import export
 from models import features as F
+from models.artifact_io import read_json, write_json
 from models.keep import KeepModel
-from models.multitask import PATIENCE, budget_record, read_json, seed_everything, write_json, write_training_record
+from models.multitask import PATIENCE, budget_record, seed_everything, write_training_record
 from models.samd import (PerStudentEarlyStopping, SamdConfig, SamdDistiller, ScenarioTable, layer_widths,
                          rank_neighbours, teacher_embedding_init, teacher_tasks)
 from models.students import build_student, default_student_specs, student_vocab_features

@@ -39,8 +39,9 @@ from absl import logging
 from models import distribute
 from models import export
 from models import features as F
+from models.artifact_io import write_json
 from models.keep_trainer import make_dataset
-from models.multitask import PATIENCE, budget_record, seed_everything, write_json, write_training_record
+from models.multitask import PATIENCE, budget_record, seed_everything, write_training_record
 
 # name -> (module, model class, config class); each model takes (config, vocab_sizes).
 MODELS = {

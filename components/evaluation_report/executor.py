@@ -7,7 +7,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
-from components import artifact_io
+from models import artifact_io
 from components.evaluation_report.report import write_report
 from components.model_evaluator.executor import EVALUATION_FILE
 from models.unified_trainer import MODELS

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from components import artifact_io
+from models import artifact_io
 from components.model_evaluator import metrics as M
 
 TASKS = M.TASKS

@@ -21,7 +21,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components import artifact_io
+from models import artifact_io
 from components.model_evaluator import metrics as M
 from components.model_evaluator.blessing import BlessingConfig, decide
 from schemas.scenarios import read_scenario_table, roles as scenario_roles

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tfx.dsl.io import fileio
 
-from components import artifact_io
+from models import artifact_io
 from schemas import contract
 from schemas.scenarios import SCENARIOS_FILE, RawDataError, read_scenarios  # noqa: F401 - re-exported
 

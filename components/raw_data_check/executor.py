@@ -10,7 +10,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
-from components import artifact_io
+from models import artifact_io
 from components.raw_data_check import checks
 
 

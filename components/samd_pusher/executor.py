@@ -12,7 +12,7 @@ from tfx.components.pusher import executor as pusher_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components import artifact_io
+from models import artifact_io
 from components.serving_pusher.models_config import write_models_config
 from components.serving_pusher.push import SAVED_MODEL_PB, push_saved_model
 

@@ -9,7 +9,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components import artifact_io
+from models import artifact_io
 from models import samd_trainer
 from models.keep_trainer import keras_model_dir
 from schemas.scenarios import SCENARIOS_FILE

@@ -2,7 +2,7 @@
 
 Layout read: `<serving_root>/<model_name>/<integer version>/saved_model.pb`. A version
 folder without `saved_model.pb` is still being copied (the Pusher copies that file
-last) and does not count. Two files are written, atomically (components/artifact_io.py):
+last) and does not count. Two files are written, atomically (models/artifact_io.py):
 
 * `models.config`: base paths as on this machine, for the embedded server;
 * `models.docker.config`: base paths under `/models/<name>`, for the official
@@ -17,7 +17,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 from tfx.dsl.io import fileio
 
-from components import artifact_io
+from models import artifact_io
 
 DEFAULT_VERSIONS_KEPT = 1
 # The knowledge cache keeps 5 versions served at once (KEEP's limit), whichever

@@ -18,7 +18,7 @@ import uuid
 
 from tfx.dsl.io import fileio
 
-from components import artifact_io
+from models import artifact_io
 
 SAVED_MODEL_PB = "saved_model.pb"
 

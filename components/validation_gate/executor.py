@@ -11,7 +11,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from components import artifact_io
+from models import artifact_io
 
 
 class DataAnomalyError(RuntimeError):

@@ -9,7 +9,7 @@ components/serving_pusher/push.py renames only on local paths.)
 import os
 import uuid
 
-from components import artifact_io
+from models import artifact_io
 
 
 def ram_dir(name: str) -> str:

@@ -81,4 +81,4 @@ def test_executors_and_trainers_use_no_builtin_file_api():
             with open(path) as f:
                 for line, call in builtin_file_calls(f.read()):
                     offenders.append(f"{os.path.relpath(path, REPO)}:{line}: {call}")
-    assert not offenders, "use tfx.dsl.io.fileio / tf.io.gfile (components/artifact_io.py):\n" + "\n".join(offenders)
+    assert not offenders, "use tfx.dsl.io.fileio / tf.io.gfile (models/artifact_io.py):\n" + "\n".join(offenders)
