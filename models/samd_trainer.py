@@ -134,6 +134,24 @@ def per_scenario_batches(shards: Mapping[str, Tuple[str, int]], spec: Mapping, b
     return tf.data.Dataset.zip(tuple(parts)).prefetch(2)
 
 
+def scenario_batches(train_pattern: str, eval_pattern: str, spec: Mapping, indices: Mapping[str, int],
+                     config: SamdConfig, scratch: str, seed: int = 0):
+    """(train, validation, training rows per scenario, batch per scenario): both splits written once into
+    one file per scenario under `scratch` (split_by_scenario), then read as per-scenario batches."""
+    train_shards = split_by_scenario(train_pattern, spec, indices, os.path.join(scratch, "train"))
+    eval_shards = split_by_scenario(eval_pattern, spec, indices, os.path.join(scratch, "validation"))
+    for split, pattern, shards in (("training", train_pattern, train_shards),
+                                   ("validation", eval_pattern, eval_shards)):
+        empty = [s for s, (_, c) in shards.items() if c == 0]
+        if empty:
+            raise ValueError(f"scenario(s) {empty} have no rows in the {split} split {pattern}")
+    counts = {sid: n for sid, (_, n) in train_shards.items()}
+    sizes = batch_sizes(counts, config.batch_size, config.sampling)
+    train = per_scenario_batches(train_shards, spec, sizes, shuffle=True, seed=seed)
+    evaluation = per_scenario_batches(eval_shards, spec, sizes, shuffle=False)
+    return train, evaluation, counts, sizes
+
+
 def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_keras_dir: str, scenarios_csv: str,
         output_dir: str, report_dir: str, train_steps: int, eval_steps: int,
         similarity: Optional[Mapping] = None, custom: Optional[Mapping] = None) -> Dict:
@@ -157,52 +175,36 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
 
     specs = default_student_specs(roles, custom.get("students"))
     students = {}
-    for sid, spec in specs.items():
-        sizes = {n: F.vocab_size(tft_output, n) for n in student_vocab_features(spec)}
-        students[sid] = build_student(spec, sizes)
+    for sid, student_spec in specs.items():
+        vocab = {n: F.vocab_size(tft_output, n) for n in student_vocab_features(student_spec)}
+        students[sid] = build_student(student_spec, vocab)
 
-    spec = tft_output.transformed_feature_spec()
+    feature_spec = tft_output.transformed_feature_spec()
+    seed = int(custom.get("seed") or 0)
     # Local scratch: the per-scenario files are a working copy, removed when training ends.
     with tempfile.TemporaryDirectory(prefix="samd_scenarios_") as scratch:
-        return _distil(config, custom, spec, indices, table, tft_output, specs, students, teacher_keras_dir, scratch,
-                       train_pattern, eval_pattern, output_dir, report_dir, train_steps, eval_steps)
+        train, evaluation, counts, sizes = scenario_batches(train_pattern, eval_pattern, feature_spec, indices, config,
+                                                            scratch, seed)
+        sample = next(iter(train))
+        teacher = load_teacher(teacher_keras_dir, sample[0])
+        teacher_widths = layer_widths(teacher.teacher_layers(sample[0], tasks=teacher_tasks(config)))
+        student_widths = {sid: layer_widths(students[sid].layer_outputs(sample[i])) for i, sid in enumerate(indices)}
+        initialised = teacher_embedding_init(students, teacher) if config.teacher_embeddings else {}
+        distiller = SamdDistiller(config, teacher, students, table, teacher_widths, student_widths)
+        distiller.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
 
-
-def _distil(config, custom, spec, indices, table, tft_output, specs, students, teacher_keras_dir, scratch,
-            train_pattern, eval_pattern, output_dir, report_dir, train_steps, eval_steps) -> Dict:
-    """run()'s training, export and report, on per-scenario files written under `scratch`."""
-    train_shards = split_by_scenario(train_pattern, spec, indices, os.path.join(scratch, "train"))
-    eval_shards = split_by_scenario(eval_pattern, spec, indices, os.path.join(scratch, "validation"))
-    counts = {sid: n for sid, (_, n) in train_shards.items()}
-    for split, pattern, shards in (("training", train_pattern, train_shards), ("validation", eval_pattern,
-                                                                               eval_shards)):
-        empty = [s for s, (_, c) in shards.items() if c == 0]
-        if empty:
-            raise ValueError(f"scenario(s) {empty} have no rows in the {split} split {pattern}")
-    sizes = batch_sizes(counts, config.batch_size, config.sampling)
-    seed = int(custom.get("seed") or 0)
-    train = per_scenario_batches(train_shards, spec, sizes, shuffle=True, seed=seed)
-    evaluation = per_scenario_batches(eval_shards, spec, sizes, shuffle=False)
-    sample = next(iter(train))
-    teacher = load_teacher(teacher_keras_dir, sample[0])
-    teacher_widths = layer_widths(teacher.teacher_layers(sample[0], tasks=teacher_tasks(config)))
-    student_widths = {sid: layer_widths(students[sid].layer_outputs(sample[i])) for i, sid in enumerate(indices)}
-    initialised = teacher_embedding_init(students, teacher) if config.teacher_embeddings else {}
-    distiller = SamdDistiller(config, teacher, students, table, teacher_widths, student_widths)
-    distiller.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
-
-    epochs = max(1, int(custom["epochs"]))  # no default here: the pipeline options hold it
-    steps = max(1, train_steps // epochs)
-    logging.info("SAMD: %d students (%s), %d epochs of %d steps, strategy %s, batches %s", len(students),
-                 ", ".join(f"{s}:{spec.architecture}" for s, spec in specs.items()), epochs, steps, config.strategy,
-                 sizes)
-    stopping = PerStudentEarlyStopping(students, patience=int(custom.get("patience", PATIENCE)))
-    t0 = time.time()
-    history = distiller.fit(
-        train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation, validation_steps=max(1, eval_steps),
-        callbacks=[stopping], verbose=2,
-    )
-    train_seconds = time.time() - t0
+        epochs = max(1, int(custom["epochs"]))  # no default here: the pipeline options hold it
+        steps = max(1, train_steps // epochs)
+        logging.info("SAMD: %d students (%s), %d epochs of %d steps, strategy %s, batches %s", len(students),
+                     ", ".join(f"{s}:{spec.architecture}" for s, spec in specs.items()), epochs, steps,
+                     config.strategy, sizes)
+        stopping = PerStudentEarlyStopping(students, patience=int(custom.get("patience", PATIENCE)))
+        t0 = time.time()
+        history = distiller.fit(
+            train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation,
+            validation_steps=max(1, eval_steps), callbacks=[stopping], verbose=2,
+        )
+        train_seconds = time.time() - t0
     budget = budget_record(distiller, history, sum(sizes.values()), steps, monitor="val_loss_ce", mode="min")
     budget["best_epoch"] = stopping.best_epochs  # each student's own
     # What is served: the students alone (the meta network and projections stay behind).
