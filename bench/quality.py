@@ -45,8 +45,14 @@ EVALUATORS = {"KeepEvaluator": "keep_general", "SamdEvaluator": "samd", "PepnetE
 ROLES = ("super", "homogeneous", "heterogeneous", "minor")
 
 
+def version_of(path: str) -> int:
+    """The last all-digit folder of an artifact path (its execution id), 0 if none: newest sorts last."""
+    parts = [p for p in path.rstrip("/").split("/") if p.isdigit()]
+    return int(parts[-1]) if parts else 0
+
+
 def _latest(pattern: str) -> str:
-    found = sorted(glob.glob(pattern), key=lambda p: int(p.rstrip("/").split("/")[-2]) if p.rstrip("/").split("/")[-2].isdigit() else 0)
+    found = sorted(glob.glob(pattern), key=version_of)
     if not found:
         raise FileNotFoundError(pattern)
     return found[-1]

@@ -43,6 +43,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from bench.quality import version_of
 from components.model_evaluator import metrics as M
 from models import samd_trainer
 
@@ -82,15 +83,16 @@ KEEP_EVALUATORS = {"keep_general": "KeepEvaluator", "keep_downstream": "Downstre
 TEACHERS = {"general": "KeepTrainer", "super": "SamdTeacherTrainer"}
 
 
-def artifacts(run, transform=None, teacher="super"):
+def artifacts(run, transform=None, teacher="general"):
     """The run's artifacts; `transform`: a pipelines.transform_only folder the run imported (bench/quality.py).
 
-    `teacher`: "super" (the run's SamdTeacherTrainer, the pipeline's default) or "general" (its KeepTrainer).
+    `teacher`: "general" (the run's KeepTrainer, the pipeline's default) or "super" (its SamdTeacherTrainer,
+    which a run has with KEEP_SAMD_SAMD='{"teacher": "super"}').
     """
     root = os.path.join(run, "pipelines", "keep_samd")
 
     def one(pattern):
-        found = sorted(glob.glob(os.path.join(root, pattern)), key=_version)
+        found = sorted(glob.glob(os.path.join(root, pattern)), key=version_of)
         if not found:
             raise FileNotFoundError(f"{os.path.join(root, pattern)}: not in the run (an imported Transform? "
                                     "pass --transform)")
@@ -113,14 +115,9 @@ def artifacts(run, transform=None, teacher="super"):
         "validation": os.path.join(examples, "Split-validation", "*"),  # early stopping
         "raw_test": os.path.join(raw, "Split-test", "*"),  # scoring: the test day
         "teacher": one(f"{TEACHERS[teacher]}/model/*/Format-Keras"),
-        "similarity": json.load(open(sorted(sim, key=_version)[-1])) if sim else None,
+        "similarity": json.load(open(sorted(sim, key=version_of)[-1])) if sim else None,
         "root": root,
     }
-
-
-def _version(path):
-    parts = [p for p in path.split(os.sep) if p.isdigit()]
-    return int(parts[-1]) if parts else 0
 
 
 def test_rows(pattern):
@@ -147,7 +144,7 @@ def keep_predictions(root, scenario, click):
     """{keep model: click predictions on the test rows} from the run's evaluators, NaN where not covered."""
     out = {}
     for name, component in KEEP_EVALUATORS.items():
-        found = sorted(glob.glob(os.path.join(root, component, "evaluation", "*", "predictions.npz")), key=_version)
+        found = sorted(glob.glob(os.path.join(root, component, "evaluation", "*", "predictions.npz")), key=version_of)
         if not found:
             continue
         with open(found[-1], "rb") as f:
@@ -328,8 +325,8 @@ def main(argv=None):
     p.add_argument("--transform", default=None,
                    help="the Transform folder the run imported (bench/quality.py: <workdir>/transform)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--teacher", default="super", choices=sorted(TEACHERS),
-                   help="super: the run's SamdTeacherTrainer (default, as the pipeline); general: its KEEP model")
+    p.add_argument("--teacher", default="general", choices=sorted(TEACHERS),
+                   help="general: the run's KEEP model (default, as the pipeline); super: its SamdTeacherTrainer")
     p.add_argument("--variants", nargs="+", default=["samd", "alone"], choices=sorted(VARIANTS))
     p.add_argument("--workdir", default="/tmp/samd_bench")
     p.add_argument("--steps", type=int, default=300)
