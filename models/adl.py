@@ -117,7 +117,10 @@ Measured (bench/quality.py, 600 steps of batch 512; bench/adl.py):
   P x (K + 1); our shared bottom has one network (P), so ADL does not reach its
   speed here (not met). Prototyped and dropped (not in the code): the three task
   towers fused into one layer per cluster, +6%; TF's fused Adam kernel
-  (`tf_keras.optimizers.legacy.Adam`) for both models, no change in the ratio.
+  (`tf_keras.optimizers.legacy.Adam`) for both models, no change in the ratio; one
+  batched matmul per layer over the clusters padded to the largest (scatter_nd /
+  gather_nd instead of the partition), slower (0.43 against 0.51 of the shared
+  bottom's rate in one interleaved run, loaded machine).
 
 Example:
     config = ADLConfig(num_clusters=3, routing_input="scenario")
