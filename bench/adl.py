@@ -20,6 +20,13 @@ adds ADL with its routing skipped (`adl_k3_no_routing`: rows split in turn, the
 partitioned network only) and `adl_k1_no_routing_no_partition` (Equation 6's kernels
 alone), so the gap to the shared bottom splits into routing, partition and Equation 6.
 
+pipeline-speed: training examples/s as the pipeline's Trainer sees them (the issue's measure):
+each model (`--models`, default shared_bottom adl mmoe) fits `--steps` steps of batch 512 on
+a finished Transform's train split through tfxio with TensorFlow's default threads; input
+decoding and the model share the 2 cores, so a slower model step may or may not show.
+
+    TF_USE_LEGACY_KERAS=1 .venv/bin/python -m bench.adl pipeline-speed --base /tmp/keep_samd_quality
+
 sweep-k (paper Figure 3): for each K, bench.quality on one seed with ADL's
 `num_clusters` overridden, reusing a finished Transform (`--base`); prints the click
 AUC (ALL) per K. Minutes per K.
@@ -154,6 +161,52 @@ def _without_routing(adl, k, sizes, partition=True):
     return NoRouting(adl.ADLConfig(num_clusters=k, **sizes), VOCAB)
 
 
+def pipeline_speed(a) -> dict:
+    """Training examples/s of each model on a finished Transform's examples, through the Trainer's input
+    pipeline (tfxio TFExampleRecord, shuffle buffer 20k, batch 512, prefetch), TensorFlow's default threads.
+
+    Only the fit's steps are timed (after one warm-up step), no validation; the models take turns,
+    `--repeats` times, and the best run of each is kept.
+    """
+    import glob as globlib
+
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tf_keras
+    from tfx_bsl.public import tfxio
+
+    from bench.quality import finished_transform
+    from models.unified_trainer import BUDGET_BATCH_SIZE, all_vocab_sizes, build
+
+    head = finished_transform(os.path.join(a.base, "transform"))
+    if head is None:
+        raise FileNotFoundError(f"{a.base}/transform: no finished Transform (bench/quality.py makes one)")
+    tft_output = tft.TFTransformOutput(head.transform_graph)
+    files = os.path.join(head.transformed_examples, "Split-train", "*")
+    if not globlib.glob(files):
+        raise FileNotFoundError(files)
+    source = tfxio.TFExampleRecord(files, schema=tft_output.transformed_metadata.schema)
+    vocab = all_vocab_sizes(tft_output)
+    results = {}
+    for _ in range(a.repeats):
+        for name in a.models:
+            tf_keras.utils.set_random_seed(0)
+            model, config = build(name, {"batch_size": BUDGET_BATCH_SIZE}, vocab)
+            model.compile(optimizer=tf_keras.optimizers.Adam(getattr(config, "learning_rate", 1e-3)))
+            data = source.TensorFlowDataset(tfxio.TensorFlowDatasetOptions(
+                batch_size=BUDGET_BATCH_SIZE, shuffle=True, shuffle_buffer_size=20_000)).prefetch(tf.data.AUTOTUNE)
+            model.fit(data, epochs=1, steps_per_epoch=1, verbose=0)  # traces the step, fills the buffer
+            t0 = time.perf_counter()
+            model.fit(data, epochs=1, steps_per_epoch=a.steps, verbose=0)
+            results.setdefault(name, []).append(a.steps * BUDGET_BATCH_SIZE / (time.perf_counter() - t0))
+            print(f"{name}: {results[name][-1]:.0f} examples/s", flush=True)
+    reference = max(results["shared_bottom"]) if "shared_bottom" in results else None
+    return {"base": a.base, "steps": a.steps, "batch": BUDGET_BATCH_SIZE,
+            "models": {n: {"examples_per_second": round(max(v)), "runs": [round(x) for x in v],
+                           "vs_shared_bottom": round(max(v) / reference, 3) if reference else None}
+                       for n, v in results.items()}}
+
+
 def sweep_k(a) -> dict:
     out = {}
     for k in a.clusters:
@@ -191,13 +244,18 @@ def main(argv=None) -> int:
     s.add_argument("--adl-file", nargs="*", default=[], help="other models/adl.py versions to time beside it")
     s.add_argument("--decompose", action="store_true",
                    help="also time ADL without its routing (per K), and at K=1 without the partition")
+    q = sub.add_parser("pipeline-speed")
+    q.add_argument("--base", default="/tmp/keep_samd_quality", help="a bench/quality.py workdir (its Transform)")
+    q.add_argument("--models", nargs="+", default=["shared_bottom", "adl", "mmoe"])
+    q.add_argument("--steps", type=int, default=300)
+    q.add_argument("--repeats", type=int, default=3)
     k = sub.add_parser("sweep-k")
     k.add_argument("--clusters", type=int, nargs="+", default=[1, 3, 9])
     k.add_argument("--seed", type=int, default=0)
     k.add_argument("--base", required=True)
     k.add_argument("--workdir", default="/tmp/adl_sweep")
     a = p.parse_args(argv)
-    result = speed(a) if a.command == "speed" else sweep_k(a)
+    result = {"speed": speed, "pipeline-speed": pipeline_speed, "sweep-k": sweep_k}[a.command](a)
     print(json.dumps(result, indent=1))
     return 0
 
