@@ -51,8 +51,9 @@ Readings of the paper (and where it is silent, our choices; each is a config fie
   seeds, paired against the same students trained alone): the default is above alone
   on the minor (+0.027 to +0.029) and homogeneous groups with no difference on the
   heterogeneous one (both without the embedding transfer below); the literal reading
-  is below alone on the heterogeneous group in 2 of 3 seeds. W_T stays close to uniform at the paper's meta learning rate, and a
-  plain all2all at distill weight 0.78 (the column's mass) does about as well (minor
+  is below alone on the heterogeneous group in 2 of 3 seeds. W_T stays close to
+  uniform at the paper's meta learning rate, and a plain all2all at distill weight
+  0.78 (the column's mass) does about as well (minor
   +0.018 to +0.028): on this data most of the gain is the lower transfer weight, not
   what the meta network learns (a finding; bench/results/samd.json).
 * Training of T. The paper pre-trains T offline and refreshes it weekly without
