@@ -35,8 +35,7 @@ BLESSING_FILE = "blessing.json"
 
 def latest_version(base_path: str) -> Optional[str]:
     """The newest complete version folder under a TF Serving base path (saved_model.pb is written last)."""
-    versions = [v for v in artifact_io.list_names(base_path)
-                if v.isdigit() and fileio.exists(os.path.join(base_path, v, "saved_model.pb"))]
+    versions = [v for v in artifact_io.folders_with(base_path, "saved_model.pb") if v.isdigit()]
     return os.path.join(base_path, max(versions, key=int)) if versions else None
 
 

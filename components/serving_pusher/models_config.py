@@ -34,13 +34,8 @@ def pushed_models(serving_root: str) -> Dict[str, list]:
     """{model name: [complete versions, ascending]} under serving_root."""
     found = {}
     for name in artifact_io.list_names(serving_root):
-        base = os.path.join(serving_root, name)
-        if not fileio.isdir(base):
-            continue
-        versions = sorted(
-            int(v) for v in artifact_io.list_names(base)
-            if re.fullmatch(r"\d+", v) and fileio.exists(os.path.join(base, v, "saved_model.pb"))
-        )
+        base = os.path.join(serving_root, name)  # a file here lists no folders, so it is skipped
+        versions = sorted(int(v) for v in artifact_io.folders_with(base, "saved_model.pb") if re.fullmatch(r"\d+", v))
         if versions:
             found[name] = versions
     return found
