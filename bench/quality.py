@@ -164,10 +164,10 @@ def _paired(loaded, name, kind, base=FLOOR, task="click", rows_of=None):
                f"below {base}" if valid and all(p["high"] < 0 for p in valid) else
                "no difference (an interval contains 0)" if valid else "n/a")
     return {"per_seed": per_seed, "mean_diff": _stats([p["diff"] for p in valid]), "verdict": verdict,
-            "pooled": _pooled(pairs, base)}
+            "over_seeds": _over_seeds(pairs, base)}
 
 
-def _pooled(pairs, base) -> Optional[Dict]:
+def _over_seeds(pairs, base) -> Optional[Dict]:
     """The seeds' mean difference on the rows every seed scored, its interval (seeds and rows) and verdict."""
     if len(pairs) < 2 or len({len(p[0]) for p in pairs}) > 1:  # seeds scored on different test sets
         return None
@@ -275,17 +275,17 @@ def print_table(result: Dict) -> None:
               f"per seed ==")
         for n, p in result["paired_click_vs_floor_on_all"].get(kind, {}).items():
             seeds = "  ".join(f"{q['diff']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}]" for q in p["per_seed"] if q)
-            print(f"{n:>16}: {seeds}  -> {p['verdict']}{_pooled_text(p)}")
+            print(f"{n:>16}: {seeds}  -> {p['verdict']}{_over_seeds_text(p)}")
     for base, per in result.get("paired_vs_baselines", {}).items():
         print(f"\n== minus {base}, same rows, paired DeLong 95% per seed (ALL and the role groups' rows) ==")
         for n, cells in per.items():
             for key, p in cells.items():
                 seeds = "  ".join(f"{q['diff']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}]" for q in p["per_seed"] if q)
-                print(f"{n:>16} {key:>22}: {seeds}  -> {p['verdict']}{_pooled_text(p)}")
+                print(f"{n:>16} {key:>22}: {seeds}  -> {p['verdict']}{_over_seeds_text(p)}")
 
 
-def _pooled_text(p) -> str:
-    q = p.get("pooled")
+def _over_seeds_text(p) -> str:
+    q = p.get("over_seeds")
     return f"; over seeds {q['diff']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}] -> {q['verdict']}" if q else ""
 
 
