@@ -139,24 +139,19 @@ def _without_routing(adl, k, sizes, partition=True):
     """ADL's network with the routing skipped: rows go to clusters in turn (row i to i mod K), or with
     `partition=False` (K = 1) straight through the multi-distribution layers, no partition or stitch.
     What is left of ADL is Equation 6's kernels; the difference to the shared bottom is their cost."""
-    from models.keep import TASKS
     import tensorflow as tf
 
+    from models.keep import TASKS
+
     class NoRouting(adl.AdlModel):
-        def call(self, features, training=None):
-            x, _ = self._representations(features)
-            if not partition:
-                h = self.bottom([x], training=training)
-                logits = {t: tf.reshape(self.towers[t](h, training=training)[0], [-1]) for t in TASKS}
-            else:
-                index = tf.math.floormod(tf.range(tf.shape(x)[0]), k)
-                rows = tf.dynamic_partition(tf.range(tf.shape(x)[0]), index, k)
-                h = self.bottom(tf.dynamic_partition(x, index, k), training=training)
-                logits = {t: tf.reshape(tf.dynamic_stitch(rows, self.towers[t](h, training=training)), [-1])
-                          for t in TASKS}
-            out = {t: tf.sigmoid(logits[t]) for t in TASKS}
-            out.update({f"{t}_logit": logits[t] for t in TASKS})
-            return out
+        def route(self, e, training=None):
+            return tf.cast(tf.math.floormod(tf.range(tf.shape(e)[0]), k), tf.int64)
+
+        def cluster_logits(self, x, cluster, training=None):
+            if partition:
+                return super().cluster_logits(x, cluster, training=training)
+            h = self.bottom([x], training=training)
+            return {t: tf.reshape(self.towers[t](h, training=training)[0], [-1]) for t in TASKS}
 
     return NoRouting(adl.ADLConfig(num_clusters=k, **sizes), VOCAB)
 

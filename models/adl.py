@@ -109,9 +109,9 @@ Measured (bench/quality.py, 600 steps of batch 512; bench/adl.py):
 * Speed (one CPU thread, idle machine, `bench.adl speed --decompose`): a training step
   at K = 3 runs at 0.67 of the shared bottom's rate (the masked version: 0.35); through
   the Trainer's input pipeline (`bench.adl pipeline-speed`, both cores) at 0.96 best of
-  3 (0.89 on average). With
-  the routing skipped it runs at 0.77, and at K = 1 without the partition (Equation
-  6's kernels alone) at 0.92: each mechanism costs about a tenth. At these small
+  3 (0.89 on average). With the routing skipped it runs at 0.77, and at K = 1 without
+  the partition (Equation 6's kernels alone) at 0.92: each mechanism costs about a
+  tenth. At these small
   layers the K per-cluster matmuls, the partition and the routing's few dozen ops cost
   in op dispatch, not in arithmetic, and Equation 6 holds K + 1 kernels per layer that
   the optimizer updates every step. The paper's speed claim (section 3.5, Table 2) is
@@ -492,16 +492,24 @@ class AdlModel(MultiTaskSteps, tf_keras.Model):
         """Each sample's cluster index ([B] int64), as routed at inference (and in training)."""
         return tf.argmax(self.distribution_coefficients(features), axis=-1)
 
-    def call(self, features, training=None):
-        x, e = self._representations(features)
-        cluster = tf.argmax(self.routing(e, training=training), axis=-1)  # hard routing to the argmax cluster
+    def route(self, e, training=None):
+        """Each sample's cluster, [B] int64: hard routing to the argmax cluster (moves the centres in training)."""
+        return tf.argmax(self.routing(e, training=training), axis=-1)
+
+    def cluster_logits(self, x, cluster, training=None):
+        """{task: [B] logit}, each row through its own cluster's bottom and towers only."""
         # One partition per batch: each part runs through its own cluster's network only.
         k = self.config.num_clusters
         index = tf.cast(cluster, tf.int32)
         rows = tf.dynamic_partition(tf.range(tf.shape(x)[0]), index, k)
         h = self.bottom(tf.dynamic_partition(x, index, k), training=training)
-        logits = {t: tf.reshape(tf.dynamic_stitch(rows, self.towers[t](h, training=training)), tf.shape(cluster))
-                  for t in TASKS}
+        return {t: tf.reshape(tf.dynamic_stitch(rows, self.towers[t](h, training=training)), tf.shape(cluster))
+                for t in TASKS}
+
+    def call(self, features, training=None):
+        x, e = self._representations(features)
+        cluster = self.route(e, training=training)
+        logits = self.cluster_logits(x, cluster, training=training)
         out = {t: tf.sigmoid(logits[t]) for t in TASKS}  # Eq. 7
         out.update({f"{t}_logit": logits[t] for t in TASKS})
         out["cluster"] = cluster
