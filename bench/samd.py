@@ -20,13 +20,14 @@ paper) and "alone_teacher_embeddings" the embedding transfer without distillatio
 saved before the embedding transfer existed are "samd_paper" and the ablations.
 
 Reported (bench/results/samd.json): click AUC per scenario and role group (mean ± std
-over seeds); per seed, the paired DeLong 95% interval of each variant minus "alone" and
-minus KEEP (keep_general, and keep_downstream on the sub-scenarios) on the same rows,
-per scenario and for each group mean; over the seeds, each variant minus another
-variant (the seeds' spread by Student's t plus the shared rows by DeLong,
-metrics.paired_auc_difference_over_seeds) for each group mean (the groups' scenarios are disjoint rows, so the
-mean difference's variance is the sum of the scenarios' over n^2); W_T's mean row
-entropy per scenario against 0.3 log M_i; the Spearman rank correlation, over pairs of
+over seeds); per seed, the paired DeLong 95% interval of each variant minus "alone"
+(and minus "alone_teacher_embeddings" when it was run) and minus KEEP (keep_general,
+and keep_downstream on the sub-scenarios) on the same rows, per scenario and for each
+group mean (the groups' scenarios are disjoint rows, so the mean difference's variance
+is the sum of the scenarios' over n^2); over the seeds, the same differences from the
+other variants for each group mean (the seeds' spread by Student's t plus the shared
+rows by DeLong, metrics.paired_auc_difference_over_seeds); W_T's mean row entropy per
+scenario against 0.3 log M_i; the Spearman rank correlation, over pairs of
 scenarios with students of equal depth, between |T_i - T_j| and |W_T^i - W_T^j|; the
 top-G neighbours. A difference whose interval contains 0 is "no difference".
 """

@@ -2,7 +2,9 @@
 
 Every custom executor and trainer reads and writes its artifacts through these helpers
 or `fileio` itself, never `open`/`os`/`glob`/`shutil`: an artifact URI on Vertex AI or
-Kubeflow is a bucket path that the builtins cannot see (tests/components/test_file_apis.py checks); it lives in models/ so that the trainers, which may not import components/, use it too.
+Kubeflow is a bucket path that the builtins cannot see (tests/components/test_file_apis.py
+checks). It lives in models/ so that the trainers, which may not import components/, use
+it too.
 
 Writes are atomic where the filesystem allows it: the text goes to a temporary sibling,
 then a rename replaces the target. On a local or POSIX filesystem that rename is atomic;
