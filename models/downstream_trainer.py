@@ -56,7 +56,7 @@ from models.artifact_io import read_json, write_json
 from models.keep_cache import knowledge_as_of
 from models.keep_plugin import KNOWLEDGE, DownstreamConfig, DownstreamModel, save_checkpoint, warm_start
 from models.multitask import TRAINING_FILE, budget_record, seed_everything
-from models.transformed_data import load_transformed, raw_ids, select, transformed_index
+from models.transformed_data import load_transformed, raw_ids, transformed_index
 
 KNOWLEDGE_MODEL = "keep_knowledge"
 CHECKPOINT = os.path.join("checkpoint", "model")
@@ -83,11 +83,13 @@ def model_inputs(config: DownstreamConfig):
 def _rows(pattern, tft_output, scenario_index, spans=0, latest_day=None, daily=None):
     """The scenarios' rows; with `daily` ({"strategy", "tables"} of the KnowledgeCenter), their knowledge
     joined point in time."""
-    rows = load_transformed(pattern, tft_output)
-    mask = np.isin(rows["scenario_id"], list(scenario_index.values()))
-    if spans:
-        mask &= rows[F.DAY] > latest_day - spans
-    rows = select(rows, mask)
+    def wanted(batch):
+        mask = np.isin(batch["scenario_id"], list(scenario_index.values()))
+        if spans:
+            mask &= batch[F.DAY] > latest_day - spans
+        return mask
+
+    rows = load_transformed(pattern, tft_output, where=wanted)
     if daily is not None:
         raw = {k: raw_ids(tft_output, k, rows[k]) for k in RAW_KEYS}
         rows[KNOWLEDGE] = knowledge_as_of(daily["tables"], daily["strategy"], raw["user_id"], raw["item_id"],
@@ -250,7 +252,7 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
     spans = int(custom.get("spans", 0))
     latest_day = None
     if spans:
-        latest_day = int(load_transformed(train_pattern, tft_output)[F.DAY].max())
+        latest_day = int(load_transformed(train_pattern, tft_output, columns=[F.DAY])[F.DAY].max())
     daily = None
     if plugged:  # the KnowledgeCenter artifact: <uri>/Format-Serving is the cache, <uri> its record
         from models import knowledge_center

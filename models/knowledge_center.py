@@ -105,8 +105,9 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, output_dir:
     seed_everything(custom)
     config = CacheableKnowledgeConfig.from_dict(custom.get("knowledge"))
     tft_output = tft.TFTransformOutput(transform_graph)
-    train_rows = load_transformed(train_pattern, tft_output)
-    eval_rows = load_transformed(eval_pattern, tft_output)
+    columns = sorted(set(_model_inputs(config)) | set(RAW_KEYS) | {F.DAY})
+    train_rows = load_transformed(train_pattern, tft_output, columns)
+    eval_rows = load_transformed(eval_pattern, tft_output, columns)
     logging.info("GKC: training %s knowledge heads on %d rows, %d steps", config.strategy,
                  len(train_rows[F.DAY]), train_steps)
     model = train(config, tft_output, train_rows, eval_rows, train_steps, int(custom["epochs"]))

@@ -7,11 +7,9 @@ trainers that read transformed examples.
     result = run_transform(data_root, workdir)
     result.transformed_examples, result.transform_graph, result.raw_examples, result.transform_seconds
 
-`write_examples` turns the raw CSVs into ExampleGen's output layout without Beam, and
-`run_transform(..., examples_uri=...)` imports that instead of running CsvExampleGen.
-Why: CsvExampleGen reshuffles every example before writing (tfx write_split.py), and the
-DirectRunner holds a reshuffle in the driver's memory, so 10M rows are OOM-killed on a
-24 GiB machine before Transform starts. Transform itself streams.
+`write_examples` turns the raw CSVs into ExampleGen's output layout without Beam or
+shuffling, and `run_transform(..., examples_uri=...)` imports that instead of running
+ExampleGen: for a benchmark of Transform alone.
 """
 
 import dataclasses
@@ -31,42 +29,27 @@ class TransformResult:
     transform_seconds: float  # the Transform component alone, from ML Metadata's timestamps
 
 
-def _schema_types():
-    import pyarrow as pa
-    from tensorflow_metadata.proto.v0 import schema_pb2
-    from tfx.utils import io_utils
-
-    schema = io_utils.parse_pbtxt_file(SCHEMA_FILE, schema_pb2.Schema())
-    arrow = {schema_pb2.INT: pa.int64(), schema_pb2.FLOAT: pa.float32(), schema_pb2.BYTES: pa.binary()}
-    return {f.name: arrow[f.type] for f in schema.feature}
-
-
 def write_examples(data_root: str, uri: str, shards: int = 4, progress: Optional[Callable[[int], None]] = None,
                    time_split: Optional[dict] = None) -> int:
     """Writes data_root's day=*/*.csv as tf.Examples under uri/Split-{train,validation,test}.
 
     Like the pipeline's ExampleGen: split by day with the same TimeSplit (with a hash
     validation slice the hash is of this encoder's bytes, so the same share but not
-    necessarily the same rows); an empty cell is an empty value list. Types come from
-    the schema (ExampleGen infers them).
-    Files are uncompressed TFRecords, `shards` per split, streamed block by block.
+    necessarily the same rows); the same encoder (`time_split_example_gen.encode`), but
+    in file order, not shuffled. Files are uncompressed TFRecords, `shards` per split, streamed block by block.
     Returns the number of rows written; `progress(rows_so_far)` is called per block.
     """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
     import tensorflow as tf
-    from tfx_bsl.coders import example_coder
+
+    from components.time_split_example_gen import encode
+    from components.time_split_example_gen.split import SPLITS, TimeSplit, day_of_path
 
     files = sorted(glob.glob(os.path.join(data_root, RAW_PATTERN)))
     if not files:
         raise FileNotFoundError(f"{data_root}: no {RAW_PATTERN} files")
-    from components.time_split_example_gen.split import SPLITS, TimeSplit, day_of_path
-
     rule = TimeSplit.from_dict(time_split)
     bounds = rule.boundaries((day_of_path(f) for f in files), os.path.join(data_root, RAW_PATTERN))
-    types = _schema_types()
-    encoder = example_coder.RecordBatchToExamplesEncoder()
+    types = encode.schema_types(SCHEMA_FILE)
     writers = {}
     for split in SPLITS:
         os.makedirs(os.path.join(uri, f"Split-{split}"), exist_ok=True)
@@ -75,19 +58,7 @@ def write_examples(data_root: str, uri: str, shards: int = 4, progress: Optional
     rows = 0
     try:
         for path in files:
-            reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24),
-                                    convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
-            unknown = [n for n in reader.schema.names if n not in types]
-            if unknown:
-                raise ValueError(f"{path}: columns not in {SCHEMA_FILE}: {unknown}")
-            for batch in reader:
-                lists = []
-                for column in batch.columns:
-                    valid = ~column.is_null().to_numpy(zero_copy_only=False)
-                    offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int32)
-                    lists.append(pa.ListArray.from_arrays(pa.array(offsets), column.drop_null()))
-                records = encoder.encode(pa.RecordBatch.from_arrays(lists, batch.schema.names))
-                days = batch.column("day").to_numpy(zero_copy_only=False)
+            for records, days in encode.encode_csv(path, types):
                 for n, record in enumerate(records):
                     split = SPLITS[rule.assign(int(days[n]), bounds, record)]
                     writers[split][(rows + n) % shards].write(record)
