@@ -9,6 +9,14 @@ grpc_batching (server-side batching). The server runs as a subprocess, as in
 production, so its Python threads do not share a GIL with the clients. Then the
 server's peak RSS under one 50 MB Predict, with the example cap off (what the server
 did before it had one) and on (the default).
+
+The grpc and rest modes time a Python client (grpcio, http.client), whose own cost is
+in their figures: about 0.3 ms per request of protobuf and gRPC Python on the client
+side. When nghttp2's h2load is installed (Debian's nghttp2-client), grpc_h2load and
+rest_h2load send the same pre-serialised requests from h2load (C, one connection per
+client, one request in flight each), as a C++ or Go client would; their latencies come
+from h2load's per-request log, and each request body is first checked through the
+Python client. `--h2load no` skips them.
 Writes bench/results/serving.json.
 
     .venv/bin/python -m bench.serving runs/serving/keep_general \\
@@ -22,6 +30,7 @@ import http.client
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -161,6 +170,67 @@ def run_rest(port, batches, seconds, clients) -> list:
     return results
 
 
+PREDICT_PATH = "/tensorflow.serving.PredictionService/Predict"
+
+
+def run_h2load(mode, port, body: bytes, headers, url_path, batch, seconds, clients, h1=False) -> dict:
+    """One h2load run; p50/p99 from its per-request log (elapsed microseconds, third column)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data, log = os.path.join(tmp, "body"), os.path.join(tmp, "log")
+        with open(data, "wb") as f:
+            f.write(body)
+        cmd = ["h2load", "-c", str(clients), "-t", "1", "-m", "1", "-D", f"{int(seconds * 1000)}ms", "--warm-up-time", "500ms",
+               "-d", data, "--log-file", log] + [a for h in headers for a in ("-H", h)]
+        cmd += (["--h1"] if h1 else []) + [f"http://127.0.0.1:{port}{url_path}"]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        rows = [line.split("\t") for line in open(log) if line.strip()]
+    failed = [r for r in rows if not r[1].startswith("2")]
+    if failed or " 0 failed" not in out:
+        raise SystemExit(f"{mode}: h2load saw failures (status {failed[:1]}):\n{out[-800:]}")
+    lat = [int(r[2]) / 1e6 for r in rows]
+    return summarize(mode, batch, clients, lat, float(seconds))
+
+
+def grpc_frame(request: predict_pb2.PredictRequest) -> bytes:
+    """A gRPC length-prefixed message: no compression flag, 4-byte big-endian length, the bytes."""
+    payload = request.SerializeToString()
+    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
+def run_grpc_h2load(port, batches, seconds, clients) -> list:
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", -1)])
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    results = []
+    for b, serialized in batches.items():
+        request = _predict_request(serialized)
+        reply = stub.Predict(request, timeout=60)  # the same request is answered, with outputs for every row
+        assert all(t.tensor_shape.dim[0].size == b for t in reply.outputs.values()), reply
+        results.append(run_h2load("grpc_h2load", port, grpc_frame(request),
+                                  ["content-type: application/grpc", "te: trailers"], PREDICT_PATH, b, seconds,
+                                  clients))
+    channel.close()
+    return results
+
+
+def run_rest_h2load(port, batches, seconds, clients) -> list:
+    results = []
+    path = f"/v1/models/{MODEL}:predict"
+    for b, serialized in batches.items():
+        body = json.dumps({"instances": [{"b64": base64.b64encode(x).decode()} for x in serialized]}).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", path, body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        reply = resp.read()
+        conn.close()
+        if resp.status != 200 or len(json.loads(reply)["predictions"]) != b:
+            raise SystemExit(f"REST predict failed: {resp.status} {reply[:200]!r}")
+        results.append(run_h2load("rest_h2load", port, body, ["content-type: application/json"], path, b, seconds,
+                                  clients, h1=True))
+    return results
+
+
 def _rss_mb(pid: int) -> dict:
     with open(f"/proc/{pid}/status") as f:
         fields = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS", "VmHWM")))
@@ -256,6 +326,8 @@ def main(argv=None):
     p.add_argument("--batch_timeout_micros", type=int, default=2000)
     p.add_argument("--big_request_mb", type=int, default=50, help="0: skip the peak-RSS run")
     p.add_argument("--swap", type=int, default=1, help="0: skip the latency-across-version-swaps run")
+    p.add_argument("--h2load", choices=["auto", "no"], default="auto",
+                   help="auto: also time the server from h2load when it is installed")
     p.add_argument("--output", default=os.path.join(REPO, "bench", "results", "serving.json"))
     a = p.parse_args(argv)
 
@@ -268,6 +340,7 @@ def main(argv=None):
     path = latest_version(a.base_path)
 
     counts = sorted({1, a.clients})
+    h2load = a.h2load == "auto" and shutil.which("h2load") is not None
     results = []
     for clients in counts:
         results += run_in_process(path, batches, a.seconds, clients)
@@ -281,6 +354,9 @@ def main(argv=None):
                 results += run_grpc(port, "grpc_batching" if batching else "grpc", batches, a.seconds, clients)
                 if not batching:
                     results += run_rest(rest_port, batches, a.seconds, clients)
+                if h2load and not batching:
+                    results += run_grpc_h2load(port, batches, a.seconds, clients)
+                    results += run_rest_h2load(rest_port, batches, a.seconds, clients)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -300,7 +376,7 @@ def main(argv=None):
     load = [round(x, 2) for x in os.getloadavg()]
     out = {"load_average_1_5_15min_at_end": load, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                       f"TF {tf.__version__}",
-           "model": path, "in_process_has_server_tf_settings": same_tf, "seconds_per_setting": a.seconds,
+           "model": path, "in_process_has_server_tf_settings": same_tf, "h2load": h2load, "seconds_per_setting": a.seconds,
            "results": results, "swap": swap, "big_request": big}
     os.makedirs(os.path.dirname(a.output), exist_ok=True)
     with open(a.output, "w") as f:
