@@ -5,7 +5,10 @@ Generates the data (default preset, `--rows`; reused if `--data` already holds i
 pipeline's Beam args), samples the resident memory of the runner's whole process tree
 (Beam's worker processes included) every `--interval` seconds, and reads each
 component's start and end from ML Metadata. A component's peak is the largest sample
-taken while it ran.
+taken while it ran. The sum counts each process's shared pages (the libraries every
+Beam worker maps) once per process, so it is an upper bound on the machine's use; the
+runner process keeps memory its earlier components allocated, so a component's peak
+includes what came before it.
 
     .venv/bin/python -m bench.scale [--rows 10000000] [--workdir /tmp/keep_samd_scale]
 

@@ -145,27 +145,33 @@ def run_grpc(port, mode, batches, seconds, clients) -> list:
     return results
 
 
+def _rest_body(serialized) -> bytes:
+    return json.dumps({"instances": [{"b64": base64.b64encode(x).decode()} for x in serialized]}).encode()
+
+
+def _rest_predict(conn, path: str, body: bytes) -> bytes:
+    conn.request("POST", path, body, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    if resp.status != 200:
+        raise SystemExit(f"REST predict failed: {resp.status} {data[:200]!r}")
+    return data
+
+
 def run_rest(port, batches, seconds, clients) -> list:
     """One keep-alive connection per client, as a pooled HTTP client would hold."""
     results = []
     path = f"/v1/models/{MODEL}:predict"
+
+    def connect():
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
     for b, serialized in batches.items():
-        body = json.dumps({"instances": [{"b64": base64.b64encode(x).decode()} for x in serialized]}).encode()
-
-        def connect():
-            return http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-
-        def call(conn):
-            conn.request("POST", path, body, {"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            data = resp.read()
-            if resp.status != 200:
-                raise SystemExit(f"REST predict failed: {resp.status} {data[:200]!r}")
-
+        body = _rest_body(serialized)
         warm = connect()
-        call(warm)
+        _rest_predict(warm, path, body)
         warm.close()
-        lat, wall = _drive(call, seconds, clients, setup=connect)
+        lat, wall = _drive(lambda conn: _rest_predict(conn, path, body), seconds, clients, setup=connect)
         results.append(summarize("rest", b, clients, lat, wall))
     return results
 
@@ -218,14 +224,11 @@ def run_rest_h2load(port, batches, seconds, clients) -> list:
     results = []
     path = f"/v1/models/{MODEL}:predict"
     for b, serialized in batches.items():
-        body = json.dumps({"instances": [{"b64": base64.b64encode(x).decode()} for x in serialized]}).encode()
+        body = _rest_body(serialized)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn.request("POST", path, body, {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        reply = resp.read()
+        reply = _rest_predict(conn, path, body)
         conn.close()
-        if resp.status != 200 or len(json.loads(reply)["predictions"]) != b:
-            raise SystemExit(f"REST predict failed: {resp.status} {reply[:200]!r}")
+        assert len(json.loads(reply)["predictions"]) == b, reply[:200]
         results.append(run_h2load("rest_h2load", port, body, ["content-type: application/json"], path, b, seconds,
                                   clients, h1=True))
     return results

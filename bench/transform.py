@@ -1,6 +1,6 @@
 """Benchmark: rows/s of the Transform step (tf.Transform on Beam) as the data grows.
 
-For each size: generate a data set, write it as ExampleGen's output (split 4:1) and run
+For each size: generate a data set, write it as ExampleGen's output (split by day) and run
 Transform on it with the pipeline's preprocessing_fn, schema and Beam args
 (pipelines/transform_only.py), timing the Transform component alone from ML Metadata's
 execution timestamps.
@@ -9,12 +9,12 @@ execution timestamps.
                                          [--examples written|example_gen]
 
 --examples written (default) writes the examples with pipelines.transform_only.write_examples
-(no Beam); example_gen runs CsvExampleGen first, as the pipeline does. Both give the same
-examples split 4:1 (by different hashes), but on the DirectRunner CsvExampleGen's reshuffle holds every example in the
-driver's memory: it was OOM-killed at 22.7 GB on 10M rows (24 GiB machine; 3M rows peaked
-at ~12 GB), so sizes past a few million rows need written examples here, and a real Beam
-runner (Flink, Spark, Dataflow; KEEP_SAMD_BEAM_ARGS) in production. Transform alone fits:
-10M rows took 1,020 s (9.8k rows/s) with the machine's memory peaking at ~20 GB.
+(no Beam); example_gen runs the pipeline's ExampleGen first. Both give the same
+examples split by day. Measured before ExampleGen streamed (see
+components/time_split_example_gen/executor.py): CsvExampleGen's reshuffle held every
+example in the driver's memory and was OOM-killed at 22.7 GB on 10M rows; the whole
+pipeline at 10M rows is bench/scale.py. Transform alone: 10M rows took 1,020 s
+(9.8k rows/s) with the machine's memory peaking at ~20 GB.
 
 Writes bench/results/transform.json (transform_example_gen.json with --examples example_gen);
 sizes measured before on the same machine and Beam args are kept.

@@ -1,4 +1,7 @@
-"""TimeSplitExampleGen: CsvExampleGen whose output splits are train / validation / test by day.
+"""TimeSplitExampleGen: a CSV ExampleGen whose output splits are train / validation / test by day.
+
+FileBasedExampleGen's driver and output contract; its executor reads with the raw
+contract's types and shuffles in two bounded-memory passes (see executor.py).
 
 The rule is `split.TimeSplit` (default: test = the last day, validation = the day
 before, train = the rest). The output Examples artifact has the three splits, so
