@@ -46,7 +46,7 @@ from pipelines.options import (DOWNSTREAM_MODEL_NAME, KEEP_MODEL_NAME, PIPELINE_
 def _head(options: PipelineOptions) -> Dict:
     """RawDataCheck -> ExampleGen (time split) -> StatisticsGen / ExampleValidator / ValidationGate -> Transform."""
     raw_check = RawDataCheck(data_root=options.data_root)
-    example_gen = make_example_gen(options.data_root, dataclasses.asdict(options.time_split))
+    example_gen = make_example_gen(options.data_root, dataclasses.asdict(options.time_split), options.schema_file)
     example_gen.add_upstream_node(raw_check)
     raw_examples = example_gen.outputs["examples"]
     statistics_gen = tfx.components.StatisticsGen(examples=raw_examples)

@@ -41,11 +41,13 @@ class OptionsError(ValueError):
     """A pipeline option the user gave is invalid (the message names the option and the value)."""
 
 
-def example_gen(data_root: str, time_split: Optional[Dict] = None):
-    """The pipeline's ExampleGen: every day=N/*.csv, split train / validation / test by day (TimeSplit)."""
+def example_gen(data_root: str, time_split: Optional[Dict] = None, schema_file: str = SCHEMA_FILE):
+    """The pipeline's ExampleGen: every day=N/*.csv, typed by `schema_file`, split train / validation / test by
+    day (TimeSplit)."""
     from components.time_split_example_gen import TimeSplitExampleGen
 
-    return TimeSplitExampleGen(input_base=data_root, pattern=RAW_PATTERN, time_split=time_split).with_id(EXAMPLE_GEN_ID)
+    return TimeSplitExampleGen(input_base=data_root, pattern=RAW_PATTERN, schema_file=schema_file,
+                               time_split=time_split).with_id(EXAMPLE_GEN_ID)
 
 
 def option(default=dataclasses.MISSING, *, doc: str, **metadata):

@@ -58,7 +58,7 @@ def write_examples(data_root: str, uri: str, shards: int = 4, progress: Optional
     rows = 0
     try:
         for path in files:
-            for records, days in encode.encode_csv(path, types):
+            for records, days in encode.encode_csv(path, types, SCHEMA_FILE):
                 for n, record in enumerate(records):
                     split = SPLITS[rule.assign(int(days[n]), bounds, record)]
                     writers[split][(rows + n) % shards].write(record)

@@ -24,14 +24,15 @@ from components.time_split_example_gen.split import SPLITS, TimeSplit
 
 class TimeSplitExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
     PARAMETERS = {**standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
-                  "time_split": ExecutionParameter(type=str)}  # TimeSplit as JSON
+                  "time_split": ExecutionParameter(type=str),  # TimeSplit as JSON
+                  executor.SCHEMA_FILE_KEY: ExecutionParameter(type=str)}  # the raw columns' types
 
 
 class TimeSplitExampleGen(example_gen_component.FileBasedExampleGen):
     SPEC_CLASS = TimeSplitExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, input_base: str, pattern: str, time_split: Optional[Mapping] = None):
+    def __init__(self, input_base: str, pattern: str, schema_file: str, time_split: Optional[Mapping] = None):
         rule = TimeSplit.from_dict(time_split)
         # ExampleGen requires positive hash buckets per output split; the executor splits by day, not by them.
         output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
@@ -42,5 +43,5 @@ class TimeSplitExampleGen(example_gen_component.FileBasedExampleGen):
             output_config=output_config, custom_config=None, range_config=None,
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-            time_split=rule.to_json(), examples=tfx_types.Channel(type=standard_artifacts.Examples))
+            time_split=rule.to_json(), schema_file=schema_file, examples=tfx_types.Channel(type=standard_artifacts.Examples))
         base_component.BaseComponent.__init__(self, spec=spec)

@@ -2,10 +2,11 @@
 
 CsvExampleGen infers each column's type with a CombineGlobally over every parsed line,
 used as a side input; a runner that cannot stream into a side input (the DirectRunner)
-holds every parsed line in memory until it is known. The contract
-(`schemas/schema.pbtxt`) already gives the types, and RawDataCheck has checked the files
-against it, so the encoder takes them from there and streams: pyarrow reads a file in
-`BLOCK_BYTES` blocks and tfx-bsl's C++ encoder turns each block into records.
+holds every parsed line in memory until it is known. The pipeline's schema (the
+contract, `schemas/schema.pbtxt` unless the `schema_file` option says otherwise)
+already gives the types, and RawDataCheck has checked the files against it, so the
+encoder takes them from there and streams: pyarrow reads a file in `BLOCK_BYTES`
+blocks and tfx-bsl's C++ encoder turns each block into records.
 
 As in CsvExampleGen, an empty cell is an empty value list.
 """
@@ -15,13 +16,11 @@ from typing import Dict, Iterator, Tuple
 
 import numpy as np
 
-SCHEMA_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                           "schemas", "schema.pbtxt")
 BLOCK_BYTES = 1 << 24
 
 
-def schema_types(schema_file: str = SCHEMA_FILE) -> Dict:
-    """{column: pyarrow type} of the raw contract."""
+def schema_types(schema_file: str) -> Dict:
+    """{column: pyarrow type} of the schema (a TensorFlow Metadata schema.pbtxt) at `schema_file`."""
     import pyarrow as pa
     from tensorflow_metadata.proto.v0 import schema_pb2
     from tfx.utils import io_utils
@@ -31,10 +30,11 @@ def schema_types(schema_file: str = SCHEMA_FILE) -> Dict:
     return {f.name: arrow[f.type] for f in schema.feature}
 
 
-def encode_csv(path: str, types: Dict, day_column: str = "day") -> Iterator[Tuple[list, np.ndarray]]:
+def encode_csv(path: str, types: Dict, schema_file: str, day_column: str = "day") -> Iterator[Tuple[list, np.ndarray]]:
     """(serialized tf.Examples, their `day_column` values) per block of the CSV file at `path`.
 
-    Raises ValueError naming the file if it has a column the contract lacks.
+    types: `schema_types(schema_file)`. Raises ValueError naming the file if it has a
+    column the schema lacks.
     """
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -48,7 +48,7 @@ def encode_csv(path: str, types: Dict, day_column: str = "day") -> Iterator[Tupl
                                 convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
         unknown = [n for n in reader.schema.names if n not in types]
         if unknown:
-            raise ValueError(f"{path}: columns not in {SCHEMA_FILE}: {unknown}")
+            raise ValueError(f"{path}: columns not in {schema_file}: {unknown}")
         if day_column not in reader.schema.names:
             raise ValueError(f"{path}: no `{day_column}` column; the time split needs it")
         for batch in reader:

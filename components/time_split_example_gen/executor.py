@@ -7,8 +7,8 @@ This executor keeps ExampleGen's output contract (Split-<name>/data_tfrecord-*.g
 tf.Examples, split_names, payload and file format; span, version and fingerprint come
 from FileBasedExampleGen's driver) and bounds memory by one bucket per worker:
 
-  pass 1, one element per CSV file (`encode.encode_csv`: typed by the contract, in
-    Arrow blocks): each row goes to its split (`split.TimeSplit`) and to one of B
+  pass 1, one element per CSV file (`encode.encode_csv`: typed by the pipeline's
+    schema, exec property `schema_file`, in Arrow blocks): each row goes to its split (`split.TimeSplit`) and to one of B
     buckets drawn by a generator seeded with the file's path; each (file, split,
     bucket) is one temporary TFRecord.
   pass 2, one element per (split, bucket): the bucket's temporary files, read in name
@@ -41,6 +41,7 @@ from components.time_split_example_gen import encode
 from components.time_split_example_gen.split import SPLITS, SplitError, TimeSplit, day_of_path
 
 BUCKET_BYTES = 128 << 20
+SCHEMA_FILE_KEY = "schema_file"
 
 
 def _seed(*parts) -> int:
@@ -54,8 +55,9 @@ def _bucket_file(tmp: str, split: str, bucket: int, source: str) -> str:
 class _ToBuckets(beam.DoFn):
     """Pass 1: one CSV file's rows into per-(split, bucket) temporary TFRecords."""
 
-    def __init__(self, types: Dict, rule: TimeSplit, bounds: Tuple[int, int], buckets: int, tmp: str):
-        self._types, self._rule, self._bounds, self._buckets, self._tmp = types, rule, bounds, buckets, tmp
+    def __init__(self, schema_file: str, rule: TimeSplit, bounds: Tuple[int, int], buckets: int, tmp: str):
+        self._schema_file, self._rule, self._bounds, self._buckets, self._tmp = schema_file, rule, bounds, buckets, tmp
+        self._types = encode.schema_types(schema_file)
 
     def process(self, path: str):
         import tensorflow as tf
@@ -63,7 +65,7 @@ class _ToBuckets(beam.DoFn):
         rng = np.random.default_rng(_seed(os.path.basename(os.path.dirname(path)), os.path.basename(path)))
         writers = {}
         try:
-            for records, days in encode.encode_csv(path, self._types):
+            for records, days in encode.encode_csv(path, self._types, self._schema_file):
                 buckets = rng.integers(0, self._buckets, size=len(records))
                 for record, day, bucket in zip(records, days, buckets):
                     split = SPLITS[self._rule.assign(int(day), self._bounds, record)]
@@ -134,7 +136,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         try:
             with self._make_beam_pipeline() as p:
                 _ = (p | "Files" >> beam.Create(files)
-                     | "ToBuckets" >> beam.ParDo(_ToBuckets(encode.schema_types(), rule, bounds, buckets, tmp)))
+                     | "ToBuckets" >> beam.ParDo(_ToBuckets(exec_properties[SCHEMA_FILE_KEY], rule, bounds, buckets, tmp)))
             with self._make_beam_pipeline() as p:
                 _ = (p | "Buckets" >> beam.Create([(s, b) for s in SPLITS for b in range(buckets)])
                      | "ShuffleBucket" >> beam.ParDo(_ShuffleBucket(tmp, buckets, split_uris)))

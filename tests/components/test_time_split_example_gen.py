@@ -9,6 +9,8 @@ import pytest
 
 from components.time_split_example_gen.split import SPLITS, SplitError, TimeSplit, day_of_path
 
+from pipelines.options import SCHEMA_FILE
+
 BEAM_ARGS = ["--runner=DirectRunner"]
 
 
@@ -92,6 +94,7 @@ def test_executor_writes_three_splits_disjoint_by_day(tmp_path):
         "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
         "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
         "time_split": json.dumps({"test_days": 1, "validation_days": 1}),
+        "schema_file": SCHEMA_FILE,
     }
     executor.Executor(executor.Executor.Context(beam_pipeline_args=BEAM_ARGS, tmp_dir=str(tmp_path),
                                                  unique_id="1")).Do(
@@ -120,6 +123,7 @@ def _run_executor(executor_module, root, out, tmp, time_split=None):
         "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
         "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
         "time_split": json.dumps(time_split or {}),
+        "schema_file": SCHEMA_FILE,
     }
     executor_module.Executor(executor_module.Executor.Context(beam_pipeline_args=BEAM_ARGS, tmp_dir=tmp,
                                                                unique_id="1")).Do(
@@ -196,3 +200,17 @@ def test_component_spec_carries_the_rule():
                                                               "validation_percent": 10}
     with pytest.raises(SplitError):
         example_gen("/data", {"validation_days": -1})
+
+
+def test_a_column_the_schema_lacks_names_the_file_and_the_schema(tmp_path):
+    from components.time_split_example_gen import executor
+
+    root = str(tmp_path / "data")
+    _write_days(root, [0, 1, 2])
+    path = os.path.join(root, "day=1", "part-0.csv")
+    with open(path) as f:
+        lines = f.read().splitlines()
+    with open(path, "w") as f:
+        f.write("\n".join([lines[0] + ",surprise"] + [line + ",1" for line in lines[1:]]) + "\n")
+    with pytest.raises(Exception, match=r"day=1/part-0.csv: columns not in .*schema.pbtxt: \['surprise'\]"):
+        _run_executor(executor, root, str(tmp_path / "out"), str(tmp_path / "tmp"))
