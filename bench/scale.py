@@ -71,19 +71,13 @@ class TreeMemory:
 
 def component_times(metadata_path: str):
     """[(node id, start, end, state)] of every execution in ML Metadata, in start order (unix seconds)."""
-    from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2
 
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(config)
-    found = []
-    for context in store.get_contexts_by_type("node"):
-        node = context.name.split(".", 1)[1]
-        for e in store.get_executions_by_context(context.id):
-            found.append((node, e.create_time_since_epoch / 1000, e.last_update_time_since_epoch / 1000,
-                          metadata_store_pb2.Execution.State.Name(e.last_known_state)))
+    from pipelines.console import node_executions
+
+    found = [(node, e.create_time_since_epoch / 1000, e.last_update_time_since_epoch / 1000,
+              metadata_store_pb2.Execution.State.Name(e.last_known_state))
+             for node, runs in node_executions(metadata_path).items() for e in runs]
     return sorted(found, key=lambda r: r[1])
 
 

@@ -47,6 +47,7 @@ from serving.runtime import configure_tensorflow  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "bench"
+REST_PATH = f"/v1/models/{MODEL}:predict"
 
 
 def load_examples(pattern: str, n: int) -> list:
@@ -132,9 +133,13 @@ def _predict_request(serialized) -> predict_pb2.PredictRequest:
     return request
 
 
-def run_grpc(port, mode, batches, seconds, clients) -> list:
+def _grpc_stub(port):
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", -1)])
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    return channel, prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+def run_grpc(port, mode, batches, seconds, clients) -> list:
+    channel, stub = _grpc_stub(port)
     results = []
     for b, serialized in batches.items():
         request = _predict_request(serialized)
@@ -149,8 +154,8 @@ def _rest_body(serialized) -> bytes:
     return json.dumps({"instances": [{"b64": base64.b64encode(x).decode()} for x in serialized]}).encode()
 
 
-def _rest_predict(conn, path: str, body: bytes) -> bytes:
-    conn.request("POST", path, body, {"Content-Type": "application/json"})
+def _rest_predict(conn, body: bytes) -> bytes:
+    conn.request("POST", REST_PATH, body, {"Content-Type": "application/json"})
     resp = conn.getresponse()
     data = resp.read()
     if resp.status != 200:
@@ -161,7 +166,6 @@ def _rest_predict(conn, path: str, body: bytes) -> bytes:
 def run_rest(port, batches, seconds, clients) -> list:
     """One keep-alive connection per client, as a pooled HTTP client would hold."""
     results = []
-    path = f"/v1/models/{MODEL}:predict"
 
     def connect():
         return http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -169,9 +173,9 @@ def run_rest(port, batches, seconds, clients) -> list:
     for b, serialized in batches.items():
         body = _rest_body(serialized)
         warm = connect()
-        _rest_predict(warm, path, body)
+        _rest_predict(warm, body)
         warm.close()
-        lat, wall = _drive(lambda conn: _rest_predict(conn, path, body), seconds, clients, setup=connect)
+        lat, wall = _drive(lambda conn: _rest_predict(conn, body), seconds, clients, setup=connect)
         results.append(summarize("rest", b, clients, lat, wall))
     return results
 
@@ -187,8 +191,8 @@ def run_h2load(mode, port, body: bytes, headers, url_path, batch, seconds, clien
         data, log = os.path.join(tmp, "body"), os.path.join(tmp, "log")
         with open(data, "wb") as f:
             f.write(body)
-        cmd = ["h2load", "-c", str(clients), "-t", "1", "-m", "1", "-D", f"{int(seconds * 1000)}ms", "--warm-up-time", "500ms",
-               "-d", data, "--log-file", log] + [a for h in headers for a in ("-H", h)]
+        cmd = ["h2load", "-c", str(clients), "-t", "1", "-m", "1", "-D", f"{int(seconds * 1000)}ms",
+               "--warm-up-time", "500ms", "-d", data, "--log-file", log] + [a for h in headers for a in ("-H", h)]
         cmd += (["--h1"] if h1 else []) + [f"http://127.0.0.1:{port}{url_path}"]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows = [line.split("\t") for line in open(log) if line.strip()]
@@ -206,8 +210,7 @@ def grpc_frame(request: predict_pb2.PredictRequest) -> bytes:
 
 
 def run_grpc_h2load(port, batches, seconds, clients) -> list:
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", -1)])
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    channel, stub = _grpc_stub(port)
     results = []
     for b, serialized in batches.items():
         request = _predict_request(serialized)
@@ -222,14 +225,13 @@ def run_grpc_h2load(port, batches, seconds, clients) -> list:
 
 def run_rest_h2load(port, batches, seconds, clients) -> list:
     results = []
-    path = f"/v1/models/{MODEL}:predict"
     for b, serialized in batches.items():
         body = _rest_body(serialized)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        reply = _rest_predict(conn, path, body)
+        reply = _rest_predict(conn, body)
         conn.close()
         assert len(json.loads(reply)["predictions"]) == b, reply[:200]
-        results.append(run_h2load("rest_h2load", port, body, ["content-type: application/json"], path, b, seconds,
+        results.append(run_h2load("rest_h2load", port, body, ["content-type: application/json"], REST_PATH, b, seconds,
                                   clients, h1=True))
     return results
 
@@ -379,7 +381,8 @@ def main(argv=None):
     load = [round(x, 2) for x in os.getloadavg()]
     out = {"load_average_1_5_15min_at_end": load, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                       f"TF {tf.__version__}",
-           "model": path, "in_process_has_server_tf_settings": same_tf, "h2load": h2load, "seconds_per_setting": a.seconds,
+           "model": path, "in_process_has_server_tf_settings": same_tf, "h2load": h2load,
+           "seconds_per_setting": a.seconds,
            "results": results, "swap": swap, "big_request": big}
     os.makedirs(os.path.dirname(a.output), exist_ok=True)
     with open(a.output, "w") as f:

@@ -83,8 +83,10 @@ def model_inputs(config: DownstreamConfig):
 def _rows(pattern, tft_output, scenario_index, spans=0, latest_day=None, daily=None):
     """The scenarios' rows; with `daily` ({"strategy", "tables"} of the KnowledgeCenter), their knowledge
     joined point in time."""
+    indices = list(scenario_index.values())
+
     def wanted(batch):
-        mask = np.isin(batch["scenario_id"], list(scenario_index.values()))
+        mask = np.isin(batch["scenario_id"], indices)
         if spans:
             mask &= batch[F.DAY] > latest_day - spans
         return mask

@@ -237,14 +237,10 @@ class RunConsole:
         """{output key: [MLMD artifacts]} of one execution."""
         if execution_id is None:
             return {}
-        from ml_metadata.metadata_store import metadata_store
         from ml_metadata.proto import metadata_store_pb2
 
         if self._store is None:
-            config = metadata_store_pb2.ConnectionConfig()
-            config.sqlite.filename_uri = self.metadata_path
-            config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-            self._store = metadata_store.MetadataStore(config)
+            self._store = read_only_store(self.metadata_path)
         events = [e for e in self._store.get_events_by_execution_ids([execution_id])
                   if e.type == metadata_store_pb2.Event.OUTPUT]
         artifacts = {a.id: a for a in self._store.get_artifacts_by_id([e.artifact_id for e in events])}
@@ -286,6 +282,24 @@ class RunConsole:
         if self.log_path:
             lines.append(f"  log: {self.log_path}")
         return lines
+
+
+def read_only_store(metadata_path: str):
+    """An ML Metadata store on a run's SQLite file, opened read-only (the run may still be writing it)."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def node_executions(metadata_path: str) -> Dict[str, List]:
+    """{node id: its MLMD executions, oldest first} of the pipeline whose metadata is at `metadata_path`."""
+    store = read_only_store(metadata_path)
+    return {context.name.split(".", 1)[1]: sorted(store.get_executions_by_context(context.id), key=lambda e: e.id)
+            for context in store.get_contexts_by_type("node")}
 
 
 def _property(artifact, name):

@@ -8,9 +8,9 @@ tf.Examples, split_names, payload and file format; span, version and fingerprint
 from FileBasedExampleGen's driver) and bounds memory by one bucket per worker:
 
   pass 1, one element per CSV file (`encode.encode_csv`: typed by the pipeline's
-    schema, exec property `schema_file`, in Arrow blocks): each row goes to its split (`split.TimeSplit`) and to one of B
-    buckets drawn by a generator seeded with the file's path; each (file, split,
-    bucket) is one temporary TFRecord.
+    schema, exec property `schema_file`, in Arrow blocks): each row goes to its split
+    (`split.TimeSplit`) and to one of B buckets drawn by a generator seeded with the
+    file's day folder and name; each (file, split, bucket) is one temporary TFRecord.
   pass 2, one element per (split, bucket): the bucket's temporary files, read in name
     order, are permuted by a generator seeded with (split, bucket) and written as
     Split-<split>/data_tfrecord-<bucket>-of-<B>.gz.
@@ -147,4 +147,3 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             standard_component_specs.OUTPUT_DATA_FORMAT_KEY, example_gen_pb2.FORMAT_TF_EXAMPLE))
         examples_utils.set_file_format(examples, write_split.to_file_format_str(exec_properties.get(
             standard_component_specs.OUTPUT_FILE_FORMAT_KEY, example_gen_pb2.FORMAT_TFRECORDS_GZIP)))
-

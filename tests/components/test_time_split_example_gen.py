@@ -8,7 +8,6 @@ import os
 import pytest
 
 from components.time_split_example_gen.split import SPLITS, SplitError, TimeSplit, day_of_path
-
 from pipelines.options import SCHEMA_FILE
 
 BEAM_ARGS = ["--runner=DirectRunner"]
@@ -72,42 +71,8 @@ def _read_split(uri, split):
     return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 
-def test_executor_writes_three_splits_disjoint_by_day(tmp_path):
-    from tfx.dsl.io import fileio
-    from tfx.proto import example_gen_pb2
-    from tfx.types import artifact_utils, standard_artifacts
-    from tfx.utils import proto_utils
-
+def _run_executor(root, out, tmp, time_split=None):
     from components.time_split_example_gen import executor
-
-    root = str(tmp_path / "data")
-    _write_days(root, [0, 1, 2, 3])
-    examples = standard_artifacts.Examples()
-    examples.uri = str(tmp_path / "out")
-    output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-        example_gen_pb2.SplitConfig.Split(name=s, hash_buckets=1) for s in SPLITS]))
-    exec_properties = {
-        "input_base": root,
-        "input_config": proto_utils.proto_to_json(example_gen_pb2.Input(splits=[
-            example_gen_pb2.Input.Split(name="all", pattern="day=*/*.csv")])),
-        "output_config": proto_utils.proto_to_json(output_config),
-        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
-        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-        "time_split": json.dumps({"test_days": 1, "validation_days": 1}),
-        "schema_file": SCHEMA_FILE,
-    }
-    executor.Executor(executor.Executor.Context(beam_pipeline_args=BEAM_ARGS, tmp_dir=str(tmp_path),
-                                                 unique_id="1")).Do(
-        {}, {"examples": [examples]}, exec_properties)
-    assert artifact_utils.decode_split_names(examples.split_names) == list(SPLITS)
-    days = {s: sorted({e.features.feature["day"].int64_list.value[0] for e in _read_split(examples.uri, s)})
-            for s in SPLITS}
-    assert days == {"train": [0, 1], "validation": [2], "test": [3]}
-    assert sum(len(_read_split(examples.uri, s)) for s in SPLITS) == 24
-    assert fileio.exists(os.path.join(examples.uri, "Split-test"))
-
-
-def _run_executor(executor_module, root, out, tmp, time_split=None):
     from tfx.proto import example_gen_pb2
     from tfx.types import standard_artifacts
     from tfx.utils import proto_utils
@@ -125,10 +90,24 @@ def _run_executor(executor_module, root, out, tmp, time_split=None):
         "time_split": json.dumps(time_split or {}),
         "schema_file": SCHEMA_FILE,
     }
-    executor_module.Executor(executor_module.Executor.Context(beam_pipeline_args=BEAM_ARGS, tmp_dir=tmp,
-                                                               unique_id="1")).Do(
+    executor.Executor(executor.Executor.Context(beam_pipeline_args=BEAM_ARGS, tmp_dir=tmp, unique_id="1")).Do(
         {}, {"examples": [examples]}, exec_properties)
     return examples
+
+
+def test_executor_writes_three_splits_disjoint_by_day(tmp_path):
+    from tfx.dsl.io import fileio
+    from tfx.types import artifact_utils
+
+    root = str(tmp_path / "data")
+    _write_days(root, [0, 1, 2, 3])
+    examples = _run_executor(root, str(tmp_path / "out"), str(tmp_path), {"test_days": 1, "validation_days": 1})
+    assert artifact_utils.decode_split_names(examples.split_names) == list(SPLITS)
+    days = {s: sorted({e.features.feature["day"].int64_list.value[0] for e in _read_split(examples.uri, s)})
+            for s in SPLITS}
+    assert days == {"train": [0, 1], "validation": [2], "test": [3]}
+    assert sum(len(_read_split(examples.uri, s)) for s in SPLITS) == 24
+    assert fileio.exists(os.path.join(examples.uri, "Split-test"))
 
 
 def _values(example):
@@ -153,8 +132,8 @@ def test_executor_writes_what_csv_example_gen_writes_shuffled_and_deterministic(
     root = str(tmp_path / "data")
     G.generate(root, G.GeneratorConfig(rows=1500, days=4, seed=3), progress=False)
     monkeypatch.setattr(executor, "BUCKET_BYTES", 64 << 10)
-    ours = _run_executor(executor, root, str(tmp_path / "a"), str(tmp_path / "tmp_a"))
-    again = _run_executor(executor, root, str(tmp_path / "b"), str(tmp_path / "tmp_b"))
+    ours = _run_executor(root, str(tmp_path / "a"), str(tmp_path / "tmp_a"))
+    again = _run_executor(root, str(tmp_path / "b"), str(tmp_path / "tmp_b"))
     assert not glob.glob(str(tmp_path / "tmp_*" / "**" / "*.tfrecord"), recursive=True)
 
     tfx_out = standard_artifacts.Examples()
@@ -203,8 +182,6 @@ def test_component_spec_carries_the_rule():
 
 
 def test_a_column_the_schema_lacks_names_the_file_and_the_schema(tmp_path):
-    from components.time_split_example_gen import executor
-
     root = str(tmp_path / "data")
     _write_days(root, [0, 1, 2])
     path = os.path.join(root, "day=1", "part-0.csv")
@@ -213,4 +190,4 @@ def test_a_column_the_schema_lacks_names_the_file_and_the_schema(tmp_path):
     with open(path, "w") as f:
         f.write("\n".join([lines[0] + ",surprise"] + [line + ",1" for line in lines[1:]]) + "\n")
     with pytest.raises(Exception, match=r"day=1/part-0.csv: columns not in .*schema.pbtxt: \['surprise'\]"):
-        _run_executor(executor, root, str(tmp_path / "out"), str(tmp_path / "tmp"))
+        _run_executor(root, str(tmp_path / "out"), str(tmp_path / "tmp"))

@@ -45,19 +45,12 @@ def _env(tmp, samd_entropy):
 
 def executions(metadata_path):
     """{node id: [state of each of its executions, oldest first]} from ML Metadata."""
-    from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2
 
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(config)
-    found = {}
-    for context in store.get_contexts_by_type("node"):
-        node = context.name.split(".", 1)[1]
-        runs = sorted(store.get_executions_by_context(context.id), key=lambda e: e.id)
-        found[node] = [metadata_store_pb2.Execution.State.Name(e.last_known_state) for e in runs]
-    return found
+    from pipelines.console import node_executions
+
+    return {node: [metadata_store_pb2.Execution.State.Name(e.last_known_state) for e in runs]
+            for node, runs in node_executions(metadata_path).items()}
 
 
 def _start(tmp, entropy):
