@@ -6,7 +6,12 @@ in-process signature included; the in-process run gets the server's default Tens
 thread settings (serving/runtime.py), so only the serving path differs. Modes:
 in_process (no server), grpc, rest (JSON over one keep-alive connection per client),
 grpc_batching (server-side batching). The server runs as a subprocess, as in
-production, so its Python threads do not share a GIL with the clients. Then the
+production, so its Python threads do not share a GIL with the clients. Every mode runs
+--rounds times (default 3), interleaved, against servers that stay up; each figure is
+the median over the rounds, and each comparison with in-process is the median of the
+per-round ratios (or differences), so a drift in the machine's speed does not land on
+one side. The issue's targets (batch-1 p50 within 0.5 ms of in-process, batch-64
+examples/s at least 0.8x) are checked per mode and printed. Then the
 server's peak RSS under one 50 MB Predict, with the example cap off (what the server
 did before it had one) and on (the default).
 
@@ -236,6 +241,48 @@ def run_rest_h2load(port, batches, seconds, clients) -> list:
     return results
 
 
+def combine_rounds(rounds: list) -> list:
+    """Per (mode, batch, clients): the median of each figure over the rounds, and the median
+    of its per-round difference from in-process in the same round (paired, so drift cancels)."""
+    def key(r):
+        return r["mode"], r["batch"], r["clients"]
+
+    base = [{(r["batch"], r["clients"]): r for r in results if r["mode"] == "in_process"} for results in rounds]
+    out = []
+    for k in dict.fromkeys(key(r) for r in rounds[0]):
+        runs = [next(r for r in results if key(r) == k) for results in rounds]
+        ref = [b[k[1:]] for b in base]
+        med = {f: float(np.median([r[f] for r in runs])) for f in ("p50_ms", "p99_ms", "requests_per_s",
+                                                                    "examples_per_s")}
+        out.append({"mode": k[0], "batch": k[1], "clients": k[2], "requests": sum(r["requests"] for r in runs),
+                    **{f: round(v, 3 if f.endswith("ms") else 1) for f, v in med.items()},
+                    "p50_over_in_process_ms": round(float(np.median(
+                        [r["p50_ms"] - b["p50_ms"] for r, b in zip(runs, ref)])), 3),
+                    "throughput_vs_in_process": round(float(np.median(
+                        [r["examples_per_s"] / b["examples_per_s"] for r, b in zip(runs, ref)])), 3)})
+    return out
+
+
+# Issue 15's targets, like for like: 1 client for latency, the same clients for throughput.
+P50_TARGET_MS = 0.5  # batch-1 p50 over in-process
+THROUGHPUT_TARGET = 0.8  # batch-64 examples/s against in-process
+
+
+def target_checks(results: list) -> list:
+    checks = []
+    for r in results:
+        if r["mode"] == "in_process" or r["mode"].endswith("batching"):
+            continue
+        if r["batch"] == 1 and r["clients"] == 1:
+            checks.append({"target": f"batch-1 p50 <= in-process + {P50_TARGET_MS} ms", "mode": r["mode"],
+                           "value": r["p50_over_in_process_ms"], "met": r["p50_over_in_process_ms"] <= P50_TARGET_MS})
+        if r["batch"] == 64:
+            checks.append({"target": f"batch-64 ex/s >= {THROUGHPUT_TARGET} x in-process, {r['clients']} client(s)",
+                           "mode": r["mode"], "value": r["throughput_vs_in_process"],
+                           "met": r["throughput_vs_in_process"] >= THROUGHPUT_TARGET})
+    return checks
+
+
 def _rss_mb(pid: int) -> dict:
     with open(f"/proc/{pid}/status") as f:
         fields = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS", "VmHWM")))
@@ -327,6 +374,7 @@ def main(argv=None):
     p.add_argument("examples", help="glob of gzipped TFRecords of raw tf.Examples")
     p.add_argument("--batch_sizes", default="1,16,64,256")
     p.add_argument("--seconds", type=float, default=2.0, help="per setting; keep it short on shared machines")
+    p.add_argument("--rounds", type=int, default=3, help="every mode this many times, interleaved; medians")
     p.add_argument("--clients", type=int, default=4, help="concurrent clients for the throughput runs")
     p.add_argument("--batch_timeout_micros", type=int, default=2000)
     p.add_argument("--big_request_mb", type=int, default=50, help="0: skip the peak-RSS run")
@@ -346,28 +394,40 @@ def main(argv=None):
 
     counts = sorted({1, a.clients})
     h2load = a.h2load == "auto" and shutil.which("h2load") is not None
-    results = []
-    for clients in counts:
-        results += run_in_process(path, batches, a.seconds, clients)
-    for batching in (False, True):
-        proc, port, rest_port = start_server(a.base_path, batching, max_batch=2 * max(sizes),
-                                             timeout_us=a.batch_timeout_micros)
-        try:
+    servers = {batching: start_server(a.base_path, batching, max_batch=2 * max(sizes),
+                                      timeout_us=a.batch_timeout_micros) for batching in (False, True)}
+    rounds = []
+    try:
+        # Rounds interleave every mode, so a drift in the machine's speed reaches all of them
+        # alike; each figure is the median over the rounds.
+        for r in range(a.rounds):
+            results = []
             for clients in counts:
-                if batching and clients == 1:
-                    continue  # nothing to batch with
-                results += run_grpc(port, "grpc_batching" if batching else "grpc", batches, a.seconds, clients)
-                if not batching:
-                    results += run_rest(rest_port, batches, a.seconds, clients)
-                if h2load and not batching:
-                    results += run_grpc_h2load(port, batches, a.seconds, clients)
-                    results += run_rest_h2load(rest_port, batches, a.seconds, clients)
-        finally:
+                results += run_in_process(path, batches, a.seconds, clients)
+            for batching, (_, port, rest_port) in servers.items():
+                for clients in counts:
+                    if batching and clients == 1:
+                        continue  # nothing to batch with
+                    results += run_grpc(port, "grpc_batching" if batching else "grpc", batches, a.seconds, clients)
+                    if not batching:
+                        results += run_rest(rest_port, batches, a.seconds, clients)
+                    if h2load and not batching:
+                        results += run_grpc_h2load(port, batches, a.seconds, clients)
+                        results += run_rest_h2load(rest_port, batches, a.seconds, clients)
+            print(f"serving: round {r + 1} of {a.rounds} done", flush=True)
+            rounds.append(results)
+    finally:
+        for proc, _, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=60)
+    results = combine_rounds(rounds)
     for r in results:
         print(f"serving: {r['mode']:<14} batch {r['batch']:>3} x{r['clients']}: p50 {r['p50_ms']:8.2f} ms  "
-              f"p99 {r['p99_ms']:8.2f} ms  {r['requests_per_s']:8.1f} req/s  {r['examples_per_s']:9.0f} ex/s")
+              f"p99 {r['p99_ms']:8.2f} ms  {r['requests_per_s']:8.1f} req/s  {r['examples_per_s']:9.0f} ex/s  "
+              f"(vs in-process: p50 {r['p50_over_in_process_ms']:+.2f} ms, ex/s x{r['throughput_vs_in_process']:.2f})")
+    targets = target_checks(results)
+    for t in targets:
+        print(f"serving: target {t['target']}: {t['mode']} {t['value']} -> {'met' if t['met'] else 'MISSED'}")
     swap = run_swap(path, pool) if a.swap else {}
     if swap:
         print(f"serving: batch 1 x1 across {swap['pushes']} version swaps (versions {swap['versions_seen']}): "
@@ -382,8 +442,8 @@ def main(argv=None):
     out = {"load_average_1_5_15min_at_end": load, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                       f"TF {tf.__version__}",
            "model": path, "in_process_has_server_tf_settings": same_tf, "h2load": h2load,
-           "seconds_per_setting": a.seconds,
-           "results": results, "swap": swap, "big_request": big}
+           "seconds_per_setting": a.seconds, "rounds": a.rounds,
+           "results": results, "targets": targets, "per_round": rounds, "swap": swap, "big_request": big}
     os.makedirs(os.path.dirname(a.output), exist_ok=True)
     with open(a.output, "w") as f:
         json.dump(out, f, indent=1)
