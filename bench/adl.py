@@ -19,6 +19,9 @@ times other versions of `models/adl.py` beside it, named by file stem (e.g.
 adds ADL with its routing skipped (`adl_k3_no_routing`: rows split in turn, the
 partitioned network only) and `adl_k1_no_routing_no_partition` (Equation 6's kernels
 alone), so the gap to the shared bottom splits into routing, partition and Equation 6.
+`star_m8` is the model section 3.5 compares with: STAR's structure, Equation 6's layers with
+one partition per scenario (`--star-scenarios`, M = 8 as in the generated data), routed by
+the scenario id: P x (M + 1) parameters against ADL's P x (K + 1) (Table 2).
 
 pipeline-speed: training examples/s as the pipeline's Trainer sees them (the issue's measure):
 each model (`--models`, default shared_bottom adl mmoe) fits `--steps` steps of batch 512 on
@@ -116,6 +119,9 @@ def speed(a) -> dict:
         for k in a.clusters:
             models[f"adl_k{k}_no_routing"] = lambda k=k: _without_routing(adl, k, sizes)
         models["adl_k1_no_routing_no_partition"] = lambda: _without_routing(adl, 1, sizes, partition=False)
+    if a.star_scenarios:
+        from models import adl
+        models[f"star_m{a.star_scenarios}"] = lambda: _star(adl, a.star_scenarios, sizes)
     for path in [None] + list(a.adl_file):
         adl = _adl_module(path)
         prefix = "adl" if path is None else os.path.splitext(os.path.basename(path))[0]
@@ -154,6 +160,23 @@ def _without_routing(adl, k, sizes, partition=True):
             return {t: tf.reshape(self.towers[t](h, training=training)[0], [-1]) for t in TASKS}
 
     return NoRouting(adl.ADLConfig(num_clusters=k, **sizes), VOCAB)
+
+
+def _star(adl, m, sizes):
+    """STAR's structure, the enumerated model of the paper's Table 2 (P x (M + 1)) that section 3.5
+    says ADL trains faster than: Equation 6's layers with one partition per scenario (K = M), rows
+    sent by their scenario id (mod M), no routing."""
+    import tensorflow as tf
+
+    class Star(adl.AdlModel):
+        def call(self, features, training=None):
+            self._scenario = features["scenario_id"]  # read by route() in the same trace
+            return super().call(features, training=training)
+
+        def route(self, e, training=None):
+            return tf.math.floormod(self._scenario, m)
+
+    return Star(adl.ADLConfig(num_clusters=m, **sizes), VOCAB)
 
 
 def pipeline_speed(a) -> dict:
@@ -239,6 +262,9 @@ def main(argv=None) -> int:
     s.add_argument("--adl-file", nargs="*", default=[], help="other models/adl.py versions to time beside it")
     s.add_argument("--decompose", action="store_true",
                    help="also time ADL without its routing (per K), and at K=1 without the partition")
+    s.add_argument("--star-scenarios", type=int, default=8,
+                   help="M: also time STAR's per-scenario structure with M scenarios (the paper's "
+                        "comparison); 0 skips it")
     q = sub.add_parser("pipeline-speed")
     q.add_argument("--base", default="/tmp/keep_samd_quality", help="a bench/quality.py workdir (its Transform)")
     q.add_argument("--models", nargs="+", default=["shared_bottom", "adl", "mmoe"])
