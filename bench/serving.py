@@ -11,7 +11,10 @@ production, so its Python threads do not share a GIL with the clients. Every mod
 the median over the rounds, and each comparison with in-process is the median of the
 per-round ratios (or differences), so a drift in the machine's speed does not land on
 one side. The issue's targets (batch-1 p50 within 0.5 ms of in-process, batch-64
-examples/s at least 0.8x) are checked per mode and printed. Then the
+examples/s at least 0.8x) are checked per mode and printed. Each mode also records
+CPU per request, of the client side (this process or h2load) and of the server process,
+and the server's CPU beyond the model's own (in-process) CPU: with clients and server
+on the same cores, throughput is bounded by their sum. Then the
 server's peak RSS under one 50 MB Predict, with the example cap off (what the server
 did before it had one) and on (the default).
 
@@ -35,6 +38,7 @@ import http.client
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -71,11 +75,43 @@ def latest_version(base: str) -> str:
     return os.path.join(base, max(versions, key=int))
 
 
-def summarize(mode, batch, clients, latencies, wall) -> dict:
+def summarize(mode, batch, clients, latencies, wall, cpu=None) -> dict:
     lat = np.asarray(latencies) * 1000
     return {"mode": mode, "batch": batch, "clients": clients, "requests": len(lat),
             "p50_ms": round(float(np.percentile(lat, 50)), 3), "p99_ms": round(float(np.percentile(lat, 99)), 3),
-            "requests_per_s": round(len(lat) / wall, 1), "examples_per_s": round(len(lat) * batch / wall, 1)}
+            "requests_per_s": round(len(lat) / wall, 1), "examples_per_s": round(len(lat) * batch / wall, 1),
+            **(cpu.per_request(len(lat)) if cpu else {})}
+
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+class CpuMeter:
+    """CPU seconds spent while a mode runs, per request: the client side (this process: the
+    in-process model or the Python client; plus h2load, a child that has exited) and the
+    server process. On a machine the client shares with the server, the client's CPU is
+    taken from the server; these say how much."""
+
+    def __init__(self, server_pid=None):
+        self.server_pid = server_pid
+
+    def _now(self):
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (time.process_time() + children.ru_utime + children.ru_stime,
+                _proc_cpu_s(self.server_pid) if self.server_pid else 0.0)
+
+    def __enter__(self):
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *exc):
+        self._end = self._now()
+
+    def per_request(self, n: int) -> dict:
+        client, server = (1000 * (b - a) / max(n, 1) for a, b in zip(self._start, self._end))
+        return {"client_cpu_ms": round(client, 3), **({"server_cpu_ms": round(server, 3)} if self.server_pid else {})}
 
 
 def run_in_process(path, batches, seconds, clients=1) -> list:
@@ -88,8 +124,9 @@ def run_in_process(path, batches, seconds, clients=1) -> list:
             # Converting in and out is part of the cost, as it is in the server.
             _ = {k: v.numpy() for k, v in fn(examples=tf.constant(serialized)).items()}
 
-        lat, wall = _drive(call, seconds, clients)
-        results.append(summarize("in_process", b, clients, lat, wall))
+        with CpuMeter() as cpu:
+            lat, wall = _drive(call, seconds, clients)
+        results.append(summarize("in_process", b, clients, lat, wall, cpu))
     return results
 
 
@@ -143,14 +180,15 @@ def _grpc_stub(port):
     return channel, prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
 
-def run_grpc(port, mode, batches, seconds, clients) -> list:
+def run_grpc(port, mode, batches, seconds, clients, server_pid=None) -> list:
     channel, stub = _grpc_stub(port)
     results = []
     for b, serialized in batches.items():
         request = _predict_request(serialized)
         stub.Predict(request, timeout=60)  # warm the connection and the model
-        lat, wall = _drive(lambda: stub.Predict(request, timeout=60), seconds, clients)
-        results.append(summarize(mode, b, clients, lat, wall))
+        with CpuMeter(server_pid) as cpu:
+            lat, wall = _drive(lambda: stub.Predict(request, timeout=60), seconds, clients)
+        results.append(summarize(mode, b, clients, lat, wall, cpu))
     channel.close()
     return results
 
@@ -168,7 +206,7 @@ def _rest_predict(conn, body: bytes) -> bytes:
     return data
 
 
-def run_rest(port, batches, seconds, clients) -> list:
+def run_rest(port, batches, seconds, clients, server_pid=None) -> list:
     """One keep-alive connection per client, as a pooled HTTP client would hold."""
     results = []
 
@@ -180,32 +218,37 @@ def run_rest(port, batches, seconds, clients) -> list:
         warm = connect()
         _rest_predict(warm, body)
         warm.close()
-        lat, wall = _drive(lambda conn: _rest_predict(conn, body), seconds, clients, setup=connect)
-        results.append(summarize("rest", b, clients, lat, wall))
+        with CpuMeter(server_pid) as cpu:
+            lat, wall = _drive(lambda conn: _rest_predict(conn, body), seconds, clients, setup=connect)
+        results.append(summarize("rest", b, clients, lat, wall, cpu))
     return results
 
 
 PREDICT_PATH = "/tensorflow.serving.PredictionService/Predict"
 
 
-def run_h2load(mode, port, body: bytes, headers, url_path, batch, seconds, clients, h1=False) -> dict:
-    """One h2load run; p50/p99 from its per-request log (elapsed microseconds, third column)."""
+def run_h2load(mode, port, body: bytes, headers, url_path, batch, seconds, clients, h1=False,
+               server_pid=None) -> dict:
+    """One h2load run; p50/p99 from its per-request log (elapsed microseconds, third column).
+
+    No warm-up phase: its requests would be in the CPU figures but not in the log (the
+    connection set-up it would hide is one handshake per client)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         data, log = os.path.join(tmp, "body"), os.path.join(tmp, "log")
         with open(data, "wb") as f:
             f.write(body)
-        cmd = ["h2load", "-c", str(clients), "-t", "1", "-m", "1", "-D", f"{int(seconds * 1000)}ms",
-               "--warm-up-time", "500ms", "-d", data, "--log-file", log] + [a for h in headers for a in ("-H", h)]
+        cmd = ["h2load", "-c", str(clients), "-t", "1", "-m", "1", "-D", f"{int(seconds * 1000)}ms", "-d", data, "--log-file", log] + [a for h in headers for a in ("-H", h)]
         cmd += (["--h1"] if h1 else []) + [f"http://127.0.0.1:{port}{url_path}"]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        with CpuMeter(server_pid) as cpu:
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows = [line.split("\t") for line in open(log) if line.strip()]
     failed = [r for r in rows if not r[1].startswith("2")]
     if failed or " 0 failed" not in out:
         raise SystemExit(f"{mode}: h2load saw failures (status {failed[:1]}):\n{out[-800:]}")
     lat = [int(r[2]) / 1e6 for r in rows]
-    return summarize(mode, batch, clients, lat, float(seconds))
+    return summarize(mode, batch, clients, lat, float(seconds), cpu)
 
 
 def grpc_frame(request: predict_pb2.PredictRequest) -> bytes:
@@ -214,7 +257,7 @@ def grpc_frame(request: predict_pb2.PredictRequest) -> bytes:
     return b"\x00" + len(payload).to_bytes(4, "big") + payload
 
 
-def run_grpc_h2load(port, batches, seconds, clients) -> list:
+def run_grpc_h2load(port, batches, seconds, clients, server_pid=None) -> list:
     channel, stub = _grpc_stub(port)
     results = []
     for b, serialized in batches.items():
@@ -223,12 +266,12 @@ def run_grpc_h2load(port, batches, seconds, clients) -> list:
         assert all(t.tensor_shape.dim[0].size == b for t in reply.outputs.values()), reply
         results.append(run_h2load("grpc_h2load", port, grpc_frame(request),
                                   ["content-type: application/grpc", "te: trailers"], PREDICT_PATH, b, seconds,
-                                  clients))
+                                  clients, server_pid=server_pid))
     channel.close()
     return results
 
 
-def run_rest_h2load(port, batches, seconds, clients) -> list:
+def run_rest_h2load(port, batches, seconds, clients, server_pid=None) -> list:
     results = []
     for b, serialized in batches.items():
         body = _rest_body(serialized)
@@ -237,7 +280,7 @@ def run_rest_h2load(port, batches, seconds, clients) -> list:
         conn.close()
         assert len(json.loads(reply)["predictions"]) == b, reply[:200]
         results.append(run_h2load("rest_h2load", port, body, ["content-type: application/json"], REST_PATH, b, seconds,
-                                  clients, h1=True))
+                                  clients, h1=True, server_pid=server_pid))
     return results
 
 
@@ -253,13 +296,18 @@ def combine_rounds(rounds: list) -> list:
         runs = [next(r for r in results if key(r) == k) for results in rounds]
         ref = [b[k[1:]] for b in base]
         med = {f: float(np.median([r[f] for r in runs])) for f in ("p50_ms", "p99_ms", "requests_per_s",
-                                                                    "examples_per_s")}
+                                                                    "examples_per_s", "client_cpu_ms",
+                                                                    "server_cpu_ms") if f in runs[0]}
         out.append({"mode": k[0], "batch": k[1], "clients": k[2], "requests": sum(r["requests"] for r in runs),
                     **{f: round(v, 3 if f.endswith("ms") else 1) for f, v in med.items()},
                     "p50_over_in_process_ms": round(float(np.median(
                         [r["p50_ms"] - b["p50_ms"] for r, b in zip(runs, ref)])), 3),
                     "throughput_vs_in_process": round(float(np.median(
-                        [r["examples_per_s"] / b["examples_per_s"] for r, b in zip(runs, ref)])), 3)})
+                        [r["examples_per_s"] / b["examples_per_s"] for r, b in zip(runs, ref)])), 3),
+                    # The server's CPU per request beyond the model's own (in-process) CPU.
+                    **({"server_cpu_over_in_process_ms": round(float(np.median(
+                        [r["server_cpu_ms"] - b["client_cpu_ms"] for r, b in zip(runs, ref)])), 3)}
+                       if "server_cpu_ms" in runs[0] else {})})
     return out
 
 
@@ -404,16 +452,17 @@ def main(argv=None):
             results = []
             for clients in counts:
                 results += run_in_process(path, batches, a.seconds, clients)
-            for batching, (_, port, rest_port) in servers.items():
+            for batching, (proc, port, rest_port) in servers.items():
                 for clients in counts:
                     if batching and clients == 1:
                         continue  # nothing to batch with
-                    results += run_grpc(port, "grpc_batching" if batching else "grpc", batches, a.seconds, clients)
+                    results += run_grpc(port, "grpc_batching" if batching else "grpc", batches, a.seconds, clients,
+                                        proc.pid)
                     if not batching:
-                        results += run_rest(rest_port, batches, a.seconds, clients)
+                        results += run_rest(rest_port, batches, a.seconds, clients, proc.pid)
                     if h2load and not batching:
-                        results += run_grpc_h2load(port, batches, a.seconds, clients)
-                        results += run_rest_h2load(rest_port, batches, a.seconds, clients)
+                        results += run_grpc_h2load(port, batches, a.seconds, clients, proc.pid)
+                        results += run_rest_h2load(rest_port, batches, a.seconds, clients, proc.pid)
             print(f"serving: round {r + 1} of {a.rounds} done", flush=True)
             rounds.append(results)
     finally:
@@ -424,7 +473,10 @@ def main(argv=None):
     for r in results:
         print(f"serving: {r['mode']:<14} batch {r['batch']:>3} x{r['clients']}: p50 {r['p50_ms']:8.2f} ms  "
               f"p99 {r['p99_ms']:8.2f} ms  {r['requests_per_s']:8.1f} req/s  {r['examples_per_s']:9.0f} ex/s  "
-              f"(vs in-process: p50 {r['p50_over_in_process_ms']:+.2f} ms, ex/s x{r['throughput_vs_in_process']:.2f})")
+              f"(vs in-process: p50 {r['p50_over_in_process_ms']:+.2f} ms, ex/s x{r['throughput_vs_in_process']:.2f}); "
+              f"CPU/request: client {r['client_cpu_ms']:.2f} ms"
+              + (f", server {r['server_cpu_ms']:.2f} ms ({r['server_cpu_over_in_process_ms']:+.2f} over in-process)"
+                 if "server_cpu_ms" in r else ""))
     targets = target_checks(results)
     for t in targets:
         print(f"serving: target {t['target']}: {t['mode']} {t['value']} -> {'met' if t['met'] else 'MISSED'}")
