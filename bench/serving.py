@@ -84,7 +84,8 @@ def summarize(mode, batch, clients, latencies, wall, cpu=None) -> dict:
 
 
 def _proc_cpu_s(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
@@ -239,7 +240,8 @@ def run_h2load(mode, port, body: bytes, headers, url_path, batch, seconds, clien
         data, log = os.path.join(tmp, "body"), os.path.join(tmp, "log")
         with open(data, "wb") as f:
             f.write(body)
-        cmd = ["h2load", "-c", str(clients), "-t", "1", "-m", "1", "-D", f"{int(seconds * 1000)}ms", "-d", data, "--log-file", log] + [a for h in headers for a in ("-H", h)]
+        cmd = ["h2load", "-c", str(clients), "-t", "1", "-m", "1", "-D", f"{int(seconds * 1000)}ms", "-d", data,
+               "--log-file", log] + [a for h in headers for a in ("-H", h)]
         cmd += (["--h1"] if h1 else []) + [f"http://127.0.0.1:{port}{url_path}"]
         with CpuMeter(server_pid) as cpu:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -286,7 +288,8 @@ def run_rest_h2load(port, batches, seconds, clients, server_pid=None) -> list:
 
 def combine_rounds(rounds: list) -> list:
     """Per (mode, batch, clients): the median of each figure over the rounds, and the median
-    of its per-round difference from in-process in the same round (paired, so drift cancels)."""
+    of its per-round ratio to (or difference from) in-process in the same round: paired, so
+    drift between rounds cancels."""
     def key(r):
         return r["mode"], r["batch"], r["clients"]
 
