@@ -27,6 +27,8 @@ pipeline-speed: training examples/s as the pipeline's Trainer sees them (the iss
 each model (`--models`, default shared_bottom adl mmoe) fits `--steps` steps of batch 512 on
 a finished Transform's train split through tfxio with TensorFlow's default threads; input
 decoding and the model share the 2 cores, so a slower model step may or may not show.
+The models take turns, order alternating; each is compared with the shared bottom run
+beside it (mean ratio and t interval over the repeats).
 
     TF_USE_LEGACY_KERAS=1 .venv/bin/python -m bench.adl pipeline-speed --base /tmp/keep_samd_quality
 
@@ -184,7 +186,10 @@ def pipeline_speed(a) -> dict:
     pipeline (tfxio TFExampleRecord, shuffle buffer 20k, batch 512, prefetch), TensorFlow's default threads.
 
     Only the fit's steps are timed (after one warm-up step), no validation; the models take turns,
-    `--repeats` times, and the best run of each is kept.
+    `--repeats` times, in reverse order every other repeat (so neither always runs first). Reported
+    per model: the best run, and against the shared bottom the per-repeat ratios (paired: the two
+    ran back to back) with their mean and Student's t 95% interval. Input decoding shares the cores
+    and its speed varies from run to run, so one run per model says little.
     """
     import glob as globlib
 
@@ -206,8 +211,8 @@ def pipeline_speed(a) -> dict:
     source = tfxio.TFExampleRecord(files, schema=tft_output.transformed_metadata.schema)
     vocab = all_vocab_sizes(tft_output)
     results = {}
-    for _ in range(a.repeats):
-        for name in a.models:
+    for repeat in range(a.repeats):
+        for name in (a.models if repeat % 2 == 0 else a.models[::-1]):
             tf_keras.utils.set_random_seed(0)
             model, config = build(name, {"batch_size": BUDGET_BATCH_SIZE}, vocab)
             model.compile(optimizer=tf_keras.optimizers.Adam(getattr(config, "learning_rate", 1e-3)))
@@ -218,11 +223,26 @@ def pipeline_speed(a) -> dict:
             model.fit(data, epochs=1, steps_per_epoch=a.steps, verbose=0)
             results.setdefault(name, []).append(a.steps * BUDGET_BATCH_SIZE / (time.perf_counter() - t0))
             print(f"{name}: {results[name][-1]:.0f} examples/s", flush=True)
-    reference = max(results["shared_bottom"]) if "shared_bottom" in results else None
-    return {"base": a.base, "steps": a.steps, "batch": BUDGET_BATCH_SIZE,
-            "models": {n: {"examples_per_second": round(max(v)), "runs": [round(x) for x in v],
-                           "vs_shared_bottom": round(max(v) / reference, 3) if reference else None}
-                       for n, v in results.items()}}
+    reference = results.get("shared_bottom")
+    models = {}
+    for n, v in results.items():
+        models[n] = {"examples_per_second": round(max(v)), "runs": [round(x) for x in v]}
+        if reference:
+            models[n]["vs_shared_bottom"] = round(max(v) / max(reference), 3)
+            models[n]["paired_ratio"] = paired_ratio(v, reference)
+    return {"base": a.base, "steps": a.steps, "batch": BUDGET_BATCH_SIZE, "repeats": a.repeats, "models": models}
+
+
+def paired_ratio(runs, reference, level: float = 0.95) -> dict:
+    """Mean of runs[i] / reference[i] (the same repeat) and its Student's t interval."""
+    from scipy import stats
+
+    ratios = np.asarray(runs) / np.asarray(reference)
+    if len(ratios) < 2:
+        return {"mean": round(float(ratios.mean()), 3), "ci95": None}
+    half = stats.t.ppf((1 + level) / 2, len(ratios) - 1) * ratios.std(ddof=1) / np.sqrt(len(ratios))
+    return {"mean": round(float(ratios.mean()), 3),
+            "ci95": [round(float(ratios.mean() - half), 3), round(float(ratios.mean() + half), 3)]}
 
 
 def sweep_k(a) -> dict:

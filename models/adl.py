@@ -107,9 +107,10 @@ Measured (bench/quality.py, 600 steps of batch 512; bench/adl.py):
   parameterisation (W_j's step size above), not from the clusters: on this data the
   routing neither helps nor hurts.
 * Speed (one CPU thread, idle machine, `bench.adl speed --decompose`): a training step
-  at K = 3 runs at 0.67 of the shared bottom's rate (the masked version: 0.35); through
-  the Trainer's input pipeline (`bench.adl pipeline-speed`, both cores) at 0.96 best of
-  3 (0.89 on average). With the routing skipped it runs at 0.77, and at K = 1 without
+  at K = 3 runs at 0.66 of the shared bottom's rate (the masked version: 0.35); through
+  the Trainer's input pipeline (`bench.adl pipeline-speed`, both cores, 10 paired
+  repeats) at 0.92 on average, 95% interval 0.79-1.05: no difference there, input
+  decoding dominates and varies by more than the model step. With the routing skipped it runs at 0.77, and at K = 1 without
   the partition (Equation 6's kernels alone) at 0.92: each mechanism costs about a
   tenth. At these small
   layers the K per-cluster matmuls, the partition and the routing's few dozen ops cost
