@@ -107,23 +107,23 @@ Measured (bench/quality.py, 600 steps of batch 512; bench/adl.py):
   parameterisation (W_j's step size above), not from the clusters: on this data the
   routing neither helps nor hurts.
 * Speed (one CPU thread, idle machine, `bench.adl speed --decompose`): a training step
-  at K = 3 runs at 0.66 of the shared bottom's rate (the masked version: 0.35); through
-  the Trainer's input pipeline (`bench.adl pipeline-speed`, both cores, 10 paired
-  repeats) at 0.92 on average, 95% interval 0.79-1.05: no difference there, input
-  decoding dominates and varies by more than the model step. With the routing skipped it runs at 0.77, and at K = 1 without
-  the partition (Equation 6's kernels alone) at 0.92: each mechanism costs about a
-  tenth. At these small
+  at K = 3 runs at 0.66 of the shared bottom's rate (the masked version: 0.35). With
+  the routing skipped it runs at 0.74, and at K = 1 without the partition (Equation
+  6's kernels alone) at 0.86: each mechanism costs about a tenth. At these small
   layers the K per-cluster matmuls, the partition and the routing's few dozen ops cost
   in op dispatch, not in arithmetic, and Equation 6 holds K + 1 kernels per layer that
-  the optimizer updates every step. The paper's speed claim (section 3.5, Table 2) is
-  against models with a network per scenario, P x M parameters, against ADL's
-  P x (K + 1); our shared bottom has one network (P), so ADL does not reach its
-  speed here (not met). Against the structure the paper does compare with, STAR's
-  (Equation 6's layers with one partition per scenario, M = 8, routed by the scenario
-  id: `star_m8` in `bench.adl speed`), ADL at K = 3 trains 1.23 times as fast (339
-  against 275 steps/s, idle machine, 2026-12-01): the paper's claim holds in its own
-  terms. Prototyped and dropped (not in the code): the three task
-  towers fused into one layer per cluster, +6%; TF's fused Adam kernel
+  the optimizer updates every step. Through the Trainer's input pipeline
+  (`bench.adl pipeline-speed`, both cores, 10 paired repeats) ADL runs at 0.92 of the
+  shared bottom on average, 95% interval 0.79-1.05: no difference there, input
+  decoding dominates and varies by more than the model step. The paper's speed claim
+  (section 3.5, Table 2) is against models with a network per scenario, P x M
+  parameters, against ADL's P x (K + 1); our shared bottom has one network (P), so
+  ADL does not reach its speed here (not met). Against the structure the paper does
+  compare with, STAR's (Equation 6's layers with one partition per scenario, M = 8,
+  routed by the scenario id: `star_m8` in `bench.adl speed`), ADL at K = 3 trains
+  1.23 times as fast (339 against 275 steps/s, idle machine, 2026-12-01): the
+  paper's claim holds in its own terms. Prototyped and dropped (not in the code):
+  the three task towers fused into one layer per cluster, +6%; TF's fused Adam kernel
   (`tf_keras.optimizers.legacy.Adam`) for both models, no change in the ratio; one
   batched matmul per layer over the clusters padded to the largest (scatter_nd /
   gather_nd instead of the partition), slower (0.43 against 0.51 of the shared
