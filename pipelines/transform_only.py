@@ -49,7 +49,6 @@ def write_examples(data_root: str, uri: str, shards: int = 4, progress: Optional
         raise FileNotFoundError(f"{data_root}: no {RAW_PATTERN} files")
     rule = TimeSplit.from_dict(time_split)
     bounds = rule.boundaries((day_of_path(f) for f in files), os.path.join(data_root, RAW_PATTERN))
-    types = encode.schema_types(SCHEMA_FILE)
     writers = {}
     for split in SPLITS:
         os.makedirs(os.path.join(uri, f"Split-{split}"), exist_ok=True)
@@ -58,7 +57,7 @@ def write_examples(data_root: str, uri: str, shards: int = 4, progress: Optional
     rows = 0
     try:
         for path in files:
-            for records, days in encode.encode_csv(path, types, SCHEMA_FILE):
+            for records, days in encode.encode_csv(path, SCHEMA_FILE):
                 for n, record in enumerate(records):
                     split = SPLITS[rule.assign(int(days[n]), bounds, record)]
                     writers[split][(rows + n) % shards].write(record)

@@ -43,5 +43,6 @@ class TimeSplitExampleGen(example_gen_component.FileBasedExampleGen):
             output_config=output_config, custom_config=None, range_config=None,
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-            time_split=rule.to_json(), schema_file=schema_file, examples=tfx_types.Channel(type=standard_artifacts.Examples))
+            time_split=rule.to_json(), schema_file=schema_file,
+            examples=tfx_types.Channel(type=standard_artifacts.Examples))
         base_component.BaseComponent.__init__(self, spec=spec)

@@ -30,17 +30,18 @@ def schema_types(schema_file: str) -> Dict:
     return {f.name: arrow[f.type] for f in schema.feature}
 
 
-def encode_csv(path: str, types: Dict, schema_file: str, day_column: str = "day") -> Iterator[Tuple[list, np.ndarray]]:
-    """(serialized tf.Examples, their `day_column` values) per block of the CSV file at `path`.
+def encode_csv(path: str, schema_file: str, day_column: str = "day") -> Iterator[Tuple[list, np.ndarray]]:
+    """(serialized tf.Examples, their `day_column` values) per block of the CSV file at `path`,
+    typed by the schema at `schema_file`.
 
-    types: `schema_types(schema_file)`. Raises ValueError naming the file if it has a
-    column the schema lacks.
+    Raises ValueError naming the file if it has a column the schema lacks.
     """
     import pyarrow as pa
     import pyarrow.csv as pacsv
     from apache_beam.io.filesystems import FileSystems
     from tfx_bsl.coders import example_coder
 
+    types = schema_types(schema_file)  # a small file, read once per CSV file
     encoder = example_coder.RecordBatchToExamplesEncoder()
     # Beam's file systems (local, gs://, ...), as CsvExampleGen reads; pyarrow needs a file object's `closed`
     with FileSystems.open(path, compression_type="uncompressed") as f:

@@ -57,7 +57,6 @@ class _ToBuckets(beam.DoFn):
 
     def __init__(self, schema_file: str, rule: TimeSplit, bounds: Tuple[int, int], buckets: int, tmp: str):
         self._schema_file, self._rule, self._bounds, self._buckets, self._tmp = schema_file, rule, bounds, buckets, tmp
-        self._types = encode.schema_types(schema_file)
 
     def process(self, path: str):
         import tensorflow as tf
@@ -65,7 +64,7 @@ class _ToBuckets(beam.DoFn):
         rng = np.random.default_rng(_seed(os.path.basename(os.path.dirname(path)), os.path.basename(path)))
         writers = {}
         try:
-            for records, days in encode.encode_csv(path, self._types, self._schema_file):
+            for records, days in encode.encode_csv(path, self._schema_file):
                 buckets = rng.integers(0, self._buckets, size=len(records))
                 for record, day, bucket in zip(records, days, buckets):
                     split = SPLITS[self._rule.assign(int(day), self._bounds, record)]
@@ -136,7 +135,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         try:
             with self._make_beam_pipeline() as p:
                 _ = (p | "Files" >> beam.Create(files)
-                     | "ToBuckets" >> beam.ParDo(_ToBuckets(exec_properties[SCHEMA_FILE_KEY], rule, bounds, buckets, tmp)))
+                     | "ToBuckets" >> beam.ParDo(_ToBuckets(exec_properties[SCHEMA_FILE_KEY], rule, bounds, buckets,
+                                                            tmp)))
             with self._make_beam_pipeline() as p:
                 _ = (p | "Buckets" >> beam.Create([(s, b) for s in SPLITS for b in range(buckets)])
                      | "ShuffleBucket" >> beam.ParDo(_ShuffleBucket(tmp, buckets, split_uris)))
