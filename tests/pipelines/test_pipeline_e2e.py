@@ -212,13 +212,17 @@ def test_pipeline_pushes_a_servable_keep_model(pipeline_run):
     assert os.path.getsize(os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")) > 0
 
 
-def test_pushed_model_predicts_in_a_fresh_process_that_imports_nothing_from_the_repo(pipeline_run, reports_dir):
+def test_pushed_model_predicts_in_a_fresh_process_that_imports_nothing_from_the_repo(pipeline_run, reports_dir,
+                                                                                     record_property):
+    from tests.conftest import KEEP_E2E_PROPERTY
+
     tmp = pipeline_run.tmp
     report = _standalone(tmp, _latest(tmp, "keep_general"))
     assert report["knowledge_width"] == 48 + 3 * 16 + 3 * 64
     overall = report["scenarios"]["ALL"]
     with open(os.path.join(reports_dir, "keep_e2e.json"), "w") as f:
         json.dump(report, f, indent=1)
+    record_property(KEEP_E2E_PROPERTY, os.path.join(reports_dir, "keep_e2e.json"))  # for the terminal summary
     print(f"\nKEEP test click AUC {overall['click']['auc']:.3f} (oracle {overall['click']['oracle_auc']:.3f}) "
           f"on {overall['rows']} rows; report in {reports_dir}/keep_e2e.json")
     assert overall["click"]["auc"] > 0.57, overall
