@@ -14,9 +14,10 @@ on Vertex AI Pipelines:
 
     tfx pipeline create --pipeline_path=pipelines/kubeflow_v2_runner.py --engine=vertex
 
-(the tfx CLI runs this file without arguments: every flag has an environment default,
-KEEP_SAMD_IMAGE, KEEP_SAMD_OUTPUT, KEEP_SAMD_DATA, KEEP_SAMD_BEAM_ARGS,
-KEEP_SAMD_VERTEX_TRAINING).
+The options are built as the local runner builds them: every KEEP_SAMD_* variable of
+pipelines/options.py (the README's options table) is read, and the flags below win over
+their variables. The tfx CLI runs this file without arguments: then the variables alone,
+with KEEP_SAMD_IMAGE and KEEP_SAMD_VERTEX_TRAINING for the two flags only this runner has.
 
 Multi-worker training (`--vertex-training`, a JSON object): the KEEP and unified
 Trainers then run as Vertex AI custom jobs over worker pools instead of inside their
@@ -124,19 +125,34 @@ def _always_run(pipeline_file: str, task: str) -> None:
         json.dump(spec, f, indent=2, sort_keys=True)
 
 
+# Where the cluster's output and data folders are when neither a flag nor a variable says.
+DEFAULT_FOLDERS = {"KEEP_SAMD_OUTPUT": "gs://YOUR_BUCKET/keep_samd", "KEEP_SAMD_DATA": "gs://YOUR_BUCKET/data"}
+
+
+def options_from(args: argparse.Namespace, env=None) -> PipelineOptions:
+    """The pipeline's options from every KEEP_SAMD_* variable (PipelineOptions.from_env, as the
+    local runner reads them), then this command's flags, which win."""
+    env = os.environ if env is None else env
+    options = PipelineOptions.from_env({**DEFAULT_FOLDERS, **{k: v for k, v in env.items() if v}})
+    flags = {"output_dir": args.output, "data_root": args.data, "schema_file": args.schema,
+             "beam_pipeline_args": tuple(shlex.split(args.beam_args)) if args.beam_args else None,
+             "train_steps": args.train_steps}
+    return dataclasses.replace(options, **{k: v for k, v in flags.items() if v is not None})
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     env = os.environ
     p.add_argument("--image", default=env.get("KEEP_SAMD_IMAGE", "keep_samd:latest"),
                    help="container image with this repository installed (env KEEP_SAMD_IMAGE)")
-    p.add_argument("--output", default=env.get("KEEP_SAMD_OUTPUT", "gs://YOUR_BUCKET/keep_samd"),
+    p.add_argument("--output", default=None,
                    help="output folder on shared storage: pipeline root, pushed models (env KEEP_SAMD_OUTPUT)")
-    p.add_argument("--data", default=env.get("KEEP_SAMD_DATA", "gs://YOUR_BUCKET/data"),
+    p.add_argument("--data", default=None,
                    help="raw data folder (day=N/*.csv, scenarios.csv) readable by the pods (env KEEP_SAMD_DATA)")
     p.add_argument("--schema", default=None, help="schema.pbtxt path inside the image (default: the repository's)")
-    p.add_argument("--beam-args", default=env.get("KEEP_SAMD_BEAM_ARGS"),
+    p.add_argument("--beam-args", default=None,
                    help="Beam pipeline args for the cluster runner (env KEEP_SAMD_BEAM_ARGS)")
-    p.add_argument("--train-steps", type=int, default=None)
+    p.add_argument("--train-steps", type=int, default=None, help="env KEEP_SAMD_TRAIN_STEPS")
     p.add_argument("--vertex-training", default=env.get("KEEP_SAMD_VERTEX_TRAINING"),
                    help="JSON object: run the KEEP and unified Trainers on Vertex AI worker pools "
                         "(see the module doc; env KEEP_SAMD_VERTEX_TRAINING)")
@@ -144,13 +160,7 @@ def main(argv=None) -> int:
     p.add_argument("--submit", action="store_true", help="submit a run with the kfp client")
     p.add_argument("--host", default=None, help="KFP API host for --submit")
     a = p.parse_args(argv)
-    options = PipelineOptions(output_dir=a.output, data_root=a.data)
-    if a.schema:
-        options = dataclasses.replace(options, schema_file=a.schema)
-    if a.beam_args:
-        options = dataclasses.replace(options, beam_pipeline_args=tuple(shlex.split(a.beam_args)))
-    if a.train_steps:
-        options = dataclasses.replace(options, train_steps=a.train_steps)
+    options = options_from(a, env)
     path = compile_pipeline(options, a.image, a.pipeline_file,
                             json.loads(a.vertex_training) if a.vertex_training else None)
     print(f"compiled {path}")

@@ -338,8 +338,8 @@ def _parse_env(name: str, text: str, hint):
         if text.strip().lower() not in flags:
             raise OptionsError(f"{name}={text!r}: expected one of 1, 0, true, false")
         return flags[text.strip().lower()]
-    if hint is str:  # the folders
-        return os.path.abspath(text)
+    if hint is str:  # the folders: a local one made absolute, a URI (gs://...) as given
+        return text if "://" in text else os.path.abspath(text)
     if hint == Tuple[str, ...]:
         return tuple(shlex.split(text))
     try:

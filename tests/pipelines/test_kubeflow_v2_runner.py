@@ -36,6 +36,48 @@ def test_compiles_a_kfp_v2_pipeline_spec(tmp_path):
     assert caching["Transform"] and not caching["RawDataCheck"]
 
 
+def _constant(parameter):
+    constant = parameter.get("runtimeValue", {}).get("constantValue", {})
+    return int(constant["intValue"]) if "intValue" in constant else constant.get("stringValue")
+
+
+def _tasks(spec):
+    """{task: {parameter: its constant}} of a compiled pipeline JSON."""
+    spec = spec.get("pipelineSpec", spec)
+    return {task: {name: _constant(value) for name, value in node.get("inputs", {}).get("parameters", {}).items()}
+            for task, node in spec["root"]["dag"]["tasks"].items()}
+
+
+def test_every_option_the_local_runner_reads_reaches_the_compiled_spec(tmp_path, monkeypatch):
+    out = tmp_path / "keep_samd_pipeline.json"
+    for name, value in {"KEEP_SAMD_SEED": "7", "KEEP_SAMD_EPOCHS": "4", "KEEP_SAMD_TRAIN_STEPS": "123",
+                        "KEEP_SAMD_SAMD": json.dumps({"train_steps": 45, "samd": {"batch_size": 96}}),
+                        "KEEP_SAMD_UNIFIED": json.dumps({"models": ["pepnet", "shared_bottom"], "batch_size": 77}),
+                        "KEEP_SAMD_BLESSING": json.dumps({"margin": 0.021}),
+                        "KEEP_SAMD_DOWNSTREAM": json.dumps({"enabled": False}),
+                        "KEEP_SAMD_OUTPUT": "gs://bucket/from-env", "KEEP_SAMD_DATA": "gs://bucket/data-env"}.items():
+        monkeypatch.setenv(name, value)
+    assert kubeflow_v2_runner.main(["--pipeline-file", str(out), "--data", "gs://bucket/data-flag"]) == 0
+    tasks = _tasks(json.loads(out.read_text()))
+    # KEEP_SAMD_UNIFIED's models and KEEP_SAMD_DOWNSTREAM's switch decide which nodes there are.
+    assert {"PepnetTrainer", "SharedBottomTrainer"} <= set(tasks)
+    assert not {"AdlTrainer", "GrecTrainer", "MmoeTrainer", "DownstreamTrainer", "KnowledgeCenter"} & set(tasks)
+    keep = json.loads(tasks["KeepTrainer"]["custom_config"])
+    assert keep["seed"] == 7 and keep["epochs"] == 4
+    assert json.loads(tasks["KeepTrainer"]["train_args"])["num_steps"] == 123
+    pepnet = json.loads(tasks["PepnetTrainer"]["custom_config"])
+    assert pepnet["seed"] == 7 and pepnet["epochs"] == 4 and pepnet["batch_size"] == 77
+    samd = json.loads(tasks["SamdTrainer"]["custom_config"])
+    assert samd["seed"] == 7 and samd["samd"]["batch_size"] == 96
+    assert tasks["SamdTrainer"]["train_steps"] == 45
+    for evaluator in ("KeepEvaluator", "SamdEvaluator", "PepnetEvaluator"):
+        assert json.loads(tasks[evaluator]["blessing_config"]) == {"margin": 0.021}
+    # The output folder from the variable, the data folder from the flag (a flag wins), both as URIs.
+    text = out.read_text()
+    assert "gs://bucket/from-env/pipelines/keep_samd" in text and "gs://bucket/data-flag" in text
+    assert "gs://bucket/data-env" not in text
+
+
 VERTEX = {"project": "proj", "region": "europe-west4", "trainers": ["KeepTrainer", "PepnetTrainer"],
           "worker_pool_specs": [{"machine_spec": {"machine_type": "n1-standard-8"}, "replica_count": 1},
                                 {"machine_spec": {"machine_type": "n1-standard-8"}, "replica_count": 2},
