@@ -151,7 +151,7 @@ import tf_keras
 
 from models import features as F
 from models.configs import FromDict
-from models.keep import TASK_POPULATION, TASKS, pointwise_loss
+from models.keep import TASKS
 from models.multitask import MultiTaskSteps
 
 ROUTING_INPUTS = ("scenario", "user", "instance")
@@ -519,14 +519,6 @@ class AdlModel(MultiTaskSteps, tf_keras.Model):
         out.update({f"{t}_logit": logits[t] for t in TASKS})
         out["cluster"] = cluster
         return out
-
-    def compute_losses(self, features, outputs):
-        total = 0.0
-        for t in TASKS:
-            gate = TASK_POPULATION[t]
-            pop = None if gate is None else tf.cast(features[gate], tf.float32)
-            total += pointwise_loss(tf.cast(features[t], tf.float32), outputs[f"{t}_logit"], pop)  # Eq. 8
-        return total + tf.add_n(self.losses) if self.losses else total
 
 
 def routing_report(model: AdlModel, features, scenario_key: str = "scenario_id") -> Dict:

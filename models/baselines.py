@@ -26,8 +26,7 @@ import tf_keras
 
 from models import features as F
 from models.configs import FromDict
-from models.keep import pointwise_loss
-from models.multitask import TASK_POPULATION, TASKS, MultiTaskSteps, task_metrics
+from models.multitask import TASKS, MultiTaskSteps, task_metrics
 from models.students import StudentInput
 
 # PEPNet's domain statistics included: every unified model and baseline may read them (equal inputs).
@@ -65,14 +64,6 @@ class MultiTaskModel(MultiTaskSteps, tf_keras.Model):
         out = {t: tf.sigmoid(logits[t]) for t in TASKS}
         out.update({f"{t}_logit": logits[t] for t in TASKS})
         return out
-
-    def compute_losses(self, features, outputs):
-        total = 0.0
-        for t in TASKS:
-            gate = TASK_POPULATION[t]
-            pop = None if gate is None else tf.cast(features[gate], tf.float32)
-            total += pointwise_loss(tf.cast(features[t], tf.float32), outputs[f"{t}_logit"], pop)
-        return total
 
 
 def _mlp(units, name):

@@ -108,7 +108,6 @@ import tensorflow as tf
 import tf_keras
 
 from models import features as F
-from models.keep import pointwise_loss
 from models.multitask import TASK_POPULATION, TASKS, MultiTaskSteps, task_metrics
 from models.configs import FromDict
 
@@ -577,16 +576,12 @@ class GRecModel(MultiTaskSteps, tf_keras.Model):
             self.count_tasks(data)
         return super().train_step(data)
 
-    def compute_losses(self, features, outputs):
-        total = 0.0
-        for t in TASKS:
-            labels = tf.cast(features[t], tf.float32)
-            gate = TASK_POPULATION[t]
-            pop = tf.ones_like(labels) if gate is None else tf.cast(features[gate], tf.float32)
-            if self.config.task_upsampling:
-                pop = pop * self.upsampling_weights(features, t)  # weighted mean = mean over upsampled rows
-            total += pointwise_loss(labels, outputs[f"{t}_logit"], pop)
-        return total + tf.add_n(self.losses) if self.losses else total
+    def task_weights(self, features, task):
+        weights = super().task_weights(features, task)
+        if not self.config.task_upsampling:
+            return weights
+        up = self.upsampling_weights(features, task)  # weighted mean = mean over upsampled rows
+        return up if weights is None else weights * up
 
 
 @tf_keras.utils.register_keras_serializable(package="grec")

@@ -37,7 +37,7 @@ import tensorflow as tf
 import tf_keras
 
 from models.configs import FromDict
-from models.multitask import TASK_POPULATION, TASKS, MultiTaskSteps  # noqa: F401 (TASKS re-exported)
+from models.multitask import TASKS, MultiTaskSteps, pointwise_loss  # noqa: F401 (TASKS re-exported)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,13 +123,6 @@ class TaskTower(tf_keras.layers.Layer):
         return {**super().get_config(), "units": self.units, "dropout": self.dropout}
 
 
-def pointwise_loss(labels, logits, population=None):
-    """Equation 1 (mean cross-entropy), over the rows where `population` is 1."""
-    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
-    w = tf.ones_like(ce) if population is None else population
-    return tf.math.divide_no_nan(tf.reduce_sum(ce * w), tf.reduce_sum(w))
-
-
 def pairwise_logistic_loss(labels, logits, groups, population=None):
     """Equation 2: mean of log(1 + exp(-(s_i - s_j))) over in-batch pairs.
 
@@ -208,15 +201,8 @@ class KeepModel(MultiTaskSteps, tf_keras.Model):
         out["knowledge"] = tf.concat([k_u, k_i] + k_ui, axis=-1)  # Equation 4
         return out
 
-    def compute_losses(self, features, outputs):
-        total = 0.0
-        groups = features[self.config.pair_key]
-        for t in TASKS:
-            labels = tf.cast(features[t], tf.float32)
-            gate = TASK_POPULATION[t]
-            pop = None if gate is None else tf.cast(features[gate], tf.float32)
-            logits = outputs[f"{t}_logit"]
-            point = pointwise_loss(labels, logits, pop)  # Equation 1
-            pair = pairwise_logistic_loss(labels, logits, groups, pop)  # Equation 2
-            total += point + self.config.pairwise_alpha * pair  # Equation 3
-        return total + tf.add_n(self.losses) if self.losses else total
+    def task_loss(self, features, outputs, task, weights):
+        labels, logits = tf.cast(features[task], tf.float32), outputs[f"{task}_logit"]
+        point = pointwise_loss(labels, logits, weights)  # Equation 1
+        pair = pairwise_logistic_loss(labels, logits, features[self.config.pair_key], weights)  # Equation 2
+        return point + self.config.pairwise_alpha * pair  # Equation 3

@@ -47,7 +47,7 @@ import tensorflow as tf
 import tf_keras
 
 from models.keep import TargetAttention
-from models.multitask import TASK_POPULATION, TASKS, MultiTaskSteps, task_metrics
+from models.multitask import TASKS, MultiTaskSteps, task_metrics
 from models.configs import FromDict
 
 STRATEGIES = ("decomposition", "degeneration", "both")
@@ -143,15 +143,6 @@ class CacheableKnowledgeModel(MultiTaskSteps, tf_keras.Model):
         out["knowledge"] = knowledge
         return out
 
-    def compute_losses(self, features, outputs):
-        total = 0.0
-        for t in TASKS:
-            ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(features[t], tf.float32),
-                                                         logits=outputs[f"{t}_logit"])
-            gate = TASK_POPULATION[t]
-            w = tf.ones_like(ce) if gate is None else tf.cast(features[gate], tf.float32)
-            total += tf.math.divide_no_nan(tf.reduce_sum(ce * w), tf.reduce_sum(w))
-        return total
 
 
 def assemble(parts: Mapping[str, tf.Tensor], strategy: str) -> tf.Tensor:

@@ -36,7 +36,7 @@ import tf_keras
 from models import features as F
 from models.baselines import MultiTaskModel
 from models.configs import FromDict
-from models.multitask import TASK_POPULATION, TASKS
+from models.multitask import TASKS
 
 # Scalar id features with a vocabulary (or a small integer range): what can be one-hot.
 SCALAR_ID_FEATURES = tuple(n for n in (*F.VOCABULARY, *F.INTEGER_CATEGORICAL_MAX) if n not in F.SEQUENCE_FEATURES)
@@ -175,7 +175,7 @@ class LogisticRegressionModel(MultiTaskModel):
         if self.config.l2 > 0:
             squares = self.linear.squared_weights(features)
             for t in TASKS:
-                gate = TASK_POPULATION[t]
-                pop = tf.ones_like(squares[t]) if gate is None else tf.cast(features[gate], tf.float32)
-                total += self.config.l2 * tf.math.divide_no_nan(tf.reduce_sum(squares[t] * pop), tf.reduce_sum(pop))
+                w = self.task_weights(features, t)
+                w = tf.ones_like(squares[t]) if w is None else w
+                total += self.config.l2 * tf.math.divide_no_nan(tf.reduce_sum(squares[t] * w), tf.reduce_sum(w))
         return total

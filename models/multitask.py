@@ -1,11 +1,13 @@
 """Keras plumbing shared by the click / conversion / cart models (KEEP, PEPNet, ADL, GRec, baselines).
 
 `MultiTaskSteps` is a mixin for a `tf_keras.Model` whose `call` returns per-task
-probabilities (and `<task>_logit`s) and which defines `compute_losses(features,
-outputs)`. It gives the model `train_step` / `test_step` (one optimizer over every
-trainable variable), the metrics `loss` and `auc_<task>` (conversion and cart AUC over
-clicked rows, as they are trained), and `get_config` / `from_config` through the
-model's `CONFIG_CLASS` (a frozen dataclass with `from_dict`).
+probabilities and `<task>_logit`s. It gives the model the multi-task loss
+(`compute_losses`: each task's loss over its population, conversion and cart over
+clicked rows, summed, plus the layers' own losses), `train_step` / `test_step` (one
+optimizer over every trainable variable), the metrics `loss` and `auc_<task>` (gated as
+the loss is), and `get_config` / `from_config` through the model's `CONFIG_CLASS` (a
+frozen dataclass with `from_dict`). A model changes only what its paper defines:
+`task_loss` (KEEP adds its pairwise term), `task_weights` (GRec's upsampling).
 
 Example:
     class MyModel(MultiTaskSteps, tf_keras.Model):
@@ -30,6 +32,13 @@ TASKS = ("click", "conversion", "cart")
 TASK_POPULATION = {"click": None, "conversion": "click", "cart": "click"}
 
 
+def pointwise_loss(labels, logits, population=None):
+    """Mean cross-entropy (KEEP's Equation 1), over the rows where `population` is 1 (or weighted by it)."""
+    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    w = tf.ones_like(ce) if population is None else population
+    return tf.math.divide_no_nan(tf.reduce_sum(ce * w), tf.reduce_sum(w))
+
+
 def task_metrics():
     """(loss tracker, {task: AUC}) for a model's `loss_tracker` and `auc` attributes."""
     return tf_keras.metrics.Mean(name="loss"), {t: tf_keras.metrics.AUC(name=f"auc_{t}") for t in TASKS}
@@ -38,8 +47,20 @@ def task_metrics():
 class MultiTaskSteps:
     CONFIG_CLASS = None
 
+    def task_weights(self, features, task):
+        """Row weights of `task`'s loss: None (every row) or its population's labels."""
+        gate = TASK_POPULATION[task]
+        return None if gate is None else tf.cast(features[gate], tf.float32)
+
+    def task_loss(self, features, outputs, task, weights):
+        """One task's loss: the pointwise cross-entropy."""
+        return pointwise_loss(tf.cast(features[task], tf.float32), outputs[f"{task}_logit"], weights)
+
     def compute_losses(self, features, outputs):
-        raise NotImplementedError
+        total = 0.0
+        for t in TASKS:
+            total += self.task_loss(features, outputs, t, self.task_weights(features, t))
+        return total + tf.add_n(self.losses) if self.losses else total  # the layers' own (GRec's load balance)
 
     def _update_metrics(self, features, outputs, loss):
         self.loss_tracker.update_state(loss)

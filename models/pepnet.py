@@ -64,7 +64,7 @@ import tensorflow as tf
 import tf_keras
 
 from models import features as F
-from models.keep import TASK_POPULATION, TASKS, pointwise_loss
+from models.keep import TASKS
 from models.multitask import MultiTaskSteps
 from models.configs import FromDict
 
@@ -331,14 +331,6 @@ class PEPNetModel(MultiTaskSteps, tf_keras.Model):
         emb = {v.ref() for v in self.embedding_variables}
         variables = self.trainable_variables
         return [v for v in variables if v.ref() in emb], [v for v in variables if v.ref() not in emb]
-
-    def compute_losses(self, features, outputs):
-        total = 0.0
-        for t in TASKS:
-            gate = TASK_POPULATION[t]
-            pop = None if gate is None else tf.cast(features[gate], tf.float32)
-            total += pointwise_loss(tf.cast(features[t], tf.float32), outputs[f"{t}_logit"], pop)
-        return total + tf.add_n(self.losses) if self.losses else total
 
     def train_step(self, data):
         features = data

@@ -130,7 +130,7 @@ import tensorflow as tf
 import tf_keras
 
 from models.configs import FromDict
-from models.keep import TASKS, pointwise_loss
+from models.multitask import TASKS, pointwise_loss
 
 STRATEGIES = ("meta", "no_cluster", "all2all", "similarity")
 TEACHER_LAYERS = ("click", "all")
