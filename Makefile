@@ -41,14 +41,14 @@ run: setup data
 	  $(TFX) pipeline $$what --pipeline_path=pipelines/local_runner.py --engine=local
 	@$(TFX) run create --pipeline_name=keep_samd --engine=local
 
-# CI runs every test, on PYTEST_WORKERS processes (pytest-xdist); tests that share a pipeline run
-# share a worker and the longest start first (tests/conftest.py). The summary ends with the 25
-# slowest steps and the suite's wall time (a warning past 30 minutes: tests/suite_budget.py).
+# CI runs every test, on PYTEST_WORKERS processes (pytest-xdist) that take whole files, the longest
+# first; a run shared by several files happens once (tests/conftest.py). The summary ends with the
+# 25 slowest steps and the suite's wall time (a warning past 30 minutes: tests/suite_budget.py).
 # The fast tests alone: make test PYTEST_ARGS="-m 'not e2e and not slow'"; in one process: PYTEST_WORKERS=0
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=25 $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS) tests
 
 report: setup
 	$(PY) -m pipelines.report --output $(OUTPUT)

@@ -13,11 +13,39 @@ pytest_plugins = ["pytester", "tests.suite_budget"]
 # any test that needs one of these fixtures, so a new user of them is marked without anyone
 # remembering to.
 SLOW_FIXTURES = ("transformed",)
-# Fixtures that run a pipeline once for many tests -> the xdist group of their tests: under
-# `pytest -n N --dist loadgroup` (make test) those tests share one worker, so the run happens once.
-SHARED_RUNS = {"transformed": "transformed", "pipeline_run": "e2e_pipeline_run"}
 # The test that records where the end-to-end figures are (read back by the terminal summary).
 KEEP_E2E_PROPERTY = "keep_e2e_report"
+
+
+def once_per_session(tmp_path_factory, name, build):
+    """`build(folder)`'s result (JSON), built once per test session, also under pytest-xdist.
+
+    Each xdist worker is a session of its own with its own session fixtures: the first
+    worker to ask builds in a folder all the workers share, under a file lock; the others
+    wait and read the result. A failed build is recorded, so the others fail at once with
+    its error instead of building again over its half-written folder."""
+    import fcntl
+    import json
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the controller's temporary folder, above each worker's
+    folder = base / f"once-{name}"
+    with open(base / f"once-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        done, failed = folder / "result.json", folder / "failed.txt"
+        if failed.exists():
+            pytest.fail(f"{name}: the build failed in another worker: {failed.read_text()}")
+        if done.exists():
+            return json.loads(done.read_text())
+        folder.mkdir(exist_ok=True)
+        try:
+            result = build(str(folder))
+        except BaseException as e:
+            failed.write_text(f"{type(e).__name__}: {e}")
+            raise
+        done.write_text(json.dumps(result))
+        return result
 
 
 def pytest_addoption(parser):
@@ -29,14 +57,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if any(name in item.fixturenames for name in SLOW_FIXTURES):
             item.add_marker(pytest.mark.slow)
-        group = next((g for name, g in SHARED_RUNS.items() if name in item.fixturenames), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
     if config.getoption("--reverse"):
         items.reverse()
-    # Longest first: xdist hands out work in this order (make test passes --no-loadscope-reorder),
-    # so the pipeline runs start at once and the short tests fill in around them. Stable: within
-    # a rank the collected (or reversed) order stays.
+    # Longest first: `make test` hands out whole files (xdist's loadfile, so a module's shared
+    # run happens once) in this order (--no-loadscope-reorder): the pipeline runs start at once
+    # and the short tests fill in around them. Stable: within a rank the collected (or
+    # reversed) order stays.
     items.sort(key=_rank)
 
 
@@ -48,14 +74,20 @@ def _rank(item) -> int:
 
 @pytest.fixture(scope="session")
 def transformed(tmp_path_factory):
-    """(data root, TransformResult) of a small generated data set (slow: one Transform run)."""
-    from pipelines.transform_only import run_transform
+    """(data root, TransformResult) of a small generated data set (slow: one Transform run, once per
+    session also when several xdist workers ask for it)."""
+    import dataclasses
+
+    from pipelines.transform_only import TransformResult, run_transform
     from synthetic import generate as G
 
-    tmp = str(tmp_path_factory.mktemp("transformed"))
-    data = os.path.join(tmp, "data")
-    G.generate(data, G.GeneratorConfig(rows=4000, days=4, seed=11), progress=False)
-    return data, run_transform(data, tmp)
+    def build(tmp):
+        data = os.path.join(tmp, "data")
+        G.generate(data, G.GeneratorConfig(rows=4000, days=4, seed=11), progress=False)
+        return {"data": data, "result": dataclasses.asdict(run_transform(data, tmp))}
+
+    built = once_per_session(tmp_path_factory, "transformed", build)
+    return built["data"], TransformResult(**built["result"])
 
 
 @pytest.fixture(scope="session")

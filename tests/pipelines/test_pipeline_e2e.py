@@ -3,9 +3,9 @@
 Slow (minutes): it runs ExampleGen, StatisticsGen, ExampleValidator and Transform on
 Beam, trains KEEP and pushes it, on a small generated data set.
 
-Every test writes under its own temporary folder. The module's run (`pipeline_run`) is
-read, never changed: a test that needs another run makes its own, so the tests pass in
-any order (`pytest --reverse` runs them backwards).
+The module's run (`pipeline_run`, once for every test here) is read, never changed, so
+the tests pass in any order (`pytest --reverse` runs them backwards). Runs of their own:
+test_pipeline_failures.py, test_incremental.py, test_resume.py.
 """
 
 import collections
@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,88 +22,19 @@ import time
 import pytest
 
 from synthetic import generate as G
-from tests.csv_edit import set_cell as _set_cell
+from tests.pipelines import (BIN, CLI_QUIET, PLANTED, PROGRESS_SECONDS, REPO, TFX_RUN, failure_text as _failed,
+                             pipeline_env as _env, read_json as _read_json, run_command as _run)
 
 pytestmark = pytest.mark.e2e
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.dirname(sys.executable)
-TFX_RUN = [os.path.join(BIN, "tfx"), "run", "create", "--pipeline_name=keep_samd", "--engine=local"]
-PLANTED = "mmoe"
-PROGRESS_SECONDS = 20  # the console's "still running" interval in the module's run
-# What `make run` adds to the tfx CLI's environment (see the Makefile): the CLI's own imports
-# print nothing; the run it starts takes these back for its log.
-CLI_QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore",
-             "KEEP_SAMD_CLI_QUIETED": "TF_CPP_MIN_LOG_LEVEL PYTHONWARNINGS"}
 
 Run = collections.namedtuple("Run", "tmp create run")
-
-
-def _env(tmp, data, **extra):
-    env = dict(os.environ)
-    env.pop("KEEP_SAMD_VERBOSE", None)  # a developer's setting would change what the console tests see
-    env.update({
-        "TF_USE_LEGACY_KERAS": "1",
-        "KEEP_SAMD_OUTPUT": os.path.join(tmp, "runs"),
-        "KEEP_SAMD_DATA": data,
-        "LOCAL_HOME": os.path.join(tmp, "tfx_local"),
-        "KEEP_SAMD_TRAIN_STEPS": "600",
-        "KEEP_SAMD_EVAL_STEPS": "10",
-        "KEEP_SAMD_EPOCHS": "3",
-        "KEEP_SAMD_KEEP": json.dumps({"batch_size": 256}),
-        "KEEP_SAMD_SAMD": json.dumps({"train_steps": 200, "epochs": 2, "samd": {"batch_size": 64}}),
-        # mmoe is the planted worse model: trained on inverted labels, it must not be blessed.
-        # (Shuffled labels give an AUC near 0.5 but, with early stopping on validation AUC,
-        # 0.52-0.54 at times here: a flaky control.)
-        "KEEP_SAMD_UNIFIED": json.dumps({"train_steps": 150, "corrupt_labels": {PLANTED: "invert"}}),
-        # A margin of 3 standard errors of a chance AUC on the ~4k test rows. The students are
-        # judged on their own scenario's rows (~40 for a minor one here, too few for any
-        # margin): they are only required to have a computable AUC.
-        "KEEP_SAMD_BLESSING": json.dumps({"metric": "auc_click", "margin": 0.03, "models": {
-            "samd": {"margin": -1.0}, "keep_downstream": {"tolerance": 1.0}}}),
-        # KEEP stage two, incremental: the downstream model trains on the latest day.
-        "KEEP_SAMD_DOWNSTREAM": json.dumps({"spans": 1, "train_steps": 150, "knowledge_train_steps": 150,
-                                            "epochs": 2, "downstream": {"batch_size": 256},
-                                            "knowledge": {"batch_size": 256}}),
-        "KEEP_SAMD_PROGRESS_SECONDS": str(PROGRESS_SECONDS),
-    })
-    env.update(extra)
-    return env
-
-
-def _run(cmd, env, timeout=1500):
-    """`cmd` in its own process group: past `timeout` it is killed with its children (Beam's workers)."""
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=60)
-        pytest.fail(f"{' '.join(cmd)}: still running after {timeout}s\n{out[-2000:]}{err[-3000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
-def _failed(tmp, run):
-    """What to show when a run failed: its terminal, and the end of its log (the traceback is there)."""
-    logs = sorted(glob.glob(os.path.join(tmp, "runs", "logs", "*.log")), key=os.path.getmtime)
-    tail = ""
-    if logs:
-        with open(logs[-1], errors="replace") as f:
-            tail = f"\n--- {logs[-1]} ---\n" + f.read()[-6000:]
-    return run.stdout[-2000:] + run.stderr[-3000:] + tail
 
 
 def _one(pattern):
     files = glob.glob(pattern)
     assert len(files) == 1, f"{pattern}: expected one match, found {files}"
     return files[0]
-
-
-def _read_json(path):
-    assert os.path.isfile(path), f"{path}: missing"
-    with open(path) as f:
-        return json.load(f)
 
 
 @pytest.fixture(scope="module")
@@ -447,100 +377,3 @@ def test_plugged_prediction_over_grpc_equals_knowledge_lookup_then_model_in_proc
     record = _evaluation(tmp, "DownstreamEvaluator")
     assert record["blessings"]["keep_downstream"]["blessed"]
     assert "super" not in {record["roles"].get(s) for s in record["metrics"] if s != "ALL"}
-
-
-def _small_data(tmp, rows=2500):
-    data = os.path.join(tmp, "data")
-    G.generate(data, G.GeneratorConfig(rows=rows, days=3, seed=9), progress=False)
-    return data
-
-
-def test_planted_anomaly_stops_the_run_before_training(tmp_path):
-    tmp = str(tmp_path)
-    data = _small_data(tmp)
-    # Passes the raw-data check (an integer), breaks the schema's domain (0..6).
-    _set_cell(os.path.join(data, "day=1", "part-00000.csv"), 10, "user_age_bucket", "12")
-    run = _run([sys.executable, "pipelines/local_runner.py"], _env(tmp, data))
-    assert run.returncode == 1, run.stderr[-3000:]
-    assert "keep_samd: run stopped" in run.stderr
-    assert "user_age_bucket" in run.stderr.split("keep_samd: run stopped")[-1]
-    root = os.path.join(tmp, "runs", "pipelines", "keep_samd")
-    assert os.path.isdir(os.path.join(root, "ExampleValidator"))
-    assert not os.path.exists(os.path.join(root, "Transform"))
-    assert not os.path.exists(os.path.join(tmp, "runs", "serving"))
-
-
-def test_bad_raw_file_stops_the_run_before_example_gen_naming_file_and_line(tmp_path):
-    tmp = str(tmp_path)
-    data = _small_data(tmp, rows=1500)
-    _set_cell(os.path.join(data, "day=0", "part-00000.csv"), 42, "scenario_id", "moon_page")
-    run = _run([sys.executable, "pipelines/local_runner.py"], _env(tmp, data))
-    assert run.returncode == 1
-    message = run.stderr.split("keep_samd: run stopped: ")[-1]
-    assert "day=0/part-00000.csv, line 42: unknown scenario 'moon_page'" in message
-    assert not os.path.exists(os.path.join(tmp, "runs", "pipelines", "keep_samd", "CsvExampleGen"))
-    assert not os.path.exists(os.path.join(tmp, "runs", "serving"))
-
-
-def test_missing_data_folder_is_named(tmp_path):
-    run = _run([sys.executable, "pipelines/local_runner.py"], _env(str(tmp_path), str(tmp_path / "no_such_data")))
-    assert run.returncode == 1
-    assert "no_such_data: data folder does not exist" in run.stderr
-    assert "Traceback" not in run.stderr
-
-
-def _add_day(data, source_day, new_day):
-    """A new daily span: the rows of `source_day` again, as day `new_day`."""
-    import csv
-
-    os.makedirs(os.path.join(data, f"day={new_day}"))
-    with open(os.path.join(data, f"day={source_day}", "part-00000.csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
-    with open(os.path.join(data, f"day={new_day}", "part-00000.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "day": str(new_day)})
-    return len(rows)
-
-
-def test_second_run_with_a_new_span_adds_a_knowledge_version_and_warm_starts_the_downstream_model(tmp_path):
-    tmp = str(tmp_path)
-    data = os.path.join(tmp, "data")
-    G.generate(data, G.GeneratorConfig(rows=6000, days=4, seed=5), progress=False)
-    # Two runs of their own of what this test is about: KEEP, the knowledge cache, the
-    # downstream model. Any downstream model is blessed (a margin of -1 over chance): what is
-    # tested is that the second run warm-starts from the first one's.
-    # Beam in one process: on this little data, starting multi-processing workers costs more than it saves.
-    env = _env(tmp, data, KEEP_SAMD_TRAIN_STEPS="60", KEEP_SAMD_EPOCHS="1",
-               KEEP_SAMD_BEAM_ARGS="--runner=DirectRunner --direct_running_mode=in_memory",
-               KEEP_SAMD_SAMD=json.dumps({"enabled": False}), KEEP_SAMD_UNIFIED=json.dumps({"models": []}),
-               KEEP_SAMD_BLESSING=json.dumps({"metric": "auc_click", "models": {
-                   "keep_downstream": {"margin": -1.0, "tolerance": 1.0}}}),
-               KEEP_SAMD_DOWNSTREAM=json.dumps({"spans": 1, "train_steps": 60, "knowledge_train_steps": 60,
-                                                "epochs": 1, "downstream": {"batch_size": 256},
-                                                "knowledge": {"batch_size": 256}}))
-    runner = [sys.executable, "pipelines/local_runner.py"]
-    run = _run(runner, env)
-    assert run.returncode == 0, _failed(tmp, run)
-    serving = os.path.join(tmp, "runs", "serving")
-    first_cache = sorted(os.listdir(os.path.join(serving, "keep_knowledge")))
-    first_model = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "DownstreamTrainer", "model", "*"))
-    assert len(first_cache) == 1 and len(first_model) == 1, (first_cache, first_model)
-
-    _add_day(data, 3, 4)  # day 4 becomes the test day, 3 validation, 0-2 train
-    run = _run(runner, env)
-    assert run.returncode == 0, _failed(tmp, run)
-
-    caches = sorted(os.listdir(os.path.join(serving, "keep_knowledge")), key=int)
-    assert len(caches) == 2 and caches[0] == first_cache[0]
-    models = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "DownstreamTrainer", "model", "*"))
-    second = [m for m in models if m not in first_model]
-    assert len(second) == 1, models
-    record = _read_json(os.path.join(second[0], "training.json"))
-    assert record["warm_start"]["base_model"] == first_model[0]
-    assert record["warm_start"]["restored"] > 0 and record["warm_start"]["new"] == []
-    assert "user_id" in record["warm_start"]["remapped"]  # a day more of train: new users, reordered ids
-    assert record["latest_day"] == 2 and record["knowledge_version"] == int(caches[1])
-    first = _read_json(os.path.join(first_model[0], "training.json"))
-    assert first["warm_start"]["base_model"] is None and first["latest_day"] == 1
