@@ -48,8 +48,8 @@ def _latest(*parts):
 def _knowledge_full(keras_dir, rows, batch=4096):
     from models.samd_trainer import load_teacher
 
-    teacher = load_teacher(keras_dir)
     names = list(rows)
+    teacher = load_teacher(keras_dir, {k: tf.constant(rows[k][:1]) for k in names})
     out = []
     for s in range(0, len(rows["click"]), batch):
         out.append(teacher({k: tf.constant(rows[k][s:s + batch]) for k in names}, training=False)["knowledge"].numpy())
