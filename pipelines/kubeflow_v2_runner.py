@@ -101,11 +101,18 @@ def compile_pipeline(options: PipelineOptions, image: str, output_file: str, ver
     if vertex_training:
         use_vertex_training(pipeline, vertex_training, image)
     runner.run(pipeline, write_out=True)
-    # The tfx CLI's patcher points the runner at its own folder: edit the file it wrote.
-    written = os.path.join(runner._output_dir, runner._output_filename)  # noqa: SLF001
+    written = written_file(runner)
     if os.path.exists(written):  # local-path: the compiler writes a local file
         _always_run(written, "RawDataCheck")
     return written
+
+
+def written_file(runner) -> str:
+    """The pipeline file `runner` wrote. The tfx CLI's patcher points the runner at a folder of
+    its own (tfx/tools/cli/handler/dag_runner_patcher.py), and KubeflowV2DagRunner has no
+    public accessor for it: private attributes, checked against TFX 1.16.0
+    (tests/pipelines/test_kubeflow_v2_runner.py fails if they change)."""
+    return os.path.join(runner._output_dir, runner._output_filename)  # noqa: SLF001
 
 
 def _always_run(pipeline_file: str, task: str) -> None:

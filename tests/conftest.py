@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 pytest_plugins = ["pytester", "tests.suite_budget"]
 
-# Markers (registered in pytest.ini): `e2e` on tests/pipelines/test_pipeline_e2e.py; `slow` on
+# Markers (registered in pytest.ini): `e2e` on the pipeline-running modules of tests/pipelines; `slow` on
 # any test that needs one of these fixtures, so a new user of them is marked without anyone
 # remembering to.
 SLOW_FIXTURES = ("transformed",)

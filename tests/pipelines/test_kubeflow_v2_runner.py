@@ -195,3 +195,12 @@ def test_tfx_cli_creates_the_pipeline_for_vertex(tmp_path):
     assert "registry.example/keep_samd:2" in json.dumps(written)
     tasks = written.get("pipelineSpec", written)["root"]["dag"]["tasks"]
     assert "cachingOptions" not in tasks["RawDataCheck"] and tasks["Transform"]["cachingOptions"]["enableCache"]
+
+
+def test_written_file_is_where_the_runner_wrote_the_spec(tmp_path):
+    from tfx import v1 as tfx
+
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image="i"),
+        output_dir=str(tmp_path), output_filename="p.json")
+    assert kubeflow_v2_runner.written_file(runner) == str(tmp_path / "p.json")
