@@ -151,8 +151,7 @@ import tf_keras
 
 from models import features as F
 from models.configs import FromDict
-from models.keep import TASKS
-from models.multitask import MultiTaskSteps
+from models.multitask import TASKS, MultiTaskSteps
 
 ROUTING_INPUTS = ("scenario", "user", "instance")
 

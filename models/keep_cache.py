@@ -144,7 +144,6 @@ class CacheableKnowledgeModel(MultiTaskSteps, tf_keras.Model):
         return out
 
 
-
 def assemble(parts: Mapping[str, tf.Tensor], strategy: str) -> tf.Tensor:
     """K̂(u, i, c) from its cached parts (Equation 6 for "both")."""
     pieces = []

@@ -64,8 +64,7 @@ import tensorflow as tf
 import tf_keras
 
 from models import features as F
-from models.keep import TASKS
-from models.multitask import MultiTaskSteps
+from models.multitask import TASKS, MultiTaskSteps
 from models.configs import FromDict
 
 
