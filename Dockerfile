@@ -9,6 +9,7 @@ COPY schemas schemas
 COPY synthetic synthetic
 COPY components components
 COPY models models
+COPY trainers trainers
 COPY pipelines pipelines
 COPY serving serving
 RUN pip install --no-cache-dir --no-deps --no-build-isolation -e .

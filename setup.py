@@ -11,7 +11,7 @@ setup(
     version="0.1.0",
     description="Heterogeneous multi-scenario, multi-task recommendation on TFX",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["pipelines*", "components*", "models*", "serving*", "schemas*", "synthetic*"]),
+    packages=find_packages(include=["pipelines*", "components*", "models*", "trainers*", "serving*", "schemas*", "synthetic*"]),
     package_data={"schemas": ["*.pbtxt"]},
     install_requires=[],
 )

@@ -199,7 +199,7 @@ def pipeline_speed(a) -> dict:
     from tfx_bsl.public import tfxio
 
     from bench.quality import finished_transform
-    from models.unified_trainer import BUDGET_BATCH_SIZE, all_vocab_sizes, build
+    from trainers.unified import BUDGET_BATCH_SIZE, all_vocab_sizes, build
 
     head = finished_transform(os.path.join(a.base, "transform"))
     if head is None:

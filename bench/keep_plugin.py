@@ -46,7 +46,7 @@ def _latest(*parts):
 
 
 def _knowledge_full(keras_dir, rows, batch=4096):
-    from models.samd_trainer import load_teacher
+    from trainers.samd import load_teacher
 
     names = list(rows)
     teacher = load_teacher(keras_dir, {k: tf.constant(rows[k][:1]) for k in names})
@@ -60,10 +60,10 @@ def _knowledge_cached(strategy, tft_output, train_all, validation_all, steps, tr
     """Trains the strategy's heads on the train split and caches the train days; K̂ of `train`'s
     rows point in time (as of the day before each), of each of `others` by cache lookup."""
     from models import features as F
-    from models import knowledge_center as KC
+    from trainers import knowledge_center as KC
     from models.keep_cache import CacheableKnowledgeConfig, KnowledgeCache, daily_tables, knowledge_as_of, \
         latest_tables
-    from models.transformed_data import raw_ids
+    from trainers.transformed_data import raw_ids
     from pipelines.options import DownstreamOptions
 
     tf.random.set_seed(0)
@@ -88,11 +88,11 @@ def quality(run_dir, data_root, steps, seeds, knowledge_steps):
     import tensorflow_transform as tft
 
     from components.model_evaluator.metrics import auc, gauc
-    from models import downstream_trainer as D
+    from trainers import downstream as D
     from models import features as F
     from models.keep_plugin import KNOWLEDGE, DownstreamConfig
-    from models.keep_trainer import keras_model_dir
-    from models.transformed_data import load_transformed, raw_ids, select, transformed_index
+    from trainers.keep import keras_model_dir
+    from trainers.transformed_data import load_transformed, raw_ids, select, transformed_index
 
     root = os.path.join(run_dir, "pipelines", "keep_samd")
     examples = _latest(root, "Transform", "transformed_examples")

@@ -9,7 +9,7 @@ predictions), e.g. one seed of bench/quality.py on the rich preset:
         --seeds 0 1 2 --variants samd alone \
         [--workdir /tmp/samd_bench] [--steps 300] [--epochs 5] [--summarise-only] [--separate]
 
-Each (variant, seed) is one models.samd_trainer.run (the SamdTrainer's own code: train
+Each (variant, seed) is one trainers.samd.run (the SamdTrainer's own code: train
 split, early stopping on validation) whose exported students are scored on the test
 day's raw examples; predictions are kept under --workdir, so runs can be added later
 and the table rebuilt. Variants are SamdConfig overrides (VARIANTS); "alone" is the
@@ -46,7 +46,7 @@ import tensorflow as tf
 
 from bench.quality import version_of
 from components.model_evaluator import metrics as M
-from models import samd_trainer
+from trainers import samd as samd_trainer
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "samd.json")
 GROUPS = ("super", "homogeneous", "heterogeneous", "minor")

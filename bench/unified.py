@@ -46,7 +46,7 @@ def train_grec_routing(run, routing, steps, epochs=6):
     import tf_keras
 
     from models import export
-    from models.unified_trainer import all_vocab_sizes, build
+    from trainers.unified import all_vocab_sizes, build
 
     root = os.path.join(run, "pipelines", "keep_samd", "Transform")
     tft_output = tft.TFTransformOutput(sorted(glob.glob(os.path.join(root, "transform_graph", "*")))[-1])

@@ -105,13 +105,13 @@ Readings of the paper (and where it is silent, our choices; each is a config fie
 * Strategies (the ablation table): `meta` (the paper's), `no_cluster` (C_i dropped
   from g's input), `all2all` (w_mn = 1/M_i) and `similarity` (w_mn from the linear
   CKA between layer outputs on the batch, normalised over m, no gradient).
-* Early stopping and sampling (models/samd_trainer.py): each student keeps the
+* Early stopping and sampling (trainers/samd.py): each student keeps the
   weights of its own best validation click AUC; per-scenario batches are
   proportional to the square root of the scenario's rows (`sampling="sqrt"`) rather
   than equal (`"uniform"`, Algorithm 1 read literally), so a minor scenario is not
   replayed many times per pass of the super scenario.
 
-Example (models/samd_trainer.py does this):
+Example (trainers/samd.py does this):
     config = SamdConfig()
     widths = layer_widths(teacher.teacher_layers(features, tasks=teacher_tasks(config)))
     distiller = SamdDistiller(config, teacher, students, table, widths, student_widths)

@@ -139,7 +139,7 @@ def create_pipeline(options: PipelineOptions, local: bool = True, imported=None)
 def _keep_trainer(options: PipelineOptions, head: Dict, node_id: str, model_name: str, roles=None):
     """A KEEP Trainer on the transformed examples; with `roles`, on those scenarios' rows only."""
     args = dict(
-        run_fn="models.keep_trainer.run_fn",
+        run_fn="trainers.keep.run_fn",
         examples=head["transformed"],
         transform_graph=head["graph"],
         schema=head["schema"],
@@ -217,7 +217,7 @@ def _unified_trainer(options: PipelineOptions, head: Dict, name: str):
     """(A Trainer of one unified model or baseline, its title); one batch size for all: equal budgets."""
     title = "".join(part.capitalize() for part in name.split("_"))
     trainer = tfx.components.Trainer(
-        run_fn="models.unified_trainer.run_fn",
+        run_fn="trainers.unified.run_fn",
         examples=head["transformed"],
         transform_graph=head["graph"],
         schema=head["schema"],

@@ -33,7 +33,7 @@ pipeline pod, e.g.
 ("trainers" defaults to every distribution-aware Trainer.)
 
 Vertex sets TF_CONFIG on every replica (pool 0 = chief, 1 = workers, 2 = parameter
-servers) and models.distribute picks the strategy from it: chief and workers only ->
+servers) and trainers.distribute picks the strategy from it: chief and workers only ->
 MultiWorkerMirroredStrategy, a parameter-server pool -> ParameterServerStrategy with
 the large embedding tables sharded. A pool without container_spec runs --image.
 """
@@ -53,8 +53,8 @@ from pipelines.keep_samd import create_pipeline  # noqa: E402
 from pipelines.options import PIPELINE_NAME, PipelineOptions  # noqa: E402
 
 
-# The Trainers whose run_fn trains under the TF_CONFIG cluster's strategy (models.distribute).
-DISTRIBUTED_RUN_FNS = ("models.keep_trainer.run_fn", "models.unified_trainer.run_fn")
+# The Trainers whose run_fn trains under the TF_CONFIG cluster's strategy (trainers.distribute).
+DISTRIBUTED_RUN_FNS = ("trainers.keep.run_fn", "trainers.unified.run_fn")
 
 
 def use_vertex_training(pipeline, settings: dict, image: str):

@@ -62,7 +62,7 @@ def option(default=dataclasses.MISSING, *, doc: str, **metadata):
 
 
 def _unified_models() -> Dict[str, Tuple[str, str, str]]:
-    from models.unified_trainer import MODELS  # TensorFlow: imported only when an option names a model
+    from trainers.unified import MODELS  # TensorFlow: imported only when an option names a model
 
     return MODELS
 
@@ -82,18 +82,18 @@ class SamdOptions(FromDict):
     epochs: int = option(5, minimum=1, doc="epochs SAMD's steps are spread over, each ending with a validation pass")
 
     def trainer_config(self) -> Dict:
-        """SamdTrainer's custom_config (models/samd_trainer.py)."""
+        """SamdTrainer's custom_config (trainers/samd.py)."""
         return {"samd": self.samd, "students": self.students, "epochs": self.epochs,
                 "scenarios": list(self.scenarios) if self.scenarios else None}
 
 
 @dataclasses.dataclass(frozen=True)
 class UnifiedOptions(FromDict):
-    models: Optional[Tuple[str, ...]] = option(None, shown="all of `models.unified_trainer.MODELS`",
+    models: Optional[Tuple[str, ...]] = option(None, shown="all of `trainers.unified.MODELS`",
                                                doc="the unified models and baselines trained")
     configs: Dict[str, Dict[str, Any]] = option(dict, doc="{model: overrides of its config dataclass}")
     train_steps: Optional[int] = option(None, minimum=1, shown="`KEEP_SAMD_TRAIN_STEPS`", doc="each one's steps")
-    batch_size: Optional[int] = option(None, minimum=1, shown="`models.unified_trainer.BUDGET_BATCH_SIZE`",
+    batch_size: Optional[int] = option(None, minimum=1, shown="`trainers.unified.BUDGET_BATCH_SIZE`",
                                        doc="every one's batch, for equal budgets (a `configs` batch_size wins)")
     corrupt_labels: Dict[str, str] = option(
         dict, doc='{model: "shuffle" | "invert"}: a planted worse model, trained on corrupted labels (it must not '
@@ -134,7 +134,7 @@ class DownstreamOptions(FromDict):
         return self.MODEL_EPOCHS if self.epochs is None else self.epochs
 
     def trainer_config(self) -> Dict:
-        """DownstreamTrainer's custom_config (models/downstream_trainer.py)."""
+        """DownstreamTrainer's custom_config (trainers/downstream.py)."""
         return {"plugged": self.plugged, "downstream": self.downstream, "spans": self.spans,
                 "scenarios": list(self.scenarios) if self.scenarios else None, "epochs": self.model_epochs}
 
@@ -214,7 +214,7 @@ class PipelineOptions:
                 unknown = sorted(set(names) - set(known))
                 if unknown:
                     raise OptionsError(f"KEEP_SAMD_UNIFIED.{field}: unknown model(s) {unknown}; known: {sorted(known)}")
-            from models.unified_trainer import CORRUPTIONS
+            from trainers.unified import CORRUPTIONS
 
             try:
                 for name, overrides in unified.configs.items():

@@ -4,7 +4,7 @@ A component of its own rather than TFX's Trainer because it takes the knowledge
 cache as an input; otherwise it follows the Trainer's contract: `base_model` (from
 a LatestBlessedModelStrategy resolver, i.e. the last pushed downstream model) is
 warm-started from, `model` holds the SavedModel under Format-Serving. Work:
-models/downstream_trainer.py.
+trainers/downstream.py.
 """
 
 import json
@@ -21,7 +21,7 @@ from components.downstream_trainer import executor
 class DownstreamTrainerSpec(component_spec.ComponentSpec):
     PARAMETERS = {
         "train_steps": ExecutionParameter(type=int),
-        "custom_config": ExecutionParameter(type=str, optional=True),  # JSON (models/downstream_trainer.py)
+        "custom_config": ExecutionParameter(type=str, optional=True),  # JSON (trainers/downstream.py)
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),  # transformed

@@ -1,4 +1,4 @@
-"""Executor of DownstreamTrainer: resolves paths and the cache version, calls models.downstream_trainer.run."""
+"""Executor of DownstreamTrainer: resolves paths and the cache version, calls trainers.downstream.run."""
 
 import json
 import os
@@ -8,7 +8,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from models import downstream_trainer
+from trainers import downstream
 from schemas.scenarios import SCENARIOS_FILE
 
 
@@ -23,7 +23,7 @@ class Executor(base_executor.BaseExecutor):
         if input_dict.get("base_model"):
             base_model_dir = artifact_utils.get_single_uri(input_dict["base_model"])
         out = artifact_utils.get_single_instance(output_dict["model"])
-        record = downstream_trainer.run(
+        record = downstream.run(
             train_pattern=os.path.join(artifact_utils.get_split_uri(examples, "train"), "*"),
             eval_pattern=os.path.join(artifact_utils.get_split_uri(examples, "validation"), "*"),
             transform_graph=artifact_utils.get_single_uri(input_dict["transform_graph"]),

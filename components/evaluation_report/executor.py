@@ -10,7 +10,7 @@ from tfx.types import artifact_utils
 from models import artifact_io
 from components.evaluation_report.report import write_report
 from components.model_evaluator.executor import EVALUATION_FILE
-from models.unified_trainer import MODELS
+from trainers.unified import MODELS
 
 MODEL_NAMES = ("keep_general", "samd", *MODELS, "keep_downstream")  # also the report's column order
 

@@ -4,7 +4,7 @@ Trains the cacheable knowledge heads (decomposition / degeneration / both, KEEP
 section 5.2), computes the cache for every user, item and user-category pair of the
 data and exports it as a SavedModel of lookup tables (models/keep_cache.py), which
 KnowledgePusher pushes as the TF Serving model `keep_knowledge`. Work:
-models/knowledge_center.py.
+trainers/knowledge_center.py.
 
 The output Model artifact carries `knowledge_version` (the version it is pushed as
 and the one its lookups answer), `strategy` and `knowledge_width`: a downstream

@@ -1,4 +1,4 @@
-"""Executor of KnowledgeCenter: picks the version, calls models.knowledge_center.run."""
+"""Executor of KnowledgeCenter: picks the version, calls trainers.knowledge_center.run."""
 
 import json
 import os
@@ -8,7 +8,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from models import knowledge_center
+from trainers import knowledge_center
 
 
 class Executor(base_executor.BaseExecutor):

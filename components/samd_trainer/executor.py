@@ -1,4 +1,4 @@
-"""Executor of SamdTrainer: resolves the artifacts' paths and calls models.samd_trainer.run."""
+"""Executor of SamdTrainer: resolves the artifacts' paths and calls trainers.samd.run."""
 
 import json
 import os
@@ -10,8 +10,8 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from models import artifact_io
-from models import samd_trainer
-from models.keep_trainer import keras_model_dir
+from trainers import samd as samd_trainer
+from trainers.keep import keras_model_dir
 from schemas.scenarios import SCENARIOS_FILE
 
 

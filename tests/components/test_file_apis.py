@@ -10,8 +10,8 @@ import glob
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCOPE = ("components/**/*.py", "models/*_trainer.py", "models/knowledge_center.py", "models/multitask.py",
-         "models/export.py", "models/transformed_data.py", "models/keep_cache.py", "models/keep_plugin.py",
+SCOPE = ("components/**/*.py", "models/*_trainer.py", "trainers/knowledge_center.py", "models/multitask.py",
+         "models/export.py", "trainers/transformed_data.py", "models/keep_cache.py", "models/keep_plugin.py",
          "schemas/scenarios.py")
 # (module, attribute) pairs, or a bare builtin name, that only work on the local filesystem
 FORBIDDEN = {

@@ -8,7 +8,7 @@ from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
 
 from components.knowledge_center.executor import Executor
-from models import knowledge_center
+from trainers import knowledge_center
 from tests.components import artifact, ram_dir
 
 pytestmark = pytest.mark.slow  # a Transform run (the session's `transformed` fixture) and training

@@ -13,8 +13,8 @@ from components.artifacts import ScenarioTable, TransferReport
 from components.samd_trainer.executor import Executor
 from models import export
 from models.keep import KeepConfig
-from models.keep_trainer import build_model, keras_model_dir
-from models.transformed_data import load_transformed
+from trainers.keep import build_model, keras_model_dir
+from trainers.transformed_data import load_transformed
 from tests.components import artifact, ram_dir
 
 pytestmark = pytest.mark.slow  # a Transform run (the session's `transformed` fixture) and training

@@ -46,7 +46,7 @@ def test_samd_trainer_reads_train_and_validation(tmp_path):
     (tmp_path / "teacher" / "Format-Keras" / "config.json").write_text("{}")
     outputs = {"model": [_artifact(standard_artifacts.Model, tmp_path / "out")],
                "transfer_report": [_artifact(standard_artifacts.ModelEvaluation, tmp_path / "report")]}
-    with mock.patch("models.samd_trainer.run", return_value={"students": {}, "train_seconds": 0.0}) as run:
+    with mock.patch("trainers.samd.run", return_value={"students": {}, "train_seconds": 0.0}) as run:
         executor.Executor().Do({"examples": _examples(tmp_path), "teacher": [teacher],
                                 "transform_graph": [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")],
                                 "scenario_table": _table(tmp_path)},
@@ -59,7 +59,7 @@ def test_knowledge_center_reads_train_and_validation(tmp_path):
 
     outputs = {"knowledge": [_artifact(standard_artifacts.Model, tmp_path / "out")]}
     record = {"strategy": "both", "width": 4}
-    with mock.patch("models.knowledge_center.run", return_value=record) as run:
+    with mock.patch("trainers.knowledge_center.run", return_value=record) as run:
         executor.Executor().Do({"examples": _examples(tmp_path),
                                 "transform_graph": [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")]},
                                outputs, {"train_steps": 1})
@@ -71,7 +71,7 @@ def test_downstream_trainer_reads_train_and_validation(tmp_path):
 
     outputs = {"model": [_artifact(standard_artifacts.Model, tmp_path / "out")]}
     record = {"plugged": False, "knowledge_version": None, "train_rows": 1, "warm_start": {"restored": 0}}
-    with mock.patch("models.downstream_trainer.run", return_value=record) as run:
+    with mock.patch("trainers.downstream.run", return_value=record) as run:
         executor.Executor().Do({"examples": _examples(tmp_path),
                                 "transform_graph": [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")],
                                 "scenario_table": _table(tmp_path)},

@@ -8,7 +8,7 @@ import tf_keras
 
 from models import export
 from models.linear import LinearConfig, LogisticRegressionModel, cross_hash
-from models.unified_trainer import MODELS, build
+from trainers.unified import MODELS, build
 
 VOCAB = {"user_id": 30, "item_id": 40, "category_id": 12, "shop_id": 9, "scenario_id": 10, "user_gender": 5,
          "user_age_bucket": 8}

@@ -9,7 +9,7 @@ from models import export
 from models.samd import (MetaFunction, PerStudentEarlyStopping, SamdConfig, SamdDistiller, ScenarioRepresentation,
                          ScenarioTable, SoftCluster, _layer_norm, layer_widths, linear_cka, pca_rows,
                          rank_neighbours, row_entropy, teacher_embedding_init, teacher_tasks)
-from models.samd_trainer import batch_sizes, load_teacher
+from trainers.samd import batch_sizes, load_teacher
 from tests.models.test_keep import VOCAB as KEEP_VOCAB
 from tests.models.test_keep import batch as keep_batch
 from tests.models.test_students import VOCAB as STUDENT_VOCAB
@@ -325,7 +325,7 @@ def test_load_teacher_restores_every_variable_and_refuses_a_wrong_checkpoint(tmp
 
 def test_per_scenario_batches_hold_only_their_scenarios_rows_at_their_sizes(tmp_path):
     """Streamed: the split is written once into one file per scenario, each read back with tf.data."""
-    from models.samd_trainer import per_scenario_batches, split_by_scenario
+    from trainers.samd import per_scenario_batches, split_by_scenario
 
     spec = {"scenario_id": tf.io.FixedLenFeature([1], tf.int64), "row": tf.io.FixedLenFeature([], tf.int64)}
     with tf.io.TFRecordWriter(str(tmp_path / "part.gz"), options="GZIP") as w:

@@ -22,7 +22,7 @@ def test_compiles_a_kfp_v2_pipeline_spec(tmp_path):
     parsed = json_format.ParseDict(spec.get("pipelineSpec", spec), pipeline_spec_pb2.PipelineSpec(),
                                    ignore_unknown_fields=True)
     assert parsed.pipeline_info.name == "keep-samd"
-    from models.unified_trainer import MODELS
+    from trainers.unified import MODELS
     unified = {f"{''.join(p.capitalize() for p in m.split('_'))}{kind}" for m in MODELS for kind in ("Trainer", "Evaluator", "Pusher")}
     assert set(parsed.root.dag.tasks) == {
         "ImportSchemaGen", "RawDataCheck", "CsvExampleGen", "StatisticsGen", "ExampleValidator", "ValidationGate",

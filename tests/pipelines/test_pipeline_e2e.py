@@ -209,7 +209,7 @@ def test_every_scenario_gets_a_standalone_samd_student(pipeline_run):
 
 
 def test_every_unified_model_and_baseline_is_pushed_and_predicts_standalone(pipeline_run):
-    from models.unified_trainer import MODELS
+    from trainers.unified import MODELS
 
     tmp = pipeline_run.tmp
     for name in MODELS:

@@ -36,7 +36,7 @@ from models.artifact_io import read_json, write_json
 from models.multitask import seed_everything
 from models.keep_cache import (CacheableKnowledgeConfig, CacheableKnowledgeModel, KnowledgeCache, daily_tables,
                                latest_tables)
-from models.transformed_data import load_transformed, raw_ids
+from trainers.transformed_data import load_transformed, raw_ids
 
 CACHE_FILE = "cache.json"
 DAILY_FILE = "daily.npz"

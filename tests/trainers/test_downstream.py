@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import downstream_trainer, knowledge_center
+from trainers import downstream as downstream_trainer, knowledge_center
 from models.keep_cache import lookup_knowledge
 
 
@@ -103,7 +103,7 @@ def test_training_rows_get_knowledge_as_of_the_day_before_theirs(runs):
 
     from models import features as F
     from models.keep_cache import knowledge_as_of
-    from models.transformed_data import raw_ids, transformed_index
+    from trainers.transformed_data import raw_ids, transformed_index
 
     data, t, root, cache_dir, *_ = runs
     tft_output = tft.TFTransformOutput(t.transform_graph)

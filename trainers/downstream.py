@@ -56,7 +56,7 @@ from models.artifact_io import read_json, write_json
 from models.keep_cache import knowledge_as_of
 from models.keep_plugin import KNOWLEDGE, DownstreamConfig, DownstreamModel, save_checkpoint, warm_start
 from models.multitask import TRAINING_FILE, budget_record, seed_everything
-from models.transformed_data import load_transformed, raw_ids, transformed_index
+from trainers.transformed_data import load_transformed, raw_ids, transformed_index
 
 KNOWLEDGE_MODEL = "keep_knowledge"
 CHECKPOINT = os.path.join("checkpoint", "model")
@@ -257,7 +257,7 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
         latest_day = int(load_transformed(train_pattern, tft_output, columns=[F.DAY])[F.DAY].max())
     daily = None
     if plugged:  # the KnowledgeCenter artifact: <uri>/Format-Serving is the cache, <uri> its record
-        from models import knowledge_center
+        from trainers import knowledge_center
 
         knowledge_record = os.path.dirname(knowledge_dir.rstrip("/"))
         daily = {"strategy": read_json(os.path.join(knowledge_record, knowledge_center.CACHE_FILE))["strategy"],

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models import features as F
-from models.transformed_data import load_transformed
+from trainers.transformed_data import load_transformed
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import numpy as np
 import tensorflow as tf
 
-from models.keep_trainer import only_scenarios, read_roles
+from trainers.keep import only_scenarios, read_roles
 
 
 def test_only_scenarios_reforms_full_batches_from_the_chosen_scenarios_rows():

@@ -1,6 +1,6 @@
 """Distributed training of KEEP: the strategy TF_CONFIG picks, and two short runs on 127.0.0.1.
 
-The slow tests run `models.keep_trainer.run_fn` in child processes (this file run as
+The slow tests run `trainers.keep.run_fn` in child processes (this file run as
 `python -m tests.models.test_distribute ...`, see `_main`), so the pytest process never
 joins a cluster: two MultiWorkerMirroredStrategy workers, and a ParameterServerStrategy
 coordinator with two workers and two parameter servers in its own process (TF's
@@ -167,7 +167,8 @@ def _train(root, report_name):
     """run_fn on the stand-ins; reports where this process exported and a digest of the weights it exported."""
     import tensorflow_transform as tft
 
-    from models import export, keep_trainer
+    from models import export
+    from trainers import keep as keep_trainer
 
     tft.TFTransformOutput = FakeTransformOutput
     exported = []
@@ -283,7 +284,7 @@ def single_process_export(root, out):
     """The chief's saved weights loaded into a model built without a strategy, exported the same way."""
     from models import export
     from models.keep import KeepModel
-    from models.keep_trainer import keras_model_dir
+    from trainers.keep import keras_model_dir
 
     keras_dir = keras_model_dir(os.path.join(root, "model", "Format-Serving"))
     with open(os.path.join(keras_dir, "config.json")) as f:
@@ -328,13 +329,13 @@ def training_record(root):
     ({"chief": ["h:1"], "worker": ["h:2"], "ps": ["h:3"]}, "parameter_server"),
 ])
 def test_cluster_kind(cluster, kind):
-    from models import distribute
+    from trainers import distribute
 
     assert distribute.cluster_kind(cluster) == kind
 
 
 def test_the_chief_writes_else_worker_0_of_a_chiefless_cluster():
-    from models.distribute import is_chief
+    from trainers.distribute import is_chief
 
     assert is_chief(None, None, None)
     assert is_chief("chief", 0, {"chief": ["a"], "worker": ["b"]})
@@ -344,7 +345,7 @@ def test_the_chief_writes_else_worker_0_of_a_chiefless_cluster():
 
 
 def test_without_tf_config_the_trainer_gets_the_default_strategy_and_its_own_folders(monkeypatch):
-    from models import distribute
+    from trainers import distribute
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     strategy = distribute.strategy_for_cluster()
@@ -355,7 +356,7 @@ def test_without_tf_config_the_trainer_gets_the_default_strategy_and_its_own_fol
 
 
 def test_a_non_chief_worker_writes_to_a_scratch_folder_it_removes(monkeypatch):
-    from models import distribute
+    from trainers import distribute
 
     resolver = SimpleNamespace(task_type="worker", task_id=1,
                                cluster_spec=lambda: SimpleNamespace(as_dict=lambda: {"worker": ["a", "b"]}))
@@ -370,7 +371,7 @@ def test_a_non_chief_worker_writes_to_a_scratch_folder_it_removes(monkeypatch):
 
 
 def test_wait_for_has_a_deadline(tmp_path):
-    from models.distribute import wait_for
+    from trainers.distribute import wait_for
 
     assert wait_for(str(tmp_path), timeout_s=0)
     started = time.monotonic()
@@ -379,7 +380,7 @@ def test_wait_for_has_a_deadline(tmp_path):
 
 
 def test_parameter_server_input_is_a_dataset_creator_of_disjoint_per_worker_shards():
-    from models import distribute
+    from trainers import distribute
 
     ps = SimpleNamespace()
     calls = []
@@ -406,7 +407,7 @@ def test_parameter_server_input_is_a_dataset_creator_of_disjoint_per_worker_shar
 @pytest.mark.slow
 def test_without_tf_config_the_unified_trainer_trains_in_this_process(tmp_path, monkeypatch):
     """The default path of run_fn (KEEP's runs in the pipeline end-to-end test; a second run here costs a minute)."""
-    from models import unified_trainer
+    from trainers import unified as unified_trainer
 
     custom = {"model": "logistic_regression", "config": {"cross_buckets": 64}, "batch_size": 32, "epochs": 1,
               "seed": 5, "model_name": "logistic_regression"}

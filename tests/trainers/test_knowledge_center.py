@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 from models import features as F
-from models import knowledge_center
+from trainers import knowledge_center
 from models.keep_cache import knowledge_parts, lookup_knowledge
-from models.transformed_data import load_transformed, raw_ids
+from trainers.transformed_data import load_transformed, raw_ids
 
 
 @pytest.fixture(scope="module", params=["both"])

@@ -23,7 +23,7 @@ margin of it), "invert" trains on 1 - label (a swapped label column; AUC well
 below 0.5).
 
 With TF_CONFIG describing a cluster, the model trains under its tf.distribute strategy
-(`models.distribute`, as KEEP's trainer does); the global batch, and so the budget,
+(`trainers.distribute`, as KEEP's trainer does); the global batch, and so the budget,
 stays the same.
 """
 
@@ -36,11 +36,11 @@ import tensorflow_transform as tft
 import tf_keras
 from absl import logging
 
-from models import distribute
+from trainers import distribute
 from models import export
 from models import features as F
 from models.artifact_io import write_json
-from models.keep_trainer import make_dataset
+from trainers.keep import make_dataset
 from models.multitask import PATIENCE, budget_record, seed_everything, write_training_record
 
 # name -> (module, model class, config class); each model takes (config, vocab_sizes).
@@ -86,7 +86,7 @@ BUDGET_BATCH_SIZE = 512  # every unified model's and baseline's batch in the pip
 
 
 def run_fn(fn_args):
-    """Trains and exports under the strategy of the TF_CONFIG cluster (models.distribute; none: one process)."""
+    """Trains and exports under the strategy of the TF_CONFIG cluster (trainers.distribute; none: one process)."""
     distribute.run_on_cluster(fn_args, train_and_export)
 
 

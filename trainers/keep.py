@@ -18,7 +18,7 @@ the best epoch's weights. Recommendation models overfit id embeddings within a f
 passes over the data, and the validation AUC, not the step count, says when.
 
 With TF_CONFIG describing a cluster, the model trains under its tf.distribute strategy
-(`models.distribute`: MultiWorkerMirroredStrategy, or ParameterServerStrategy with the
+(`trainers.distribute`: MultiWorkerMirroredStrategy, or ParameterServerStrategy with the
 embedding tables of at least custom_config "min_shard_bytes" sharded) and only the
 chief writes the outputs.
 """
@@ -31,7 +31,7 @@ import tf_keras
 from absl import logging
 from tfx_bsl.public import tfxio
 
-from models import distribute
+from trainers import distribute
 from models import export
 from models import features as F
 from models.artifact_io import write_json
@@ -72,7 +72,7 @@ def build_model(config: KeepConfig, tf_transform_output) -> KeepModel:
 
 
 def run_fn(fn_args):
-    """Trains and exports under the strategy of the TF_CONFIG cluster (models.distribute; none: one process)."""
+    """Trains and exports under the strategy of the TF_CONFIG cluster (trainers.distribute; none: one process)."""
     distribute.run_on_cluster(fn_args, train_and_export)
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.unified_trainer import CORRUPTIONS, MODELS, build
+from trainers.unified import CORRUPTIONS, MODELS, build
 
 
 def _batch():
