@@ -199,7 +199,11 @@ def pipeline_speed(a) -> dict:
     from tfx_bsl.public import tfxio
 
     from bench.quality import finished_transform
-    from trainers.unified import BUDGET_BATCH_SIZE, all_vocab_sizes, build
+    from models import registry
+    from pipelines.options import UnifiedOptions
+    from trainers.generic import all_vocab_sizes
+
+    batch_size = UnifiedOptions().batch_size  # the pipeline's equal budget
 
     head = finished_transform(os.path.join(a.base, "transform"))
     if head is None:
@@ -214,14 +218,14 @@ def pipeline_speed(a) -> dict:
     for repeat in range(a.repeats):
         for name in (a.models if repeat % 2 == 0 else a.models[::-1]):
             tf_keras.utils.set_random_seed(0)
-            model, config = build(name, {"batch_size": BUDGET_BATCH_SIZE}, vocab)
-            model.compile(optimizer=tf_keras.optimizers.Adam(getattr(config, "learning_rate", 1e-3)))
+            model, config = registry.get(name).build({"batch_size": batch_size}, vocab)
+            model.compile()
             data = source.TensorFlowDataset(tfxio.TensorFlowDatasetOptions(
-                batch_size=BUDGET_BATCH_SIZE, shuffle=True, shuffle_buffer_size=20_000)).prefetch(tf.data.AUTOTUNE)
+                batch_size=batch_size, shuffle=True, shuffle_buffer_size=20_000)).prefetch(tf.data.AUTOTUNE)
             model.fit(data, epochs=1, steps_per_epoch=1, verbose=0)  # traces the step, fills the buffer
             t0 = time.perf_counter()
             model.fit(data, epochs=1, steps_per_epoch=a.steps, verbose=0)
-            results.setdefault(name, []).append(a.steps * BUDGET_BATCH_SIZE / (time.perf_counter() - t0))
+            results.setdefault(name, []).append(a.steps * batch_size / (time.perf_counter() - t0))
             print(f"{name}: {results[name][-1]:.0f} examples/s", flush=True)
     reference = results.get("shared_bottom")
     models = {}
@@ -230,7 +234,7 @@ def pipeline_speed(a) -> dict:
         if reference:
             models[n]["vs_shared_bottom"] = round(max(v) / max(reference), 3)
             models[n]["paired_ratio"] = paired_ratio(v, reference)
-    return {"base": a.base, "steps": a.steps, "batch": BUDGET_BATCH_SIZE, "repeats": a.repeats, "models": models}
+    return {"base": a.base, "steps": a.steps, "batch": batch_size, "repeats": a.repeats, "models": models}
 
 
 def paired_ratio(runs, reference, level: float = 0.95) -> dict:

@@ -64,11 +64,11 @@ def _knowledge_cached(strategy, tft_output, train_all, validation_all, steps, tr
     from models.keep_cache import CacheableKnowledgeConfig, KnowledgeCache, daily_tables, knowledge_as_of, \
         latest_tables
     from trainers.transformed_data import raw_ids
-    from pipelines.options import DownstreamOptions
+    from pipelines.options import DownstreamOptions, PipelineOptions
 
     tf.random.set_seed(0)
     heads = KC.train(CacheableKnowledgeConfig(strategy=strategy), tft_output, train_all, validation_all, steps,
-                     DownstreamOptions.KNOWLEDGE_EPOCHS)  # the pipeline's
+                     DownstreamOptions.KNOWLEDGE_EPOCHS, PipelineOptions().patience)  # the pipeline's
     daily = daily_tables(heads, KC.knowledge_batches(heads, tft_output, train_all))
     cache = KnowledgeCache(strategy, latest_tables(daily))
 
@@ -91,7 +91,8 @@ def quality(run_dir, data_root, steps, seeds, knowledge_steps):
     from trainers import downstream as D
     from models import features as F
     from models.keep_plugin import KNOWLEDGE, DownstreamConfig
-    from trainers.keep import keras_model_dir
+    from pipelines.options import PipelineOptions
+    from trainers.generic import keras_model_dir
     from trainers.transformed_data import load_transformed, raw_ids, select, transformed_index
 
     root = os.path.join(run_dir, "pipelines", "keep_samd")
@@ -128,7 +129,7 @@ def quality(run_dir, data_root, steps, seeds, knowledge_steps):
             tf.random.set_seed(seed)
             config = DownstreamConfig(knowledge_width=0 if k_train is None else int(k_train.shape[1]))
             model = D.build_model(config, vocab_sizes, tr)
-            D.fit(model, tr, va, steps, epochs=3, verbose=0)
+            D.fit(model, tr, va, steps, epochs=3, patience=PipelineOptions().patience, verbose=0)
             pred = D.predict(model, te)
             scores = {"ALL": {"auc": auc(te["click"], pred), "gauc": gauc(te["user_id"], te["click"], pred)}}
             for s in sub:

@@ -46,6 +46,7 @@ import tensorflow as tf
 
 from bench.quality import version_of
 from components.model_evaluator import metrics as M
+from pipelines.options import PipelineOptions
 from trainers import samd as samd_trainer
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "samd.json")
@@ -159,7 +160,8 @@ def keep_predictions(root, scenario, click):
 
 
 def train_variant(art, scenarios_csv, variant, seed, steps, epochs, eval_steps, out, **extra):
-    custom = {"seed": seed, "epochs": epochs, "patience": 2, "samd": VARIANTS[variant], **extra}
+    custom = {"model_name": "samd", "seed": seed, "epochs": epochs, "patience": PipelineOptions().patience,
+              "samd": VARIANTS[variant], **extra}
     t0 = time.perf_counter()
     report = samd_trainer.run(art["train"], art["validation"], art["transform_graph"], art["teacher"], scenarios_csv,
                               os.path.join(out, "model"), out, steps, eval_steps, art["similarity"], custom)

@@ -22,9 +22,10 @@ import time
 import tensorflow as tf
 
 from components.model_evaluator import metrics as M
+from models import registry
 
 TASKS = M.TASKS
-MODELS = ("keep_general", "pepnet", "adl", "grec", "shared_bottom", "mmoe", "logistic_regression")
+MODELS = registry.names("general") + registry.names("unified")  # one SavedModel each, served as its name
 
 
 def load_eval(run):
@@ -46,14 +47,16 @@ def train_grec_routing(run, routing, steps, epochs=6):
     import tf_keras
 
     from models import export
-    from trainers.unified import all_vocab_sizes, build
+    from models import registry
+    from pipelines.options import PipelineOptions
+    from trainers.generic import all_vocab_sizes
 
     root = os.path.join(run, "pipelines", "keep_samd", "Transform")
     tft_output = tft.TFTransformOutput(sorted(glob.glob(os.path.join(root, "transform_graph", "*")))[-1])
     examples = sorted(glob.glob(os.path.join(root, "transformed_examples", "*")))[-1]
     spec = tft_output.transformed_feature_spec()
-    model, config = build("grec", {"routing": routing}, all_vocab_sizes(tft_output))
-    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    model, config = registry.get("grec").build({"routing": routing}, all_vocab_sizes(tft_output))
+    model.compile()
 
     def dataset(split, shuffle):
         files = sorted(glob.glob(os.path.join(examples, f"Split-{split}", "*")))
@@ -65,7 +68,8 @@ def train_grec_routing(run, routing, steps, epochs=6):
     t0 = time.time()
     history = model.fit(dataset("train", True), epochs=epochs, steps_per_epoch=max(1, steps // epochs),
                         validation_data=dataset("validation", False), verbose=0,
-                        callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max", patience=2,
+                        callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max",
+                                                                    patience=PipelineOptions().patience,
                                                                     restore_best_weights=True)])
     seconds = time.time() - t0
     out = tempfile.mkdtemp()
@@ -114,7 +118,7 @@ def main(argv=None):
             continue
         serve = tf.saved_model.load(os.path.dirname(versions[-1])).signatures["serving_default"]
         entry = {"auc": auc_table(M.score(serve, rows), table), "latency_ms": latency_ms(serve, rows)}
-        title = "".join(part.capitalize() for part in name.split("_"))
+        title = registry.get(name).title
         hist = glob.glob(os.path.join(a.run, "pipelines", "keep_samd", f"{title}Trainer", "model_run", "*",
                                       "history.json"))
         if hist:

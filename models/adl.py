@@ -519,6 +519,12 @@ class AdlModel(MultiTaskSteps, tf_keras.Model):
         out["cluster"] = cluster
         return out
 
+    def training_report(self, features) -> Dict:
+        """{"routing": how a validation batch is routed}, for training.json (trainers/generic.py)."""
+        report = routing_report(self, features)
+        return {"routing": {k: report[k] for k in ("train_serve_agreement", "batch_fit_agreement", "cluster_sizes",
+                                                   "max_centre_cosine")}}
+
 
 def routing_report(model: AdlModel, features, scenario_key: str = "scenario_id") -> Dict:
     """How a batch is routed: train-vs-serve agreement, cluster sizes per scenario, centre spread.

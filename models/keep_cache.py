@@ -46,6 +46,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from models import registry
 from models.keep import TargetAttention
 from models.multitask import TASKS, MultiTaskSteps, task_metrics
 from models.configs import FromDict
@@ -235,7 +236,7 @@ class KnowledgeCache(tf.Module):
     """
 
     def __init__(self, strategy: str, tables: Mapping[str, Tuple[Sequence[str], np.ndarray]], version: str = ""):
-        super().__init__(name="keep_knowledge")
+        super().__init__(name=registry.KNOWLEDGE_MODEL)
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy {strategy!r}: one of {STRATEGIES}")
         self.strategy = strategy

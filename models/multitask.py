@@ -19,13 +19,10 @@ Example:
 """
 
 import dataclasses
-import os
 
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from models.artifact_io import write_json
 
 TASKS = ("click", "conversion", "cart")
 # Which label gates a task's training rows: conversion and cart are learnt over clicks.
@@ -70,6 +67,10 @@ class MultiTaskSteps:
             self.auc[t].update_state(features[t], outputs[t], sample_weight=w)
         return {m.name: m.result() for m in self.metrics}
 
+    def compile(self, optimizer=None, **kwargs):
+        """Without an optimizer: Adam at the config's learning rate (PEPNet's own pair overrides this)."""
+        super().compile(optimizer=optimizer or tf_keras.optimizers.Adam(self.config.learning_rate), **kwargs)
+
     def train_step(self, data):
         with tf.GradientTape() as tape:
             outputs = self(data, training=True)
@@ -92,49 +93,3 @@ class MultiTaskSteps:
     @classmethod
     def from_config(cls, cfg):
         return cls(cls.CONFIG_CLASS.from_dict(cfg["config"]), cfg["vocab_sizes"])
-
-
-TRAINING_FILE = "training.json"
-PATIENCE = 2  # epochs without a better validation score before a trainer stops (custom_config "patience")
-
-
-def optimizer_names(model) -> str:
-    """The optimizer(s) a compiled model trains with, e.g. "Adam(0.001)" or "Adagrad(0.05) + Adam(0.001)"."""
-    def name(o):
-        return f"{type(o).__name__}({float(tf_keras.backend.get_value(o.learning_rate)):g})"
-
-    extra = getattr(model, "embedding_optimizer", None)
-    return (f"{name(extra)} embeddings + " if extra is not None else "") + name(model.optimizer)
-
-
-def write_training_record(serving_model_dir: str, record) -> None:
-    """<model artifact>/training.json: the budget a model got, for the evaluator and the report."""
-    write_json(os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), TRAINING_FILE), record)
-
-
-def budget_record(model, history, batch: int, steps_per_epoch: int, monitor: str = "val_auc_click",
-                  mode: str = "max") -> dict:
-    """Examples seen, epochs run, best epoch (the one restored), parameters and optimizer of a fitted model.
-
-    `batch`: training examples per step (SAMD: the per-scenario batch times the scenarios).
-    """
-    epochs = len(history.history.get("loss", []))
-    scores = history.history.get(monitor) or []
-    pick = max if mode == "max" else min
-    return {"batch_size": int(batch), "steps_per_epoch": int(steps_per_epoch), "epochs": epochs,
-            "best_epoch": int(pick(range(len(scores)), key=scores.__getitem__)) + 1 if scores else None,
-            "examples_seen": int(epochs * steps_per_epoch * batch),
-            # trainable only: count_params() would add the AUC metrics' thousands of threshold variables
-            "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
-            "optimizer": optimizer_names(model)}
-
-
-def seed_everything(custom) -> int:
-    """Seeds Python, NumPy and TensorFlow from a trainer's custom_config (`seed`, default 0).
-
-    A trainer's result then depends on its seed, not on the run: benchmarks vary seeds
-    on purpose (bench/quality.py) instead of by accident.
-    """
-    seed = int((custom or {}).get("seed") or 0)
-    tf_keras.utils.set_random_seed(seed)
-    return seed

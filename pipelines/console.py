@@ -385,7 +385,7 @@ def _validation_auc(uri: str) -> str:
     if not os.path.isfile(path):
         return ""
     history = _read_json(path)
-    history = history.get("history", history)  # the unified trainer nests it
+    history = history.get("history", history)  # nested since one trainer trains every Keras model
     scores = history.get("val_auc_click") or []
     if not scores:
         return ""

@@ -21,7 +21,7 @@ warm-started from the last pushed one when incremental) -> its evaluator and pus
 
 import dataclasses
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 from tfx import v1 as tfx
 
@@ -38,9 +38,11 @@ from components.scenario_trainer import ScenarioTrainer
 from components.validation_gate import ValidationGate
 from components.raw_data_check.checks import RawDataError
 from components.serving_pusher import ServingPusher
+from models import registry
 from models.samd import SamdConfig
-from pipelines.options import (DOWNSTREAM_MODEL_NAME, KEEP_MODEL_NAME, PIPELINE_NAME, SAMD_MODEL_NAME, PipelineOptions,
-                               example_gen as make_example_gen)
+from pipelines.options import PIPELINE_NAME, PipelineOptions, example_gen as make_example_gen
+
+GENERIC_RUN_FN = "trainers.generic.run_fn"  # the Trainer of every registered Keras model
 
 
 def _head(options: PipelineOptions) -> Dict:
@@ -100,20 +102,21 @@ def create_pipeline(options: PipelineOptions, local: bool = True, imported=None)
 
     head = _head(options) if imported is None else _imported_head(options, imported)
     components = list(head["components"])
-    keep = _keep_trainer(options, head, "KeepTrainer", KEEP_MODEL_NAME)
-    trained = {KEEP_MODEL_NAME: (keep, "Keep")}  # model name -> (its trainer, title of its nodes)
+    general = registry.with_role("general")
+    keep = _keras_trainer(options, head, general.name)
+    trained = {general.name: keep}  # model name -> its trainer
     components.append(keep)
     samd = _samd(options, head, keep) if options.samd.enabled else None
     if samd:
         components += samd["components"]
-        trained[SAMD_MODEL_NAME] = (samd["trainer"], "Samd")
+        trained[registry.with_role("samd").name] = samd["trainer"]
     downstream = _downstream(options, head) if options.downstream.enabled else None
     if downstream:
         components += downstream["components"]
-        trained[DOWNSTREAM_MODEL_NAME] = (downstream["trainer"], "Downstream")
+        trained[registry.with_role("downstream").name] = downstream["trainer"]
     for name in options.unified_models:
-        trained[name] = _unified_trainer(options, head, name)
-        components.append(trained[name][0])
+        trained[name] = _keras_trainer(options, head, name)
+        components.append(trained[name])
     evaluations, pushers = _evaluate_and_push(options, head, trained, downstream)
     components += [*evaluations.values(), *pushers]
     report = EvaluationReport(
@@ -136,18 +139,22 @@ def create_pipeline(options: PipelineOptions, local: bool = True, imported=None)
     )
 
 
-def _keep_trainer(options: PipelineOptions, head: Dict, node_id: str, model_name: str, roles=None):
-    """A KEEP Trainer on the transformed examples; with `roles`, on those scenarios' rows only."""
+def _keras_trainer(options: PipelineOptions, head: Dict, name: str, node_id: Optional[str] = None,
+                   model_name: Optional[str] = None, roles=None):
+    """The Trainer of the registered Keras model `name` (KEEP's or a unified one) on the transformed examples;
+    with `roles`, on those scenarios' rows only. Unified models train with their section's steps."""
+    entry = registry.get(name)
+    steps = options.train_steps_of(options.unified) if entry.role == "unified" else options.train_steps
     args = dict(
-        run_fn="trainers.keep.run_fn",
+        run_fn=GENERIC_RUN_FN,
         examples=head["transformed"],
         transform_graph=head["graph"],
         schema=head["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=options.train_steps),
+        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=steps),
         eval_args=tfx.proto.EvalArgs(splits=["validation"], num_steps=options.eval_steps),
-        custom_config={"keep": dict(options.keep), "epochs": options.epochs, "model_name": model_name,
-                       "seed": options.seed, **({"roles": list(roles)} if roles else {})},
+        custom_config=options.keras_trainer_config(name, model_name, roles).as_custom_config(),
     )
+    node_id = node_id or f"{entry.title}Trainer"
     if roles:  # the roles are read from the scenario table, an input artifact
         return ScenarioTrainer(scenario_table=head["scenarios"], **args).with_id(node_id)
     return tfx.components.Trainer(**args).with_id(node_id)
@@ -158,7 +165,8 @@ def _samd(options: PipelineOptions, head: Dict, keep) -> Dict:
     components = []
     teacher = keep
     if options.samd.teacher == "super":  # SAMD's paper (4.1): the general model of the super scenario
-        teacher = _keep_trainer(options, head, "SamdTeacherTrainer", "samd_teacher", roles=["super"])
+        teacher = _keras_trainer(options, head, registry.with_role("general").name, "SamdTeacherTrainer",
+                                 registry.SAMD_TEACHER, roles=["super"])
         components.append(teacher)
     similarity = ScenarioSimilarity(
         examples=head["examples"], scenario_table=head["scenarios"],
@@ -174,7 +182,7 @@ def _samd(options: PipelineOptions, head: Dict, keep) -> Dict:
         scenario_table=head["scenarios"],
         train_steps=options.train_steps_of(options.samd),
         eval_steps=options.eval_steps,
-        custom_config={**options.samd.trainer_config(), "seed": options.seed},
+        custom_config=options.samd_trainer_config().as_custom_config(),
     )
     return {"trainer": trainer, "components": components + [similarity, trainer]}
 
@@ -183,8 +191,7 @@ def _downstream(options: PipelineOptions, head: Dict) -> Dict:
     """KEEP stage two: KnowledgeCenter -> KnowledgePusher -> DownstreamTrainer."""
     knowledge_center = KnowledgeCenter(
         examples=head["transformed"], transform_graph=head["graph"], train_steps=options.knowledge_train_steps,
-        custom_config={"knowledge": options.downstream.knowledge, "seed": options.seed,
-                       "epochs": options.downstream.knowledge_epochs})
+        custom_config=options.knowledge_center_config().as_custom_config())
     knowledge_pusher = KnowledgePusher(knowledge=knowledge_center.outputs["knowledge"],
                                        serving_dir=options.serving_dir)
     components = [knowledge_center, knowledge_pusher]
@@ -205,29 +212,11 @@ def _downstream(options: PipelineOptions, head: Dict) -> Dict:
         examples=head["transformed"], transform_graph=head["graph"],
         scenario_table=head["scenarios"], train_steps=options.train_steps_of(options.downstream),
         knowledge=knowledge, base_model=base_model,
-        custom_config={**options.downstream.trainer_config(), "model_name": DOWNSTREAM_MODEL_NAME,
-                       "seed": options.seed},
+        custom_config=options.downstream_trainer_config().as_custom_config(),
     ).with_id("DownstreamTrainer")
     trainer.add_upstream_node(knowledge_pusher)  # trained on a cache version that is served
     return {"trainer": trainer, "knowledge": knowledge, "pusher": knowledge_pusher,
             "components": components + [trainer]}
-
-
-def _unified_trainer(options: PipelineOptions, head: Dict, name: str):
-    """(A Trainer of one unified model or baseline, its title); one batch size for all: equal budgets."""
-    title = "".join(part.capitalize() for part in name.split("_"))
-    trainer = tfx.components.Trainer(
-        run_fn="trainers.unified.run_fn",
-        examples=head["transformed"],
-        transform_graph=head["graph"],
-        schema=head["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=options.train_steps_of(options.unified)),
-        eval_args=tfx.proto.EvalArgs(splits=["validation"], num_steps=options.eval_steps),
-        custom_config={"model": name, "model_name": name, "config": options.unified.configs.get(name, {}),
-                       "epochs": options.epochs, "corrupt_labels": options.unified.corrupt_labels.get(name),
-                       "batch_size": options.unified.batch_size, "seed": options.seed},
-    ).with_id(f"{title}Trainer")
-    return trainer, title
 
 
 def _evaluate_and_push(options: PipelineOptions, head: Dict, trained: Dict, downstream):
@@ -235,25 +224,25 @@ def _evaluate_and_push(options: PipelineOptions, head: Dict, trained: Dict, down
     the pushers one after the other (one writer of models.config at a time), each pushing only a blessed model."""
     evaluations = {}
     for name in options.evaluation_order(list(trained)):
-        node, title = trained[name]
+        node, entry = trained[name], registry.get(name)
         base = options.blessing_baselines.get(name)
         evaluations[name] = ModelEvaluator(
             examples=head["examples"], model=node.outputs["model"], model_name=name,
             scenario_table=head["scenarios"], serving_dir=options.serving_dir,
             blessing_config=options.blessing_config(name),
             baseline_evaluation=evaluations[base].outputs["evaluation"] if base else None,
-            knowledge=downstream["knowledge"] if downstream and name == DOWNSTREAM_MODEL_NAME else None,
-        ).with_id(f"{title}Evaluator")
+            knowledge=downstream["knowledge"] if downstream and entry.role == "downstream" else None,
+        ).with_id(f"{entry.title}Evaluator")
     pushers = [downstream["pusher"]] if downstream else []
-    for name, (node, title) in trained.items():
-        blessing = evaluations[name].outputs["blessing"]
-        if name == SAMD_MODEL_NAME:
+    for name, node in trained.items():
+        blessing, entry = evaluations[name].outputs["blessing"], registry.get(name)
+        if entry.role == "samd":
             push = SamdPusher(model=node.outputs["model"], serving_dir=options.serving_dir, model_blessing=blessing)
         else:
             push = ServingPusher(
                 model=node.outputs["model"], model_blessing=blessing,
                 push_destination=tfx.proto.PushDestination(filesystem=tfx.proto.PushDestination.Filesystem(
-                    base_directory=options.serving_model_dir(name)))).with_id(f"{title}Pusher")
+                    base_directory=options.serving_model_dir(name)))).with_id(f"{entry.title}Pusher")
         if pushers:
             push.add_upstream_node(pushers[-1])
         pushers.append(push)

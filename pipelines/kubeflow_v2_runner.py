@@ -49,12 +49,12 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from tfx import v1 as tfx  # noqa: E402
 
-from pipelines.keep_samd import create_pipeline  # noqa: E402
+from pipelines.keep_samd import GENERIC_RUN_FN, create_pipeline  # noqa: E402
 from pipelines.options import PIPELINE_NAME, PipelineOptions  # noqa: E402
 
 
 # The Trainers whose run_fn trains under the TF_CONFIG cluster's strategy (trainers.distribute).
-DISTRIBUTED_RUN_FNS = ("trainers.keep.run_fn", "trainers.unified.run_fn")
+DISTRIBUTED_RUN_FNS = (GENERIC_RUN_FN,)
 
 
 def use_vertex_training(pipeline, settings: dict, image: str):

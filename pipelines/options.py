@@ -24,7 +24,10 @@ from typing import Any, ClassVar, Dict, Literal, Optional, Sequence, Tuple
 
 from components.model_evaluator.blessing import BlessingConfig
 from components.time_split_example_gen.split import TimeSplit
+from models import registry
 from models.configs import ConfigError, FromDict, check_overrides, convert_field, convert_fields, describe
+from trainers.config import (CORRUPTIONS, DownstreamTrainerConfig, KerasTrainerConfig, KnowledgeCenterConfig,
+                             SamdTrainerConfig)
 
 PIPELINE_NAME = "keep_samd"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,9 +35,6 @@ SCHEMA_FILE = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
 DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=0")
 RAW_PATTERN = "day=*/*.csv"  # impression logs under the data root
 EXAMPLE_GEN_ID = "CsvExampleGen"  # the node id of the pipeline's ExampleGen (a TimeSplitExampleGen)
-KEEP_MODEL_NAME = "keep_general"
-DOWNSTREAM_MODEL_NAME = "keep_downstream"
-SAMD_MODEL_NAME = "samd"  # its students are served as samd_<scenario>
 
 
 class OptionsError(ValueError):
@@ -61,12 +61,6 @@ def option(default=dataclasses.MISSING, *, doc: str, **metadata):
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def _unified_models() -> Dict[str, Tuple[str, str, str]]:
-    from trainers.unified import MODELS  # TensorFlow: imported only when an option names a model
-
-    return MODELS
-
-
 @dataclasses.dataclass(frozen=True)
 class SamdOptions(FromDict):
     enabled: bool = option(True, doc="train SAMD's students (ScenarioSimilarity, SamdTrainer, its evaluator and pusher)")
@@ -81,20 +75,15 @@ class SamdOptions(FromDict):
     train_steps: Optional[int] = option(None, minimum=1, shown="`KEEP_SAMD_TRAIN_STEPS`", doc="SamdTrainer steps")
     epochs: int = option(5, minimum=1, doc="epochs SAMD's steps are spread over, each ending with a validation pass")
 
-    def trainer_config(self) -> Dict:
-        """SamdTrainer's custom_config (trainers/samd.py)."""
-        return {"samd": self.samd, "students": self.students, "epochs": self.epochs,
-                "scenarios": list(self.scenarios) if self.scenarios else None}
-
 
 @dataclasses.dataclass(frozen=True)
 class UnifiedOptions(FromDict):
-    models: Optional[Tuple[str, ...]] = option(None, shown="all of `trainers.unified.MODELS`",
+    models: Optional[Tuple[str, ...]] = option(None, shown="every `unified` model of `models.registry`",
                                                doc="the unified models and baselines trained")
     configs: Dict[str, Dict[str, Any]] = option(dict, doc="{model: overrides of its config dataclass}")
     train_steps: Optional[int] = option(None, minimum=1, shown="`KEEP_SAMD_TRAIN_STEPS`", doc="each one's steps")
-    batch_size: Optional[int] = option(None, minimum=1, shown="`trainers.unified.BUDGET_BATCH_SIZE`",
-                                       doc="every one's batch, for equal budgets (a `configs` batch_size wins)")
+    batch_size: int = option(512, minimum=1, doc="every one's batch, for equal budgets (a `configs` batch_size "
+                                                 "wins)")
     corrupt_labels: Dict[str, str] = option(
         dict, doc='{model: "shuffle" | "invert"}: a planted worse model, trained on corrupted labels (it must not '
                   'be blessed)')
@@ -132,11 +121,6 @@ class DownstreamOptions(FromDict):
     @property
     def model_epochs(self) -> int:
         return self.MODEL_EPOCHS if self.epochs is None else self.epochs
-
-    def trainer_config(self) -> Dict:
-        """DownstreamTrainer's custom_config (trainers/downstream.py)."""
-        return {"plugged": self.plugged, "downstream": self.downstream, "spans": self.spans,
-                "scenarios": list(self.scenarios) if self.scenarios else None, "epochs": self.model_epochs}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +165,9 @@ class PipelineOptions:
     epochs: int = option(6, minimum=1, env="KEEP_SAMD_EPOCHS",
                          doc="epochs KEEP's and the unified models' steps are spread over, each ending with a "
                              "validation pass")
+    patience: int = option(2, minimum=1, env="KEEP_SAMD_PATIENCE",
+                           doc="every trainer stops after this many epochs without a better validation score, "
+                               "keeping the best epoch's weights")
     keep: Dict[str, Any] = option(dict, env="KEEP_SAMD_KEEP", overrides="models.keep.KeepConfig",
                                   doc="`models.keep.KeepConfig` overrides, e.g. `{\"batch_size\": 256}`")
     samd: SamdOptions = option(SamdOptions(), env="KEEP_SAMD_SAMD", doc="the SAMD run")
@@ -209,17 +196,14 @@ class PipelineOptions:
     def _check_models(self):
         unified = self.unified
         if unified.models is not None or unified.configs or unified.corrupt_labels:
-            known = _unified_models()
+            known = registry.names("unified")
             for field, names in (("models", unified.models or ()), ("configs", unified.configs)):
                 unknown = sorted(set(names) - set(known))
                 if unknown:
                     raise OptionsError(f"KEEP_SAMD_UNIFIED.{field}: unknown model(s) {unknown}; known: {sorted(known)}")
-            from trainers.unified import CORRUPTIONS
-
             try:
                 for name, overrides in unified.configs.items():
-                    module, _, config = known[name]
-                    check_overrides(f"{module}.{config}", overrides, f"KEEP_SAMD_UNIFIED.configs.{name}")
+                    check_overrides(registry.get(name).config, overrides, f"KEEP_SAMD_UNIFIED.configs.{name}")
             except ConfigError as e:
                 raise OptionsError(str(e)) from None
             for name, corruption in unified.corrupt_labels.items():
@@ -240,7 +224,7 @@ class PipelineOptions:
     def _check_blessing(self):
         blessing = self.blessing
         if blessing.models:
-            known = (KEEP_MODEL_NAME, SAMD_MODEL_NAME, DOWNSTREAM_MODEL_NAME, *_unified_models())
+            known = registry.names()
             unknown = sorted(set(blessing.models) - set(known))
             if unknown:
                 raise OptionsError(f"KEEP_SAMD_BLESSING.models: unknown model(s) {unknown}; known: {sorted(known)}")
@@ -277,13 +261,43 @@ class PipelineOptions:
 
     @property
     def unified_models(self) -> Tuple[str, ...]:
-        return tuple(_unified_models()) if self.unified.models is None else self.unified.models
+        return registry.names("unified") if self.unified.models is None else self.unified.models
 
     @property
     def trained_models(self) -> Tuple[str, ...]:
         """The models this run trains, evaluates and (when blessed) pushes, in the pipeline's order."""
-        return ((KEEP_MODEL_NAME,) + ((SAMD_MODEL_NAME,) if self.samd.enabled else ())
-                + ((DOWNSTREAM_MODEL_NAME,) if self.downstream.enabled else ()) + self.unified_models)
+        enabled = {"general": True, "samd": self.samd.enabled, "downstream": self.downstream.enabled}
+        return (tuple(n for role, on in enabled.items() if on for n in registry.names(role))
+                + self.unified_models)
+
+    def _trainer_fields(self, model_name: str, epochs: int) -> Dict:
+        return {"model_name": model_name, "seed": self.seed, "epochs": epochs, "patience": self.patience}
+
+    def keras_trainer_config(self, name: str, model_name: Optional[str] = None, roles=None) -> KerasTrainerConfig:
+        """The generic trainer's config (trainers/generic.py) for the registered model `name`: KEEP's general
+        model (as `model_name`, on the rows of `roles` only when given) or a unified model, with the equal
+        budget's batch."""
+        entry = registry.get(name)
+        if entry.role == "unified":
+            return KerasTrainerConfig(
+                **self._trainer_fields(name, self.epochs), model=entry, config=self.unified.configs.get(name, {}),
+                batch_size=self.unified.batch_size, corrupt_labels=self.unified.corrupt_labels.get(name))
+        return KerasTrainerConfig(**self._trainer_fields(model_name or name, self.epochs), model=entry,
+                                  config=self.keep, roles=tuple(roles) if roles else None)
+
+    def samd_trainer_config(self) -> SamdTrainerConfig:
+        return SamdTrainerConfig(**self._trainer_fields(registry.with_role("samd").name, self.samd.epochs),
+                                 samd=self.samd.samd, students=self.samd.students, scenarios=self.samd.scenarios)
+
+    def downstream_trainer_config(self) -> DownstreamTrainerConfig:
+        d = self.downstream
+        return DownstreamTrainerConfig(**self._trainer_fields(registry.with_role("downstream").name, d.model_epochs),
+                                       plugged=d.plugged, spans=d.spans, downstream=d.downstream,
+                                       scenarios=d.scenarios)
+
+    def knowledge_center_config(self) -> KnowledgeCenterConfig:
+        return KnowledgeCenterConfig(**self._trainer_fields(registry.KNOWLEDGE_MODEL, self.downstream.knowledge_epochs),
+                                     knowledge=self.downstream.knowledge)
 
     def train_steps_of(self, section) -> int:
         """A section's train steps: its own, else KEEP_SAMD_TRAIN_STEPS."""

@@ -214,17 +214,14 @@ def describe(strategy, model) -> Dict:
     return record
 
 
-def run_on_cluster(fn_args, train_and_export: Callable):
+def run_on_cluster(fn_args, train_and_export: Callable, min_shard_bytes: Optional[int] = None):
     """A TFX run_fn: `train_and_export(fn_args, strategy)` under the TF_CONFIG cluster's strategy.
 
-    `fn_args`' output folders are this worker's (`for_this_worker`).
-
-    custom_config "min_shard_bytes" (default MIN_SHARD_BYTES) sets which variables
-    ParameterServerStrategy shards.
+    `fn_args`' output folders are this worker's (`for_this_worker`). `min_shard_bytes` (None:
+    MIN_SHARD_BYTES) sets which variables ParameterServerStrategy shards.
     """
     # The process's first TensorFlow call: MultiWorkerMirroredStrategy configures collectives at startup.
-    strategy = strategy_for_cluster(min_shard_bytes=int((fn_args.custom_config or {}).get(
-        "min_shard_bytes", MIN_SHARD_BYTES)))
+    strategy = strategy_for_cluster(min_shard_bytes=MIN_SHARD_BYTES if min_shard_bytes is None else min_shard_bytes)
     with for_this_worker(strategy, fn_args) as mine:
         result = train_and_export(mine, strategy)
     if not writes_outputs(strategy):

@@ -4,11 +4,8 @@ KEEP section 3.2 / 4.3: a production downstream model (models/keep_plugin.py) ke
 architecture and is trained incrementally, each run warm-starting from the last
 pushed one, while the General Knowledge Center's cache feeds its plug-in (Eq. 5).
 
-`run` options (`custom`, from the pipeline's KEEP_SAMD_DOWNSTREAM):
-    {"downstream": {DownstreamConfig overrides}, "scenarios": [...] (default: every
-     scenario of scenarios.csv but the super one), "plugged": true (with a cache),
-     "spans": 0 (incremental: train on the latest n days only; 0 = every day),
-     "epochs": n (required; the pipeline's default is in pipelines/options.py)}
+`run` options (`custom`): a `trainers.config.DownstreamTrainerConfig`, from the pipeline's
+KEEP_SAMD_DOWNSTREAM.
 
 Knowledge is joined by raw (user, item, category) ids, point in time: a training row of
 day d gets each key's cached parts as of the latest train day before d
@@ -49,16 +46,17 @@ import tf_keras
 from absl import logging
 from tfx.utils import path_utils
 
-from models import export
+from models import export, registry
 from schemas.scenarios import read_scenarios
 from models import features as F
 from models.artifact_io import read_json, write_json
 from models.keep_cache import knowledge_as_of
 from models.keep_plugin import KNOWLEDGE, DownstreamConfig, DownstreamModel, save_checkpoint, warm_start
-from models.multitask import TRAINING_FILE, budget_record, seed_everything
+from trainers.config import DownstreamTrainerConfig
+from trainers.records import TRAINING_FILE, budget_record, seed_everything
 from trainers.transformed_data import load_transformed, raw_ids, transformed_index
 
-KNOWLEDGE_MODEL = "keep_knowledge"
+KNOWLEDGE_MODEL = registry.KNOWLEDGE_MODEL  # the served cache a client looks the knowledge up in
 CHECKPOINT = os.path.join("checkpoint", "model")
 RAW_KEYS = ("user_id", "item_id", "category_id")
 
@@ -159,7 +157,8 @@ def build_model(config: DownstreamConfig, vocab_sizes, rows) -> DownstreamModel:
     return model
 
 
-def fit(model: DownstreamModel, train_rows, eval_rows, train_steps: int, epochs: int, verbose: int = 2):
+def fit(model: DownstreamModel, train_rows, eval_rows, train_steps: int, epochs: int, patience: int,
+        verbose: int = 2):
     """Trains `train_steps` steps over `epochs`, keeping the best epoch by validation click AUC."""
     names = model_inputs(model.config)
     epochs = max(1, min(epochs, train_steps))
@@ -167,7 +166,7 @@ def fit(model: DownstreamModel, train_rows, eval_rows, train_steps: int, epochs:
                      steps_per_epoch=max(1, train_steps // epochs),
                      validation_data=_dataset(eval_rows, names, 2048, False), verbose=verbose,
                      # Id embeddings overfit within a few passes: keep the best epoch.
-                     callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max", patience=1,
+                     callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max", patience=patience,
                                                                  restore_best_weights=True)])
 
 
@@ -245,13 +244,13 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
         record_dir: str, train_steps: int, custom: Optional[Mapping] = None, knowledge_dir: Optional[str] = None,
         knowledge_version: Optional[int] = None, base_model_dir: Optional[str] = None) -> Dict:
     """Trains (warm-started from `base_model_dir`'s checkpoint when given) and exports at `output_dir`."""
-    custom = dict(custom or {})
-    seed_everything(custom)
-    plugged = bool(custom.get("plugged", True)) and knowledge_dir is not None
+    trainer = DownstreamTrainerConfig.from_custom_config(custom)
+    seed_everything(trainer.seed)
+    plugged = trainer.plugged and knowledge_dir is not None
     tft_output = tft.TFTransformOutput(transform_graph)
-    scenarios = sub_scenarios(scenarios_csv, custom.get("scenarios"))
+    scenarios = sub_scenarios(scenarios_csv, trainer.scenarios)
     index = {s: transformed_index(tft_output, "scenario_id", s) for s in scenarios}
-    spans = int(custom.get("spans", 0))
+    spans = trainer.spans
     latest_day = None
     if spans:
         latest_day = int(load_transformed(train_pattern, tft_output, columns=[F.DAY])[F.DAY].max())
@@ -267,7 +266,7 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
     if not len(train_rows["click"]):
         raise ValueError(f"no training rows for scenarios {scenarios} in the latest {spans} day(s)")
     width = int(train_rows[KNOWLEDGE].shape[1]) if plugged else 0
-    config = DownstreamConfig.from_dict({**custom.get("downstream", {}), "knowledge_width": width})
+    config = DownstreamConfig.from_dict({**trainer.downstream, "knowledge_width": width})
     vocab_sizes = {n: F.vocab_size(tft_output, n) for n in config.id_features}
     model = build_model(config, vocab_sizes, train_rows)
 
@@ -282,9 +281,9 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
             warm["skipped"] = str(e)
             logging.warning("not warm-starting from %s: %s", checkpoint, e)
 
-    history = fit(model, train_rows, eval_rows, train_steps, int(custom["epochs"]))
+    history = fit(model, train_rows, eval_rows, train_steps, trainer.epochs, trainer.patience)
     export_model(model, tft_output, output_dir, knowledge_version if plugged else None,
-                 custom.get("model_name", "keep_downstream"))
+                 trainer.model_name)
     save_checkpoint(model, os.path.join(record_dir, CHECKPOINT))
     record = {"plugged": plugged, "knowledge_version": knowledge_version if plugged else None,
               "knowledge_width": width, "scenarios": scenarios, "spans": spans, "latest_day": latest_day,

@@ -33,9 +33,10 @@ from absl import logging
 from models import export
 from models import features as F
 from models.artifact_io import read_json, write_json
-from models.multitask import seed_everything
 from models.keep_cache import (CacheableKnowledgeConfig, CacheableKnowledgeModel, KnowledgeCache, daily_tables,
                                latest_tables)
+from trainers.config import KnowledgeCenterConfig
+from trainers.records import seed_everything
 from trainers.transformed_data import load_transformed, raw_ids
 
 CACHE_FILE = "cache.json"
@@ -51,7 +52,7 @@ def _model_inputs(config: CacheableKnowledgeConfig):
 
 
 def train(config: CacheableKnowledgeConfig, tf_transform_output, train_rows, eval_rows, train_steps: int,
-          epochs: int) -> CacheableKnowledgeModel:
+          epochs: int, patience: int) -> CacheableKnowledgeModel:
     vocab_sizes = {n: F.vocab_size(tf_transform_output, n) for n in set(config.user_features) | set(config.item_features)}
     model = CacheableKnowledgeModel(config, vocab_sizes, name="keep_knowledge_heads")
     model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
@@ -61,7 +62,8 @@ def train(config: CacheableKnowledgeConfig, tf_transform_output, train_rows, eva
     evaluation = tf.data.Dataset.from_tensor_slices({k: eval_rows[k] for k in names}).batch(2048)
     epochs = max(1, min(epochs, train_steps))
     model.fit(data, epochs=epochs, steps_per_epoch=max(1, train_steps // epochs), validation_data=evaluation,
-              verbose=2)
+              verbose=2, callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max",
+                                                                     patience=patience, restore_best_weights=True)])
     return model
 
 
@@ -101,16 +103,16 @@ def load_daily(record_dir: str):
 def run(train_pattern: str, eval_pattern: str, transform_graph: str, output_dir: str, record_dir: str,
         train_steps: int, version: int, custom: Optional[Mapping] = None) -> Dict:
     """Trains the heads, saves the cache's SavedModel at `output_dir` and cache.json in `record_dir`."""
-    custom = dict(custom or {})
-    seed_everything(custom)
-    config = CacheableKnowledgeConfig.from_dict(custom.get("knowledge"))
+    trainer = KnowledgeCenterConfig.from_custom_config(custom)
+    seed_everything(trainer.seed)
+    config = CacheableKnowledgeConfig.from_dict(trainer.knowledge)
     tft_output = tft.TFTransformOutput(transform_graph)
     columns = sorted(set(_model_inputs(config)) | set(RAW_KEYS) | {F.DAY})
     train_rows = load_transformed(train_pattern, tft_output, columns)
     eval_rows = load_transformed(eval_pattern, tft_output, columns)
     logging.info("GKC: training %s knowledge heads on %d rows, %d steps", config.strategy,
                  len(train_rows[F.DAY]), train_steps)
-    model = train(config, tft_output, train_rows, eval_rows, train_steps, int(custom["epochs"]))
+    model = train(config, tft_output, train_rows, eval_rows, train_steps, trainer.epochs, trainer.patience)
     scores = model.evaluate(tf.data.Dataset.from_tensor_slices(
         {k: eval_rows[k] for k in _model_inputs(config)}).batch(2048), return_dict=True, verbose=0)
     daily = daily_tables(model, knowledge_batches(model, tft_output, train_rows))

@@ -12,9 +12,7 @@ Batches: with `sampling="sqrt"` scenario i's batch is N·batch_size·sqrt(n_i)/�
 Early stopping: per student, on its own validation click AUC (models.samd.PerStudentEarlyStopping).
 The top-G neighbours are re-ranked from the similarity matrix (SamdConfig.similarity).
 
-custom_config:
-    {"samd": {<SamdConfig field>: value}, "students": {scenario: {<StudentSpec field>: value}},
-     "epochs": int, "patience": int, "scenarios": [subset of scenario ids]}
+custom_config: a `trainers.config.SamdTrainerConfig`.
 
 Memory is bounded: each split is streamed once into one local file per scenario
 (split_by_scenario), and each scenario's batches are read from its file with tf.data
@@ -39,11 +37,12 @@ from models import export
 from models import features as F
 from models.artifact_io import read_json, write_json
 from models.keep import KeepModel
-from models.multitask import PATIENCE, budget_record, seed_everything, write_training_record
 from models.samd import (PerStudentEarlyStopping, SamdConfig, SamdDistiller, ScenarioTable, layer_widths,
                          rank_neighbours, teacher_embedding_init, teacher_tasks)
 from models.students import build_student, default_student_specs, student_vocab_features
 from schemas import scenarios as scenario_table
+from trainers.config import SamdTrainerConfig
+from trainers.records import budget_record, seed_everything, write_training_record
 
 SCENARIO_ATTRIBUTES = ("exposure_position", "business_type", "item_family")
 
@@ -156,13 +155,13 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
         output_dir: str, report_dir: str, train_steps: int, eval_steps: int,
         similarity: Optional[Mapping] = None, custom: Optional[Mapping] = None) -> Dict:
     """`similarity`: the ScenarioSimilarity document (scenarios, matrix, top_g), or None."""
-    custom = dict(custom or {})
-    seed_everything(custom)
-    config = SamdConfig.from_dict(custom.get("samd"))
+    trainer = SamdTrainerConfig.from_custom_config(custom)
+    seed = seed_everything(trainer.seed)
+    config = SamdConfig.from_dict(trainer.samd)
     tft_output = tft.TFTransformOutput(transform_graph)
     rows = read_scenarios(scenarios_csv)
-    if custom.get("scenarios"):  # a subset (e.g. one scenario, to time separate runs)
-        rows = [r for r in rows if r["scenario_id"] in set(custom["scenarios"])]
+    if trainer.scenarios:  # a subset (e.g. one scenario, to time separate runs)
+        rows = [r for r in rows if r["scenario_id"] in set(trainer.scenarios)]
     roles = {r["scenario_id"]: r["role"] for r in rows}
     indices = F.scenario_indices(tft_output, list(roles))
     neighbours = {}
@@ -173,14 +172,13 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
         neighbours = rank_neighbours(list(roles), matrix, config.top_g, config.similarity)
     table = ScenarioTable.build(rows, SCENARIO_ATTRIBUTES, neighbours)
 
-    specs = default_student_specs(roles, custom.get("students"))
+    specs = default_student_specs(roles, trainer.students)
     students = {}
     for sid, student_spec in specs.items():
         vocab = {n: F.vocab_size(tft_output, n) for n in student_vocab_features(student_spec)}
         students[sid] = build_student(student_spec, vocab)
 
     feature_spec = tft_output.transformed_feature_spec()
-    seed = int(custom.get("seed") or 0)
     # Local scratch: the per-scenario files are a working copy, removed when training ends.
     with tempfile.TemporaryDirectory(prefix="samd_scenarios_") as scratch:
         train, evaluation, counts, sizes = scenario_batches(train_pattern, eval_pattern, feature_spec, indices, config,
@@ -193,12 +191,12 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
         distiller = SamdDistiller(config, teacher, students, table, teacher_widths, student_widths)
         distiller.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
 
-        epochs = max(1, int(custom["epochs"]))  # no default here: the pipeline options hold it
+        epochs = trainer.epochs
         steps = max(1, train_steps // epochs)
         logging.info("SAMD: %d students (%s), %d epochs of %d steps, strategy %s, batches %s", len(students),
                      ", ".join(f"{s}:{spec.architecture}" for s, spec in specs.items()), epochs, steps,
                      config.strategy, sizes)
-        stopping = PerStudentEarlyStopping(students, patience=int(custom.get("patience", PATIENCE)))
+        stopping = PerStudentEarlyStopping(students, patience=trainer.patience)
         t0 = time.time()
         history = distiller.fit(
             train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation,
@@ -210,12 +208,12 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
     # What is served: the students alone (the meta network and projections stay behind).
     budget["parameters"] = int(sum(np.prod(v.shape) for s in students.values() for v in s.trainable_variables))
     tf.io.gfile.makedirs(output_dir)
-    write_training_record(output_dir, {"model": "samd", "seconds": round(train_seconds, 2), **budget})
+    write_training_record(output_dir, {"model": trainer.model_name, "seconds": round(train_seconds, 2), **budget})
 
     for sid, student in students.items():
         export.export_saved_model(
             student, tft_output, os.path.join(output_dir, sid),
-            outputs={"serving_default": specs[sid].tasks}, model_name=f"samd_{sid}", features=specs[sid].features,
+            outputs={"serving_default": specs[sid].tasks}, model_name=f"{trainer.model_name}_{sid}", features=specs[sid].features,
         )
     report = distiller.transfer_report()
     report.update({

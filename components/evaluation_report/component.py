@@ -1,8 +1,7 @@
 """EvaluationReport: the last step of a run; every ModelEvaluator's record in one report.
 
-TFX channels are named in the spec, so the spec has one optional input per model
-the pipeline can train (KEEP, SAMD and the unified registry); the pipeline
-passes those it trained.
+TFX channels are named in the spec, so each EvaluationReport gets a spec class with
+one input per model it is given (each a registered model, models/registry.py).
 """
 
 from tfx import types as tfx_types
@@ -12,16 +11,20 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components import artifacts
 from components.evaluation_report import executor
-from components.evaluation_report.executor import MODEL_NAMES
+from components.evaluation_report.executor import TRANSFER_REPORT_KEY
+from models import registry
 
 
 class EvaluationReportSpec(component_spec.ComponentSpec):
     PARAMETERS = {"relaimpr_base": ExecutionParameter(type=str, optional=True)}
-    INPUTS = {
-        **{name: ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True) for name in MODEL_NAMES},
-        "transfer_report": ChannelParameter(type=artifacts.TransferReport, optional=True),
-    }
+    INPUTS = {TRANSFER_REPORT_KEY: ChannelParameter(type=artifacts.TransferReport, optional=True)}
     OUTPUTS = {"report": ChannelParameter(type=artifacts.EvaluationReport)}
+
+
+def spec_class(models):
+    """EvaluationReportSpec with one ModelEvaluation input per model of `models`."""
+    inputs = {name: ChannelParameter(type=standard_artifacts.ModelEvaluation) for name in models}
+    return type("EvaluationReportSpec", (EvaluationReportSpec,), {"INPUTS": {**EvaluationReportSpec.INPUTS, **inputs}})
 
 
 class EvaluationReport(base_component.BaseComponent):
@@ -32,9 +35,9 @@ class EvaluationReport(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, evaluations, transfer_report=None, relaimpr_base: str = "shared_bottom"):
-        unknown = set(evaluations) - set(MODEL_NAMES)
+        unknown = sorted(set(evaluations) - set(registry.names()))
         if unknown:
-            raise ValueError(f"no report input for {sorted(unknown)}; known: {MODEL_NAMES}")
-        super().__init__(spec=EvaluationReportSpec(
+            raise ValueError(f"no report input for {unknown}: not in models.registry ({list(registry.names())})")
+        super().__init__(spec=spec_class(evaluations)(
             **evaluations, transfer_report=transfer_report, relaimpr_base=relaimpr_base,
             report=tfx_types.Channel(type=artifacts.EvaluationReport)))

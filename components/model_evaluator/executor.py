@@ -185,7 +185,7 @@ def exported_bytes(model_dir: str) -> int:
 
 def training_record(model_uri: str) -> Dict:
     """What the trainer recorded next to the SavedModel (training.json: budget, scenarios), or {}."""
-    from models.multitask import TRAINING_FILE
+    from trainers.records import TRAINING_FILE
 
     path = os.path.join(model_uri, TRAINING_FILE)
     return artifact_io.read_json(path) if fileio.exists(path) else {}

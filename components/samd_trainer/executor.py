@@ -11,7 +11,7 @@ from tfx.utils import path_utils
 
 from models import artifact_io
 from trainers import samd as samd_trainer
-from trainers.keep import keras_model_dir
+from trainers.generic import keras_model_dir
 from schemas.scenarios import SCENARIOS_FILE
 
 

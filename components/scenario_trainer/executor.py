@@ -7,7 +7,7 @@ from tfx.types import artifact_utils
 
 from schemas.scenarios import SCENARIOS_FILE
 
-SCENARIOS_CSV_KEY = "scenarios_csv"  # the custom_config key run_fn reads (trainers/keep.py)
+SCENARIOS_CSV_KEY = "scenarios_csv"  # the custom_config key run_fn reads (trainers.config.KerasTrainerConfig)
 
 
 class Executor(trainer_executor.GenericExecutor):

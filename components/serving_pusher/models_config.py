@@ -17,12 +17,12 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 from tfx.dsl.io import fileio
 
-from models import artifact_io
+from models import artifact_io, registry
 
 DEFAULT_VERSIONS_KEPT = 1
 # The knowledge cache keeps 5 versions served at once (KEEP's limit), whichever
 # pusher rewrites the file: downstream models name the version they were trained with.
-KNOWLEDGE_MODEL_NAME = "keep_knowledge"
+KNOWLEDGE_MODEL_NAME = registry.KNOWLEDGE_MODEL
 KNOWLEDGE_VERSIONS_KEPT = 5
 VERSIONS_KEPT = {KNOWLEDGE_MODEL_NAME: KNOWLEDGE_VERSIONS_KEPT}
 CONFIG_FILE = "models.config"

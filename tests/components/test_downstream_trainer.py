@@ -9,8 +9,9 @@ from tfx.types import standard_artifacts
 
 from components.artifacts import ScenarioTable
 from components.downstream_trainer.executor import Executor
-from models.multitask import TRAINING_FILE
+from trainers.records import TRAINING_FILE
 from tests.components import artifact, ram_dir
+from tests.trainers import custom_config
 
 pytestmark = pytest.mark.slow  # a Transform run (the session's `transformed` fixture) and training
 
@@ -22,8 +23,8 @@ def test_executor_trains_the_sub_scenarios_of_the_scenario_table(ram_transformed
     out = artifact(standard_artifacts.Model, ram_dir("downstream"))
     Executor().Do({"examples": [examples], "transform_graph": [graph], "scenario_table": [table]},
                   {"model": [out]},
-                  {"train_steps": 10, "custom_config": json.dumps(
-                      {"plugged": False, "downstream": {"batch_size": 128}, "epochs": 1, "spans": 0, "seed": 3})})
+                  {"train_steps": 10, "custom_config": json.dumps(custom_config(
+                      "downstream", plugged=False, downstream={"batch_size": 128}, epochs=1, spans=0, seed=3))})
     with fileio.open(os.path.join(out.uri, TRAINING_FILE)) as f:
         record = json.loads(f.read())
     with fileio.open(os.path.join(ram_transformed["scenarios"], "scenarios.csv")) as f:

@@ -10,6 +10,7 @@ from tfx.types import standard_artifacts
 from components.knowledge_center.executor import Executor
 from trainers import knowledge_center
 from tests.components import artifact, ram_dir
+from tests.trainers import custom_config
 
 pytestmark = pytest.mark.slow  # a Transform run (the session's `transformed` fixture) and training
 
@@ -19,8 +20,9 @@ def test_executor_writes_a_versioned_cache_and_its_record(ram_transformed):
     graph = artifact(standard_artifacts.TransformGraph, ram_transformed["graph"])
     out = artifact(standard_artifacts.Model, ram_dir("knowledge"))
     Executor().Do({"examples": [examples], "transform_graph": [graph]}, {"knowledge": [out]},
-                  {"train_steps": 10, "custom_config": json.dumps(
-                      {"knowledge": {"strategy": "decomposition", "batch_size": 128}, "epochs": 1, "seed": 3})})
+                  {"train_steps": 10, "custom_config": json.dumps(custom_config(
+                      "knowledge_center", knowledge={"strategy": "decomposition", "batch_size": 128}, epochs=1,
+                      seed=3))})
     version = out.get_int_custom_property("knowledge_version")
     assert version > 1_600_000_000 and out.get_string_custom_property("strategy") == "decomposition"
     with fileio.open(os.path.join(out.uri, knowledge_center.CACHE_FILE)) as f:

@@ -11,11 +11,11 @@ from tfx.types import standard_artifacts
 
 from components.artifacts import ScenarioTable, TransferReport
 from components.samd_trainer.executor import Executor
-from models import export
-from models.keep import KeepConfig
-from trainers.keep import build_model, keras_model_dir
+from models import export, registry
+from trainers.generic import all_vocab_sizes, keras_model_dir
 from trainers.transformed_data import load_transformed
 from tests.components import artifact, ram_dir
+from tests.trainers import custom_config
 
 pytestmark = pytest.mark.slow  # a Transform run (the session's `transformed` fixture) and training
 
@@ -24,7 +24,8 @@ def _teacher(ram_transformed) -> str:
     """A small, untrained KEEP model saved as the KEEP Trainer saves it (Format-Keras beside Format-Serving)."""
     tft_output = tft.TFTransformOutput(ram_transformed["graph"])
     rows = load_transformed(os.path.join(ram_transformed["examples"], "Split-validation", "*"), tft_output)
-    model = build_model(KeepConfig.from_dict({"batch_size": 64}), tft_output)
+    model, _ = registry.get("keep_general").build({"batch_size": 64}, all_vocab_sizes(tft_output))
+    model.compile()
     model({k: tf.constant(v[:8]) for k, v in rows.items()}, training=False)
     uri = ram_dir("teacher")
     export.save_keras_model(model, keras_model_dir(os.path.join(uri, "Format-Serving")))
@@ -40,7 +41,7 @@ def test_executor_trains_a_student_per_scenario_of_the_table(ram_transformed):
     model, report = artifact(standard_artifacts.Model, ram_dir("samd")), artifact(TransferReport, ram_dir("report"))
     Executor().Do(inputs, {"model": [model], "transfer_report": [report]},
                   {"train_steps": 4, "eval_steps": 1,
-                   "custom_config": json.dumps({"epochs": 1, "seed": 3, "samd": {"batch_size": 256}})})
+                   "custom_config": json.dumps(custom_config("samd", epochs=1, seed=3, samd={"batch_size": 256}))})
     with fileio.open(os.path.join(ram_transformed["scenarios"], "scenarios.csv")) as f:
         scenarios = [line.split(",")[0] for line in f.read().splitlines()[1:]]
     students = sorted(n.rstrip("/") for n in fileio.listdir(os.path.join(model.uri, "Format-Serving")))

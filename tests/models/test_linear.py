@@ -8,7 +8,7 @@ import tf_keras
 
 from models import export
 from models.linear import LinearConfig, LogisticRegressionModel, cross_hash
-from trainers.unified import MODELS, build
+from models import registry
 
 VOCAB = {"user_id": 30, "item_id": 40, "category_id": 12, "shop_id": 9, "scenario_id": 10, "user_gender": 5,
          "user_age_bucket": 8}
@@ -217,9 +217,9 @@ def test_exports_through_the_unified_export_and_serves_from_the_saved_graph(tmp_
 
 
 def test_the_unified_trainer_builds_it_from_its_registry_entry():
-    assert MODELS["logistic_regression"] == ("models.linear", "LogisticRegressionModel", "LinearConfig")
-    model, config = build("logistic_regression", {"cross_buckets": 128},
-                          {**VOCAB, "hist_item_ids": 40, "pay_channel": 6})
+    entry = registry.get("logistic_regression")
+    assert (entry.model, entry.config) == ("models.linear.LogisticRegressionModel", "models.linear.LinearConfig")
+    model, config = entry.build({"cross_buckets": 128}, {**VOCAB, "hist_item_ids": 40, "pay_channel": 6})
     assert isinstance(model, LogisticRegressionModel) and config == LinearConfig(cross_buckets=128)
     assert config.learning_rate == 0.01 and config.batch_size == 512
     out = model(batch())

@@ -22,8 +22,9 @@ def test_compiles_a_kfp_v2_pipeline_spec(tmp_path):
     parsed = json_format.ParseDict(spec.get("pipelineSpec", spec), pipeline_spec_pb2.PipelineSpec(),
                                    ignore_unknown_fields=True)
     assert parsed.pipeline_info.name == "keep-samd"
-    from trainers.unified import MODELS
-    unified = {f"{''.join(p.capitalize() for p in m.split('_'))}{kind}" for m in MODELS for kind in ("Trainer", "Evaluator", "Pusher")}
+    from models import registry
+    unified = {f"{registry.get(m).title}{kind}" for m in registry.names("unified")
+               for kind in ("Trainer", "Evaluator", "Pusher")}
     assert set(parsed.root.dag.tasks) == {
         "ImportSchemaGen", "RawDataCheck", "CsvExampleGen", "StatisticsGen", "ExampleValidator", "ValidationGate",
         "ScenarioSimilarity", "Transform", "KeepTrainer", "KeepEvaluator", "KeepPusher", "SamdTrainer",
@@ -116,7 +117,7 @@ def test_vertex_training_settings_reach_the_chosen_trainers_in_the_compiled_json
         # Pools without an image run the pipeline's; the run_fn's own settings are kept.
         assert [p["container_spec"]["image_uri"] for p in job["worker_pool_specs"]] == [
             "registry.example/keep_samd:3", "registry.example/keep_samd:3", "registry.example/ps:1"]
-        assert ("keep" in custom) == (task == "KeepTrainer") and custom["model_name"]
+        assert custom["model"]["role"] == ("general" if task == "KeepTrainer" else "unified") and custom["model_name"]
     for task in ("AdlTrainer", "SamdTrainer", "DownstreamTrainer"):  # not chosen, or not distribution-aware
         executor, custom = trainers[task]
         assert executor != vertex_executor and "ai_platform_training_args" not in custom

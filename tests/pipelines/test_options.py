@@ -76,11 +76,20 @@ def test_the_environment_interface_gives_typed_sections_and_the_trainers_their_c
     assert (o.train_steps, o.eval_steps, o.epochs, o.keep) == (600, 10, 3, {"batch_size": 256})
     assert o.samd == SamdOptions(train_steps=200, epochs=2, samd={"batch_size": 64})
     assert o.train_steps_of(o.samd) == 200 and o.train_steps_of(o.unified) == 150
-    assert o.samd.trainer_config() == {"samd": {"batch_size": 64}, "students": {}, "epochs": 2, "scenarios": None}
+    samd = o.samd_trainer_config()
+    assert (samd.samd, samd.students, samd.epochs, samd.scenarios, samd.model_name) == (
+        {"batch_size": 64}, {}, 2, None, "samd")
     # "epochs" of KEEP_SAMD_DOWNSTREAM sets both stage-two trainers', as it always did
     assert (o.downstream.knowledge_epochs, o.downstream.model_epochs, o.knowledge_train_steps) == (2, 2, 150)
-    assert o.downstream.trainer_config() == {"plugged": True, "downstream": {"batch_size": 256}, "spans": 1,
-                                             "scenarios": None, "epochs": 2}
+    downstream = o.downstream_trainer_config()
+    assert (downstream.plugged, downstream.downstream, downstream.spans, downstream.scenarios, downstream.epochs) == (
+        True, {"batch_size": 256}, 1, None, 2)
+    # every trainer gets the run's seed and patience; a unified model the equal budget's batch
+    configs = [o.keras_trainer_config("keep_general"), o.keras_trainer_config("pepnet"), samd, downstream,
+               o.knowledge_center_config()]
+    assert {(c.seed, c.patience) for c in configs} == {(o.seed, o.patience)}
+    assert configs[1].batch_size == o.unified.batch_size and configs[0].batch_size is None
+    assert configs[0].config == o.keep and configs[0].model.name == "keep_general"
     assert o.blessing_config("samd") == {"metric": "auc_click", "margin": -1.0}
     assert o.blessing_config("pepnet") == {"metric": "auc_click", "margin": 0.03}
     assert o.unified.corrupt_labels == {"mmoe": "invert"}
@@ -95,7 +104,8 @@ def test_the_environment_interface_gives_typed_sections_and_the_trainers_their_c
 def test_defaults_each_trainer_epochs_as_before():
     o = PipelineOptions()
     assert (o.epochs, o.samd.epochs, o.downstream.knowledge_epochs, o.downstream.model_epochs) == (6, 5, 3, 2)
-    assert o.samd.trainer_config()["epochs"] == 5 and o.downstream.trainer_config()["epochs"] == 2
+    assert o.samd_trainer_config().epochs == 5 and o.downstream_trainer_config().epochs == 2
+    assert o.knowledge_center_config().epochs == 3 and o.keras_trainer_config("adl").epochs == 6
 
 
 def test_sections_accept_dicts_and_replace_checks_again():

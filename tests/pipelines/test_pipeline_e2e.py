@@ -209,10 +209,10 @@ def test_every_scenario_gets_a_standalone_samd_student(pipeline_run):
 
 
 def test_every_unified_model_and_baseline_is_pushed_and_predicts_standalone(pipeline_run):
-    from trainers.unified import MODELS
+    from models import registry
 
     tmp = pipeline_run.tmp
-    for name in MODELS:
+    for name in registry.names("unified"):
         if name == PLANTED:  # not pushed (see below): its trained SavedModel still exports and predicts
             model = _one(os.path.join(tmp, "runs", "pipelines", "keep_samd", "MmoeTrainer", "model", "*",
                                       "Format-Serving"))

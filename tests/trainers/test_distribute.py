@@ -1,7 +1,7 @@
 """Distributed training of KEEP: the strategy TF_CONFIG picks, and two short runs on 127.0.0.1.
 
-The slow tests run `trainers.keep.run_fn` in child processes (this file run as
-`python -m tests.models.test_distribute ...`, see `_main`), so the pytest process never
+The slow tests run `trainers.generic.run_fn` in child processes (this file run as
+`python -m tests.trainers.test_distribute ...`, see `_main`), so the pytest process never
 joins a cluster: two MultiWorkerMirroredStrategy workers, and a ParameterServerStrategy
 coordinator with two workers and two parameter servers in its own process (TF's
 create_in_process_cluster). The data are tiny stand-ins for the Transform output (the
@@ -9,6 +9,7 @@ raw features already are the transformed ones), so no Transform run is needed. E
 run's export must predict as a single-process export of the weights it saved does.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -21,6 +22,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from models import registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -147,8 +150,8 @@ def assert_same_digest(got, want):
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
-KEEP_CONFIG = {"keep": SMALL, "epochs": 2, "patience": 2, "seed": 5, "model_name": "keep_general",
-               "min_shard_bytes": MIN_SHARD_BYTES}
+KEEP_CONFIG = {"model": dataclasses.asdict(registry.get("keep_general")), "config": SMALL, "epochs": 2, "patience": 2,
+               "seed": 5, "model_name": "keep_general", "min_shard_bytes": MIN_SHARD_BYTES}
 
 
 def fn_args(root, custom_config=None):
@@ -168,7 +171,7 @@ def _train(root, report_name):
     import tensorflow_transform as tft
 
     from models import export
-    from trainers import keep as keep_trainer
+    from trainers import generic
 
     tft.TFTransformOutput = FakeTransformOutput
     exported = []
@@ -180,7 +183,7 @@ def _train(root, report_name):
 
     export.export_saved_model = recording
     args = fn_args(root)
-    keep_trainer.run_fn(args)
+    generic.run_fn(args)
     for e in exported:
         e["dir_left"] = os.path.exists(e["dir"])
     # What TFX's Trainer executor checks on every replica once run_fn returns.
@@ -246,7 +249,7 @@ def run_children(envs, args, log_dir, attempts=3):
         for i, env in enumerate(envs(ports)):
             log = open(os.path.join(log_dir, f"child{i}_attempt{attempt}.log"), "w+")
             logs.append(log)
-            procs.append(subprocess.Popen([sys.executable, "-m", "tests.models.test_distribute", *args(ports)[i]],
+            procs.append(subprocess.Popen([sys.executable, "-m", "tests.trainers.test_distribute", *args(ports)[i]],
                                           cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
         deadline = started + DEADLINE_S
         try:
@@ -407,15 +410,15 @@ def test_parameter_server_input_is_a_dataset_creator_of_disjoint_per_worker_shar
 @pytest.mark.slow
 def test_without_tf_config_the_unified_trainer_trains_in_this_process(tmp_path, monkeypatch):
     """The default path of run_fn (KEEP's runs in the pipeline end-to-end test; a second run here costs a minute)."""
-    from trainers import unified as unified_trainer
+    from trainers import generic
 
-    custom = {"model": "logistic_regression", "config": {"cross_buckets": 64}, "batch_size": 32, "epochs": 1,
-              "seed": 5, "model_name": "logistic_regression"}
+    custom = {"model": dataclasses.asdict(registry.get("logistic_regression")), "config": {"cross_buckets": 64},
+              "batch_size": 32, "epochs": 1, "patience": 2, "seed": 5, "model_name": "logistic_regression"}
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    monkeypatch.setattr(unified_trainer.tft, "TFTransformOutput", FakeTransformOutput)
+    monkeypatch.setattr(generic.tft, "TFTransformOutput", FakeTransformOutput)
     root = str(tmp_path)
     write_data(root)
-    unified_trainer.run_fn(fn_args(root, custom))
+    generic.run_fn(fn_args(root, custom))
     record = training_record(root)
     assert record["distribution"] == {"strategy": "default", "replicas": 1}
     assert record["examples_seen"] == record["epochs"] * (8 // custom["epochs"]) * 32

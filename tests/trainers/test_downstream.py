@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.trainers import custom_config
 from trainers import downstream as downstream_trainer, knowledge_center
 from models.keep_cache import lookup_knowledge
 
@@ -26,9 +27,9 @@ def runs(transformed, tmp_path_factory):
     knowledge_center.run(os.path.join(t.transformed_examples, "Split-train", "*"),
                          os.path.join(t.transformed_examples, "Split-validation", "*"), t.transform_graph,
                          os.path.join(cache, "Format-Serving"), cache, train_steps=20, version=42,
-                         custom={"knowledge": {"batch_size": 128}, "epochs": 1})
+                         custom=custom_config("knowledge_center", knowledge={"batch_size": 128}, epochs=1))
     cache_dir = os.path.join(cache, "Format-Serving")
-    custom = {"downstream": {"batch_size": 128}, "epochs": 1}
+    custom = custom_config("downstream", downstream={"batch_size": 128}, epochs=1)
     plain = _run(t, data, str(root / "plain"), custom=custom)
     plugged = _run(t, data, str(root / "plugged"), custom={**custom, "spans": 1}, knowledge_dir=cache_dir,
                    knowledge_version=42, base_model_dir=str(root / "plain"))
@@ -82,8 +83,8 @@ def test_export_takes_raw_examples_and_knowledge_and_names_its_cache_version(run
 
 def test_a_checkpoint_of_another_architecture_is_not_warm_started_and_the_record_says_why(runs, tmp_path):
     data, t, root, cache_dir, _, _ = runs
-    record = _run(t, data, str(tmp_path), steps=2, custom={"downstream": {"hidden_units": [32, 16], "batch_size": 64},
-                                                           "epochs": 1},
+    record = _run(t, data, str(tmp_path), steps=2, custom=custom_config(
+                      "downstream", downstream={"hidden_units": [32, 16], "batch_size": 64}, epochs=1),
                   base_model_dir=str(root / "plain"))
     assert record["warm_start"]["restored"] == 0 and "another shape" in record["warm_start"]["skipped"]
     with open(os.path.join(str(tmp_path), downstream_trainer.TRAINING_FILE)) as f:
@@ -93,7 +94,7 @@ def test_a_checkpoint_of_another_architecture_is_not_warm_started_and_the_record
 def test_unknown_scenarios_are_named(runs, tmp_path):
     data, t, *_ = runs
     with pytest.raises(ValueError, match="nowhere"):
-        _run(t, data, str(tmp_path), steps=1, custom={"scenarios": ["nowhere"]})
+        _run(t, data, str(tmp_path), steps=1, custom=custom_config("downstream", scenarios=["nowhere"]))
 
 
 def test_training_rows_get_knowledge_as_of_the_day_before_theirs(runs):

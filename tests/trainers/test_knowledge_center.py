@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from models import features as F
+from tests.trainers import custom_config
 from trainers import knowledge_center
 from models.keep_cache import knowledge_parts, lookup_knowledge
 from trainers.transformed_data import load_transformed, raw_ids
@@ -21,7 +22,8 @@ def gkc(request, transformed, tmp_path_factory):
     record = knowledge_center.run(os.path.join(t.transformed_examples, "Split-train", "*"),
                                   os.path.join(t.transformed_examples, "Split-validation", "*"), t.transform_graph,
                                   os.path.join(out, "Format-Serving"), out, train_steps=30, version=1700000001,
-                                  custom={"knowledge": {"strategy": request.param, "batch_size": 128}, "epochs": 1})
+                                  custom=custom_config("knowledge_center", knowledge={"strategy": request.param,
+                                                                                   "batch_size": 128}, epochs=1))
     return t, out, record
 
 

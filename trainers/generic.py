@@ -1,0 +1,164 @@
+"""The TFX Trainer `run_fn` of every registered Keras model: KEEP's general model and the unified models.
+
+The component's custom_config is a `trainers.config.KerasTrainerConfig`; its `model` is
+the model's registry entry (models/registry.py), which says what to build and what the
+SavedModel answers. The trainer reads the transformed examples, builds and compiles the
+model (`model.compile()`: the optimizer its config names), fits it and exports a
+standalone SavedModel (raw tf.Example in, probabilities out) through `models.export`.
+
+The train steps are spread over `epochs`; after each, the validation split is scored and
+training stops once the click AUC has not improved for `patience` epochs, keeping the
+best epoch's weights: recommendation models overfit id embeddings within a few passes,
+and the validation AUC, not the step count, says when. `training.json` next to the
+SavedModel records the budget a model got (examples seen, epochs, the best epoch,
+parameters, optimizer), `history.json` in the run folder its learning curves.
+
+Equal budgets: the pipeline gives every unified model one batch size and the same
+train steps, so the same training examples before early stopping; each reads the
+validation split only for early stopping.
+
+`roles`: the model trains and early-stops on the rows of the scenarios with those roles
+only (SAMD's general model on the super scenario, its paper's section 4.1).
+
+`corrupt_labels` plants a worse model, a control the evaluator must refuse to bless:
+"shuffle" moves each row's labels to another row of its batch (no signal), "invert"
+trains on 1 - label (a swapped label column; AUC well below 0.5).
+
+With TF_CONFIG describing a cluster, the model trains under its tf.distribute strategy
+(`trainers.distribute`: MultiWorkerMirroredStrategy, or ParameterServerStrategy with the
+embedding tables of at least `min_shard_bytes` sharded); the global batch, and so the
+budget, stays the same, and only the chief writes the outputs.
+"""
+
+import os
+import time
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras
+from absl import logging
+from tfx_bsl.public import tfxio
+
+from models import export
+from models import features as F
+from models.artifact_io import write_json
+from trainers import distribute
+from trainers.config import KerasTrainerConfig
+from trainers.records import budget_record, seed_everything, write_training_record
+
+
+def make_dataset(file_pattern, data_accessor, tf_transform_output, batch_size, shuffle=True, num_epochs=None):
+    return data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(
+            batch_size=batch_size, shuffle=shuffle, shuffle_buffer_size=20_000, num_epochs=num_epochs
+        ),
+        tf_transform_output.transformed_metadata.schema,
+    ).prefetch(tf.data.AUTOTUNE)
+
+
+def read_roles(scenarios_csv: str) -> dict:
+    """{scenario_id: role} of a scenarios.csv (a ScenarioTable artifact's)."""
+    from schemas import scenarios
+
+    return scenarios.roles(scenarios.read_scenarios(scenarios_csv))
+
+
+def only_scenarios(dataset, indices, batch_size):
+    """The batches of `dataset` re-formed from the rows whose transformed scenario_id is in `indices`."""
+    wanted = tf.constant(sorted(indices), tf.int64)
+    return dataset.unbatch().filter(
+        lambda f: tf.reduce_any(tf.equal(tf.reshape(f["scenario_id"], [-1])[:1], wanted))
+    ).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def all_vocab_sizes(tf_transform_output):
+    names = list(F.VOCABULARY) + list(F.INTEGER_CATEGORICAL_MAX)
+    return {n: F.vocab_size(tf_transform_output, n) for n in names}
+
+
+def shuffle_labels(features):
+    """The three labels of each row moved, together, to another row of the batch."""
+    labels = tf.stack([features[t] for t in F.LABELS], axis=1)
+    labels = tf.gather(labels, tf.random.shuffle(tf.range(tf.shape(labels)[0])))
+    return {**features, **{t: labels[:, i] for i, t in enumerate(F.LABELS)}}
+
+
+def invert_labels(features):
+    return {**features, **{t: 1 - features[t] for t in F.LABELS}}
+
+
+CORRUPTIONS = {"shuffle": shuffle_labels, "invert": invert_labels}  # the names: trainers.config.CORRUPTIONS
+
+
+def keras_model_dir(serving_model_dir: str) -> str:
+    """<model artifact>/Format-Keras, next to TFX's <model artifact>/Format-Serving."""
+    return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), "Format-Keras")
+
+
+def run_fn(fn_args):
+    """Trains and exports under the strategy of the TF_CONFIG cluster (trainers.distribute; none: one process)."""
+    config = KerasTrainerConfig.from_custom_config(fn_args.custom_config)
+    distribute.run_on_cluster(fn_args, lambda args, strategy: train_and_export(args, strategy, config),
+                              config.min_shard_bytes)
+
+
+def train_and_export(fn_args, strategy, trainer: KerasTrainerConfig):
+    seed_everything(trainer.seed)
+    entry = trainer.model
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    overrides = dict(trainer.config)
+    if trainer.batch_size is not None:
+        overrides["batch_size"] = trainer.batch_size
+    with strategy.scope():
+        model, config = entry.build(overrides, all_vocab_sizes(tft_output))
+        model.compile()  # the optimizer(s) its config names (models.multitask.MultiTaskSteps.compile)
+    batch = config.batch_size
+    indices = None
+    if trainer.roles:
+        roles = read_roles(trainer.scenarios_csv)
+        chosen = [s for s, r in roles.items() if r in set(trainer.roles)]
+        if not chosen:
+            raise ValueError(f"{trainer.scenarios_csv}: no scenario has a role in {list(trainer.roles)}")
+        indices = list(F.scenario_indices(tft_output, chosen).values())
+        logging.info("training %s on the rows of %s only", entry.name, chosen)
+    corrupt = CORRUPTIONS[trainer.corrupt_labels] if trainer.corrupt_labels else None
+    if corrupt:
+        logging.warning("training %s on CORRUPTED labels (%s): a control that must not be blessed", entry.name,
+                        trainer.corrupt_labels)
+
+    def batches(files, corrupt=None):
+        def dataset_fn(batch_size):
+            dataset = make_dataset(files, fn_args.data_accessor, tft_output, batch_size)
+            if indices is not None:
+                dataset = only_scenarios(dataset, indices, batch_size)
+            return dataset.map(corrupt) if corrupt else dataset
+
+        return dataset_fn
+
+    train = distribute.fit_input(strategy, batches(fn_args.train_files, corrupt), batch, fn_args.train_files)
+    evaluation = distribute.fit_input(strategy, batches(fn_args.eval_files), batch, fn_args.eval_files)
+    steps = max(1, fn_args.train_steps // trainer.epochs)
+    logging.info("training %s: %d epochs of %d steps, batch %d; %s", entry.name, trainer.epochs, steps, batch, config)
+    t0 = time.time()
+    history = model.fit(
+        train, epochs=trainer.epochs, steps_per_epoch=steps, validation_data=evaluation,
+        validation_steps=max(1, fn_args.eval_steps), verbose=2,
+        callbacks=[tf_keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs")),
+                   tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max", patience=trainer.patience,
+                                                    restore_best_weights=True, verbose=1)],
+    )
+    seconds = time.time() - t0
+    trained_steps = len(history.history["loss"]) * steps
+    write_json(os.path.join(fn_args.model_run_dir, "history.json"),
+               {"model": entry.name, "train_seconds": seconds, "examples_per_second": trained_steps * batch / seconds,
+                "history": {k: [float(x) for x in v] for k, v in history.history.items()}})
+    record = {"model": entry.name, "seconds": seconds, **budget_record(model, history, batch, steps),
+              "distribution": distribute.describe(strategy, model)}
+    if hasattr(model, "training_report"):  # e.g. ADL: does training route a batch as serving does?
+        record.update(model.training_report(next(iter(batches(fn_args.eval_files)(batch)))))
+    write_training_record(fn_args.serving_model_dir, record)
+    export.export_saved_model(model, tft_output, fn_args.serving_model_dir, outputs=entry.outputs,
+                              model_name=trainer.model_name)
+    if entry.keras_copy:  # beside the SavedModel (not pushed): what SAMD needs to rebuild its teacher
+        export.save_keras_model(model, keras_model_dir(fn_args.serving_model_dir))
