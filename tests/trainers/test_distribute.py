@@ -287,7 +287,7 @@ def single_process_export(root, out):
     """The chief's saved weights loaded into a model built without a strategy, exported the same way."""
     from models import export
     from models.keep import KeepModel
-    from trainers.keep import keras_model_dir
+    from trainers.generic import keras_model_dir
 
     keras_dir = keras_model_dir(os.path.join(root, "model", "Format-Serving"))
     with open(os.path.join(keras_dir, "config.json")) as f:
