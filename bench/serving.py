@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
+from bench import record  # noqa: E402
 from serving.runtime import configure_tensorflow  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -499,9 +500,7 @@ def main(argv=None):
            "model": path, "in_process_has_server_tf_settings": same_tf, "h2load": h2load,
            "seconds_per_setting": a.seconds, "rounds": a.rounds,
            "results": results, "targets": targets, "per_round": rounds, "swap": swap, "big_request": big}
-    os.makedirs(os.path.dirname(a.output), exist_ok=True)
-    with open(a.output, "w") as f:
-        json.dump(out, f, indent=1)
+    record.write(a.output, out)
 
 
 if __name__ == "__main__":

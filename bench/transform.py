@@ -31,6 +31,7 @@ import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from bench import record  # noqa: E402
 from pipelines.transform_only import run_transform, write_examples  # noqa: E402
 from synthetic import generate as G  # noqa: E402
 
@@ -82,9 +83,7 @@ def main(argv=None):
         if (before.get("machine"), before.get("beam_args")) == (machine, a.beam_args):
             sizes = {r["rows"] for r in results}
             results = sorted([r for r in before["results"] if r["rows"] not in sizes] + results, key=lambda r: r["rows"])
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"machine": machine, "beam_args": a.beam_args, "examples": a.examples, "results": results}, f, indent=1)
+    record.write(path, {"machine": machine, "beam_args": a.beam_args, "examples": a.examples, "results": results})
 
 
 if __name__ == "__main__":
