@@ -23,7 +23,7 @@ alone), so the gap to the shared bottom splits into routing, partition and Equat
 one partition per scenario (`--star-scenarios`, M = 8 as in the generated data), routed by
 the scenario id: P x (M + 1) parameters against ADL's P x (K + 1) (Table 2).
 
-pipeline-speed: training examples/s as the pipeline's Trainer sees them (the issue's measure):
+pipeline-speed: training examples/s as the pipeline's Trainer sees them (the measure that matters):
 each model (`--models`, default shared_bottom adl mmoe) fits `--steps` steps of batch 512 on
 a finished Transform's train split through tfxio with TensorFlow's default threads; input
 decoding and the model share the 2 cores, so a slower model step may or may not show.

@@ -8,8 +8,8 @@
 * `findings`: carried over from the file being replaced. They are added by hand, each
   with the command that measured it (an ablation run once, a prototype that was
   dropped), and no bench recomputes them, so a rerun must not drop them. Any other
-  hand-written key (e.g. a `caveat` about how the old figures were measured) describes
-  the old run and goes with it.
+  hand-written key (e.g. `notes` on how the old figures were measured) describes the
+  old run and goes with it.
 """
 
 import json

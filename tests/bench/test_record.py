@@ -10,7 +10,7 @@ def test_a_rerun_keeps_the_findings_and_drops_the_rest(tmp_path):
     record.write(path, {"seconds": 1.0}, command="python -m bench.x --old")
     with open(path) as f:
         old = json.load(f)
-    old.update({"findings": [{"finding": "f", "command": "python -m bench.x --ablation"}], "caveat": "old run"})
+    old.update({"findings": [{"finding": "f", "command": "python -m bench.x --ablation"}], "notes": ["old run"]})
     with open(path, "w") as f:
         json.dump(old, f)
 
