@@ -64,7 +64,7 @@ def signed(x: float) -> str:
 
 
 def mean_std(cell: Optional[dict]) -> str:
-    """`{"mean", "std"}` as 0.754 ± 0.002."""
+    """`{"mean", "std"}` as mean ± std, three decimals each."""
     if not cell or cell.get("mean") is None:
         return ""
     return f"{cell['mean']:.3f} ± {cell['std']:.3f}" if cell.get("std") is not None else f"{cell['mean']:.3f}"
@@ -79,7 +79,7 @@ def verdict(low: float, high: float) -> str:
 
 
 def seconds(s: float) -> str:
-    """Seconds as 56 min 34 s, 3 min 21 s or 49.2 s."""
+    """Seconds in minutes and seconds from a minute up, else to one decimal."""
     if s >= 60:
         m, rest = divmod(int(round(s)), 60)
         return f"{m} min {rest:02d} s"
