@@ -23,7 +23,7 @@ alone), so the gap to the shared bottom splits into routing, partition and Equat
 one partition per scenario (`--star-scenarios`, M = 8 as in the generated data), routed by
 the scenario id: P x (M + 1) parameters against ADL's P x (K + 1) (Table 2).
 
-pipeline-speed: training examples/s as the pipeline's Trainer sees them (the issue's measure):
+pipeline-speed: training examples/s as the pipeline's Trainer sees them (the measure that matters):
 each model (`--models`, default shared_bottom adl mmoe) fits `--steps` steps of batch 512 on
 a finished Transform's train split through tfxio with TensorFlow's default threads; input
 decoding and the model share the 2 cores, so a slower model step may or may not show.
@@ -53,7 +53,7 @@ VOCAB = {"user_id": 1_002, "item_id": 2_002, "category_id": 62, "shop_id": 252, 
          "user_gender": 5, "user_age_bucket": 9, "hour": 26, "member_level": 8, "pay_channel": 6,
          "device_type": 6, "live_room_id": 60}
 SEQUENCES = {"hist_item_ids": "item_id", "hist_category_ids": "category_id"}
-VOCAB.update({seq: VOCAB[target] for seq, target in SEQUENCES.items()})  # as unified_trainer.all_vocab_sizes
+VOCAB.update({seq: VOCAB[target] for seq, target in SEQUENCES.items()})  # as trainers.generic.all_vocab_sizes
 HIST = 20
 
 

@@ -4,13 +4,13 @@
 """
 
 import argparse
-import json
 import os
 import platform
 import shutil
 import tempfile
 import time
 
+from bench import record
 from synthetic import generate as G
 
 
@@ -32,9 +32,7 @@ def main(argv=None):
         print(f"generate: {rows:,} rows in {wall:.1f}s = {rows / wall:,.0f} rows/s")
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
            "results": results}
-    os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-    with open(os.path.join(os.path.dirname(__file__), "results", "generate.json"), "w") as f:
-        json.dump(out, f, indent=1)
+    record.write(os.path.join(os.path.dirname(__file__), "results", "generate.json"), out)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,14 @@ machine.
 
 import argparse
 import json
+import os
+import platform
 import time
 
 import numpy as np
 import tensorflow as tf
 
+from bench import record
 from models import features as F
 from models.grec import GRecConfig, GRecModel, count_params, extract_subnetwork
 
@@ -101,11 +104,10 @@ def main(argv=None):
            "full_task_sentence": tf.function(lambda f: full(f, training=False)),
            "subnetwork": tf.function(lambda f: sub(f, training=False))}
     result["batch1_latency_ms"] = {name: latency_ms(fn, row, a.calls) for name, fn in fns.items()}
-    text = json.dumps(result, indent=1)
-    print(text)
+    result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
+    print(json.dumps(result, indent=1))
     if a.output:
-        with open(a.output, "w") as f:
-            f.write(text)
+        record.write(a.output, result)
 
 
 if __name__ == "__main__":

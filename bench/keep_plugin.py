@@ -23,7 +23,6 @@ Writes bench/results/keep_plugin.json.
 
 import argparse
 import glob
-import json
 import os
 import platform
 import time
@@ -33,6 +32,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from bench import record  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("base", "full", "decomposition", "degeneration", "both")
@@ -236,9 +237,7 @@ def main(argv=None):
     if not a.skip_quality:
         out["quality"] = quality(a.run, a.data, a.steps, a.seeds, a.knowledge_steps)
     out["latency"] = latency(a.run, a.scenario, a.seconds)
-    os.makedirs(os.path.dirname(a.output), exist_ok=True)
-    with open(a.output, "w") as f:
-        json.dump(out, f, indent=1)
+    record.write(a.output, out)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from bench import record
 from components.model_evaluator import metrics as M
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "quality.json")
@@ -343,9 +344,7 @@ def main(argv=None) -> int:
         "train_steps": a.train_steps, "samd_steps": a.samd_steps, "seconds": seconds,
         "total_seconds": time.time() - t0,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"})
-    os.makedirs(os.path.dirname(a.output), exist_ok=True)
-    with open(a.output, "w") as f:
-        json.dump(result, f, indent=1)
+    record.write(a.output, result)
     print_table(result)
     print(f"\nwrote {a.output} in {result['total_seconds']:.0f}s")
     return 0

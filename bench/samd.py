@@ -44,6 +44,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from bench import record
 from bench.quality import version_of
 from components.model_evaluator import metrics as M
 from pipelines.options import PipelineOptions
@@ -370,9 +371,7 @@ def main(argv=None):
                    "variants": {v: VARIANTS[v] for v in a.variants}, "roles": roles,
                    "seconds": round(time.time() - t0, 1),
                    "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"})
-    os.makedirs(os.path.dirname(a.output), exist_ok=True)
-    with open(a.output, "w") as f:
-        json.dump(result, f, indent=1)
+    record.write(a.output, result)
     order = sorted(roles, key=lambda s: (GROUPS.index(roles[s]), s))
     print_table(result, order)
     print(f"\nwrote {a.output}")

@@ -24,6 +24,8 @@ import sys
 import threading
 import time
 
+from bench import record
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results", "scale.json")
 
@@ -96,10 +98,9 @@ def _save(entry):
         with open(RESULTS) as f:
             old = json.load(f)["results"]
     results = [r for r in old if r["rows"] != entry["rows"]] + [entry]
-    with open(RESULTS, "w") as f:
-        json.dump({"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-                   "command": ".venv/bin/python -m bench.scale --rows N",
-                   "results": sorted(results, key=lambda r: r["rows"])}, f, indent=1)
+    record.write(RESULTS, {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+                           "command": ".venv/bin/python -m bench.scale --rows N",
+                           "results": sorted(results, key=lambda r: r["rows"])})
 
 
 def main(argv=None) -> int:

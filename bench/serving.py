@@ -10,21 +10,21 @@ production, so its Python threads do not share a GIL with the clients. Every mod
 --rounds times (default 3), interleaved, against servers that stay up; each figure is
 the median over the rounds, and each comparison with in-process is the median of the
 per-round ratios (or differences), so a drift in the machine's speed does not land on
-one side. The issue's targets (batch-1 p50 within 0.5 ms of in-process, batch-64
-examples/s at least 0.8x) are checked per mode and printed. Each mode also records
-CPU per request, of the client side (this process or h2load) and of the server process,
-and the server's CPU beyond the model's own (in-process) CPU: with clients and server
-on the same cores, throughput is bounded by their sum. Then the
-server's peak RSS under one 50 MB Predict, with the example cap off (what the server
-did before it had one) and on (the default).
+one side. The serving targets (P50_TARGET_MS and THROUGHPUT_TARGET below: batch-1 p50
+over in-process, batch-64 examples/s against in-process) are checked per mode and
+printed. Each mode also records CPU per request, of the client side (this process or
+h2load) and of the server process, and the server's CPU beyond the model's own
+(in-process) CPU: with clients and server on the same cores, throughput is bounded by
+their sum. Then the server's peak RSS under one 50 MB Predict, with the example cap
+off (what the server did before it had one) and on (the default).
 
-The grpc and rest modes time a Python client (grpcio, http.client), whose own cost is
-in their figures: about 0.3 ms per request of protobuf and gRPC Python on the client
-side. When nghttp2's h2load is installed (Debian's nghttp2-client), grpc_h2load and
-rest_h2load send the same pre-serialised requests from h2load (C, one connection per
-client, one request in flight each), as a C++ or Go client would; their latencies come
-from h2load's per-request log, and each request body is first checked through the
-Python client. `--h2load no` skips them.
+The grpc and rest modes time a Python client (grpcio, http.client), whose own cost
+(protobuf and gRPC Python on the client side) is in their figures. When nghttp2's
+h2load is installed (Debian's nghttp2-client), grpc_h2load and rest_h2load send the
+same pre-serialised requests from h2load (C, one connection per client, one request in
+flight each), as a C++ or Go client would; their latencies come from h2load's
+per-request log, and each request body is first checked through the Python client.
+`--h2load no` skips them.
 Writes bench/results/serving.json.
 
     .venv/bin/python -m bench.serving runs/serving/keep_general \\
@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
+from bench import record  # noqa: E402
 from serving.runtime import configure_tensorflow  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -314,7 +315,7 @@ def combine_rounds(rounds: list) -> list:
     return out
 
 
-# Issue 15's targets, like for like: 1 client for latency, the same clients for throughput.
+# The serving targets, like for like: 1 client for latency, the same clients for throughput.
 P50_TARGET_MS = 0.5  # batch-1 p50 over in-process
 THROUGHPUT_TARGET = 0.8  # batch-64 examples/s against in-process
 
@@ -499,9 +500,7 @@ def main(argv=None):
            "model": path, "in_process_has_server_tf_settings": same_tf, "h2load": h2load,
            "seconds_per_setting": a.seconds, "rounds": a.rounds,
            "results": results, "targets": targets, "per_round": rounds, "swap": swap, "big_request": big}
-    os.makedirs(os.path.dirname(a.output), exist_ok=True)
-    with open(a.output, "w") as f:
-        json.dump(out, f, indent=1)
+    record.write(a.output, out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ against numpy's grouped computation on the same table.
 """
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from bench import record
 from components.scenario_similarity import beam_pipeline as B
 from components.scenario_similarity import similarity as S
 
@@ -122,9 +122,7 @@ def main(argv=None):
         "load_average_1m": [round(load_before, 2), round(load_after, 2)], "prepare_seconds": round(prepare, 1), "equals_numpy": ok, "max_relative_difference": rel,
         "top_g": doc["top_g"],
     }
-    os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-    with open(os.path.join(os.path.dirname(__file__), "results", "similarity.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    record.write(os.path.join(os.path.dirname(__file__), "results", "similarity.json"), result)
     print(f"similarity: {a.users:,} users ({rows:,} rows, {len(files)} CSV files) in {wall:.1f}s = "
           f"{a.users / wall:,.0f} users/s on {a.workers} DirectRunner workers (load {load_before:.1f}); "
           f"equals numpy: {ok}")

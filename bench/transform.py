@@ -10,11 +10,7 @@ execution timestamps.
 
 --examples written (default) writes the examples with pipelines.transform_only.write_examples
 (no Beam); example_gen runs the pipeline's ExampleGen first. Both give the same
-examples split by day. Measured before ExampleGen streamed (see
-components/time_split_example_gen/executor.py): CsvExampleGen's reshuffle held every
-example in the driver's memory and was OOM-killed at 22.7 GB on 10M rows; the whole
-pipeline at 10M rows is bench/scale.py. Transform alone: 10M rows took 1,020 s
-(9.8k rows/s) with the machine's memory peaking at ~20 GB.
+examples split by day. The whole pipeline at scale is bench/scale.py.
 
 Writes bench/results/transform.json (transform_example_gen.json with --examples example_gen);
 sizes measured before on the same machine and Beam args are kept.
@@ -31,6 +27,7 @@ import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from bench import record  # noqa: E402
 from pipelines.transform_only import run_transform, write_examples  # noqa: E402
 from synthetic import generate as G  # noqa: E402
 
@@ -82,9 +79,7 @@ def main(argv=None):
         if (before.get("machine"), before.get("beam_args")) == (machine, a.beam_args):
             sizes = {r["rows"] for r in results}
             results = sorted([r for r in before["results"] if r["rows"] not in sizes] + results, key=lambda r: r["rows"])
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"machine": machine, "beam_args": a.beam_args, "examples": a.examples, "results": results}, f, indent=1)
+    record.write(path, {"machine": machine, "beam_args": a.beam_args, "examples": a.examples, "results": results})
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import time
 
 import tensorflow as tf
 
+from bench import record
 from components.model_evaluator import metrics as M
 from models import registry
 
@@ -132,9 +133,7 @@ def main(argv=None):
                                                      "examples_per_second": round(eps),
                                                      "moe_flops_per_example": flops,
                                                      "latency_ms": latency_ms(serve, rows)}
-    os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-    with open(os.path.join(os.path.dirname(__file__), "results", "unified.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    record.write(os.path.join(os.path.dirname(__file__), "results", "unified.json"), results)
     scenarios = list(results["oracle"])
     print("model".ljust(22) + "".join(s[:12].rjust(13) for s in scenarios) + "   ex/s")
     for t in TASKS:

@@ -28,8 +28,8 @@ Readings of the paper:
   centres: r_ij = softmax(cos(c_j^{b-1}, e_i) / T). The iterations and the EWMA only
   move the stored centres. Routing training samples by the last iteration's
   batch-fitted centres (a literal reading of line 8) trains a sample in one cluster
-  that serving, with no iterations, may send to another: on main it did for 16-46%
-  of a batch.
+  that serving, with no iterations, may send to another, as it did for a sizeable
+  share of each batch.
 * Cosine similarity. Equation 1 writes s_ij = |c_j||e_i| cos θ = c_j · e_i and calls
   it a cosine; with unit centres that is a cosine only when |e_i| = 1, so we
   L2-normalise e_i. We also divide by a temperature (`routing_temperature`, default
@@ -40,10 +40,10 @@ Readings of the paper:
 * Routing input, per field. The routing input concatenates one block per feature,
   each brought to a common scale before the concatenation is L2-normalised: an id
   or history embedding is L2-normalised to a unit block, a numeric feature (z-scored
-  upstream) enters as tanh(x), in [-1, 1]. Unscaled, a z-scored price (about 1)
-  outweighed id embeddings initialised in ±0.05, so the normalised vector was mostly
-  the price: the 4 centres became two antipodal duplicate pairs within 60 batches,
-  a split on the price sign. Per field, no feature outweighs another.
+  upstream) enters as tanh(x), in [-1, 1]. Unscaled, a z-scored price (of order one)
+  outweighed id embeddings initialised near zero, so the normalised vector was mostly
+  the price: early in training the centres became antipodal duplicate pairs, a split
+  on the price sign. Per field, no feature outweighs another.
 * Default routing input: the scenario-bearing features. The paper feeds either the
   user-related features (user-wise) or every feature (instance-wise, section 2.3);
   its public data set is split into scenarios by the scenario indicator and user
@@ -51,10 +51,9 @@ Readings of the paper:
   user profile (gender, age bucket) and the per-scenario exposure statistics. With
   every feature (`"instance"`), the user, item and shop id blocks are, per sample,
   near-random unit vectors that add noise to the few blocks that carry a
-  distribution. The quality benchmark does not tell the two apart (seed 0, K = 3,
-  both factors started at √a, see below: click AUC 0.686 scenario, 0.690
-  instance); with either, live_stream and payment_page (the heterogeneous
-  scenarios) get a cluster of their own. The other two readings stay available.
+  distribution. The quality benchmark does not tell the two apart, and with either
+  the heterogeneous scenarios (live_stream, payment_page) get a cluster of their own
+  (docs/benchmarks.md, quality findings). The other two readings stay available.
 * Empty and duplicate centres. A centre is reseeded after the EWMA when it is a
   duplicate (cosine above `duplicate_cosine`, 0.99, with a lower-numbered centre) or
   empty (its EWMA share of the batch's samples, with the same β, fell below
@@ -73,13 +72,13 @@ Readings of the paper:
   W_s is Glorot-uniform with bound a = √(6 / (fan_in + fan_out)) and every W_j
   starts at ones, so every cluster starts at the shared network. Adam moves a
   weight by about its learning rate per step whatever its scale. Stored plainly,
-  a step on W_j moved W_m by only |W_s| (about 0.07) times that, 14 times less than
-  a step on W_s: the clusters barely differed after 600 steps. So W_j is stored
-  times a (`cluster_kernel` = a·W_j): a step then moves W_m by |W_s|/a ≤ 1 times
-  the learning rate, as a step on W_s does. On the quality benchmark (seed 0, K = 3)
-  click AUC was 0.696 stored plainly, 0.721 stored times a, and 0.686 with both
-  factors started at √a (balanced, but the whole network then learns at about half
-  the rate).
+  a step on W_j moved W_m by only |W_s| times that, an order of magnitude less than
+  a step on W_s: the clusters barely differed after a whole training run. So W_j is
+  stored times a (`cluster_kernel` = a·W_j): a step then moves W_m by |W_s|/a ≤ 1
+  times the learning rate, as a step on W_s does. On the quality benchmark this
+  beat both W_j stored plainly and both factors started at √a (balanced, but the
+  whole network then learns at about half the rate); docs/benchmarks.md, quality
+  findings.
 * Bias. Equation 6 covers the weights only. The bias is b_s + b_j (the additive
   reading used by STAR, the paper's reference [17] for this structure); both start
   at zero.
@@ -98,36 +97,24 @@ Readings of the paper:
   The network input takes every feature unscaled, as the baselines do; only the
   routing input is scaled per field.
 
-Measured (bench/quality.py, 600 steps of batch 512; bench/adl.py):
-* Click AUC (ALL), seeds 0-1: 0.724 against the shared bottom's 0.690 and MMoE's
-  0.694 (conversion and cart ahead too); still below the logistic-regression floor
-  (0.743).
-* K sweep (Figure 3, seed 0): 0.726 at K = 1, 0.721 at K = 3, 0.720 at K = 9. K = 1
-  is no routing at all, so the gain over the shared bottom comes from Equation 6's
-  parameterisation (W_j's step size above), not from the clusters: on this data the
+What the benchmarks found (docs/benchmarks.md, sections quality and adl_speed):
+* ADL is above the shared bottom and MMoE on click AUC but below the
+  logistic-regression floor. In the K sweep (Figure 3) K = 1, no routing at all, does
+  as well as more clusters: the gain over the shared bottom comes from Equation 6's
+  parameterisation (W_j's step size above), not from the clusters; on this data the
   routing neither helps nor hurts.
-* Speed (one CPU thread, idle machine, `bench.adl speed --decompose`): a training step
-  at K = 3 runs at 0.66 of the shared bottom's rate (the masked version: 0.35). With
-  the routing skipped it runs at 0.74, and at K = 1 without the partition (Equation
-  6's kernels alone) at 0.86: each mechanism costs about a tenth. At these small
-  layers the K per-cluster matmuls, the partition and the routing's few dozen ops cost
-  in op dispatch, not in arithmetic, and Equation 6 holds K + 1 kernels per layer that
-  the optimizer updates every step. Through the Trainer's input pipeline
-  (`bench.adl pipeline-speed`, both cores, 10 paired repeats) ADL runs at 0.92 of the
-  shared bottom on average, 95% interval 0.79-1.05: no difference there, input
-  decoding dominates and varies by more than the model step. The paper's speed claim
-  (section 3.5, Table 2) is against models with a network per scenario, P x M
-  parameters, against ADL's P x (K + 1); our shared bottom has one network (P), so
-  ADL does not reach its speed here (not met). Against the structure the paper does
-  compare with, STAR's (Equation 6's layers with one partition per scenario, M = 8,
-  routed by the scenario id: `star_m8` in `bench.adl speed`), ADL at K = 3 trains
-  1.23 times as fast (339 against 275 steps/s, idle machine, 2026-12-01): the
-  paper's claim holds in its own terms. Prototyped and dropped (not in the code):
-  the three task towers fused into one layer per cluster, +6%; TF's fused Adam kernel
-  (`tf_keras.optimizers.legacy.Adam`) for both models, no change in the ratio; one
-  batched matmul per layer over the clusters padded to the largest (scatter_nd /
-  gather_nd instead of the partition), slower (0.43 against 0.51 of the shared
-  bottom's rate in one interleaved run, loaded machine).
+* Speed. At these small layers the K per-cluster matmuls, the partition and the
+  routing's few dozen ops cost in op dispatch, not in arithmetic, and Equation 6
+  holds K + 1 kernels per layer that the optimizer updates every step: each
+  mechanism costs about a tenth of the shared bottom's step rate
+  (`bench.adl speed --decompose`). Through the Trainer's input pipeline
+  (`bench.adl pipeline-speed`) no difference shows: input decoding dominates and
+  varies by more than the model step. The paper's speed claim (section 3.5, Table 2)
+  is against models with a network per scenario, P x M parameters, against ADL's
+  P x (K + 1); against that structure (STAR's, `star_m8` in `bench.adl speed`) ADL
+  trains faster, as claimed, but not against our shared bottom, which has one
+  network (P). Fused task towers, TF's fused Adam kernel and a padded batched matmul
+  over the clusters were tried and dropped.
 
 Example:
     config = ADLConfig(num_clusters=3, routing_input="scenario")

@@ -31,8 +31,7 @@ Readings of the paper (where it is silent or ambiguous) and deviations:
   transformer outputs h_l, no target involved. Option "target" (a deviation): one
   read-out softmax(q . h_l / sqrt(d)) over the real positions, q a linear map of the
   target item's id and category embeddings; the transformer still never sees the target.
-  It did not help: bench/quality.py, seed 0, ALL test AUC mean -> target: click 0.708 ->
-  0.709, conversion 0.702 -> 0.703, cart 0.678 -> 0.675 (seed-to-seed std ~0.004).
+  It did not help on the quality benchmark (docs/benchmarks.md, quality findings).
 * Multi-query attention (Eq. 2): W^Q, W^K, W^V are d x d with d the latent width, so a
   head is head_dim = model_dim wide (not model_dim / h); h query heads, ONE key and ONE
   value projection shared by them, an output projection W^O from h * d to model_dim.
@@ -72,9 +71,8 @@ Readings of the paper (where it is silent or ambiguous) and deviations:
   own population, so the use cases are balanced by construction; upsampling balances
   the scenarios within a task. max_upsampling = 10 caps the weight of tiny pairs (the
   paper gives no cap). Off by default because on our data it moves weight away from the
-  traffic the model is judged on and helps no scenario: bench/quality.py, seed 0, test
-  AUC on ALL rows (sequence_pooling "target"), off -> on: click 0.709 -> 0.677, conversion 0.703 -> 0.679, cart
-  0.675 -> 0.659; mean click AUC of the minor scenarios 0.646 -> 0.648.
+  traffic the model is judged on and hardly moves the minor scenarios it upweights
+  (docs/benchmarks.md, quality findings).
 * Serving (Task-MoE, the paper's reference [10]): with task-sentence routing, the
   experts and their weights of a (scenario, task) are fixed, so `extract_subnetwork`
   builds, per (scenario, task), a model with only those k experts (weights copied),
@@ -668,7 +666,7 @@ def count_expert_flops(model: GRecModel, features, training: bool = False) -> Di
     router_flops: router evaluations x R x E (R the gate input width); expert_flops: rows
     each expert ran on x the expert MLP's multiply-adds per row (biases and activations
     not counted). The rest of the model does not depend on the routing and is not
-    counted. Measured at inference by default, where no capacity limit drops rows.
+    counted. By default at inference, where no capacity limit drops rows.
     """
     stats = model.moe_stats(features, training=training)
     router = sum(int(s["router_macs"]) for s in stats)

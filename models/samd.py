@@ -47,15 +47,14 @@ Readings of the paper (and where it is silent, our choices; each is a config fie
   differentiated through ∇θ L_fd with nested tapes). With it, `null_transfer` (on by
   default) adds a column to W_T whose weight is distilled nowhere, so a scenario the
   teacher does not fit can take less transfer; under L_fd that column (loss 0) would
-  always win, so it needs the look-ahead. Measured (bench/samd.py, rich preset, 3
-  seeds, paired against the same students trained alone): the default is above alone
-  on the minor (+0.027 to +0.029) and homogeneous groups with no difference on the
-  heterogeneous one (both without the embedding transfer below); the literal reading
-  is below alone on the heterogeneous group in 2 of 3 seeds. W_T stays close to
-  uniform at the paper's meta learning rate, and a plain all2all at distill weight
-  0.78 (the column's mass) does about as well (minor
-  +0.018 to +0.028): on this data most of the gain is the lower transfer weight, not
-  what the meta network learns (a finding; bench/results/samd.json).
+  always win, so it needs the look-ahead. On the SAMD benchmark (bench/samd.py,
+  paired against the same students trained alone, both without the embedding
+  transfer below) the default is above alone on the minor and homogeneous groups and
+  level on the heterogeneous one; the literal reading is below alone on the
+  heterogeneous group in most seeds. W_T stays close to uniform at the paper's meta
+  learning rate, and a plain all2all at the no-transfer column's mass as distill
+  weight does about as well: on this data most of the gain is the lower transfer
+  weight, not what the meta network learns (docs/benchmarks.md, samd).
 * Training of T. The paper pre-trains T offline and refreshes it weekly without
   naming the objective. Here T's parameters (attribute embeddings, W_exp, W_imp,
   W_sim) are trained with the meta network through the meta objective, in the same
@@ -91,17 +90,13 @@ Readings of the paper (and where it is silent, our choices; each is a config fie
   Why: the feature distillation moves a student's tables only through its own rows,
   where a heterogeneous scenario sees each user about 20 times in training; the
   teacher's tables were fitted on every scenario's rows, and the latent user and
-  item vectors behind the clicks are shared by all scenarios. Measured (bench/samd.py,
-  rich preset, one KEEP teacher, 3 student seeds, paired against the same students
-  trained alone): with it, SAMD is above alone on every group in every seed
-  (heterogeneous +0.009 to +0.014, minor +0.028 to +0.042; over the seeds +0.011
-  [+0.002, +0.021] and +0.035 [+0.009, +0.060]) and above KEEP on the heterogeneous
-  scenarios (+0.033 to +0.037); without it (`samd_paper`) the heterogeneous group
-  shows no difference. The embedding transfer alone (no distillation) does as well:
-  SAMD minus it over the seeds is no difference on every group (per seed the
-  distillation adds +0.010 to +0.023 on the super scenario and takes 0.005 to 0.012
-  from the minor group in 2 of 3 seeds). On this data the transfer that works is
-  the teacher's embeddings, not its layers (a finding; bench/results/samd.json).
+  item vectors behind the clicks are shared by all scenarios. On the SAMD benchmark
+  (bench/samd.py, paired against the same students trained alone) SAMD with it is
+  above alone on every group in every seed and above KEEP on the heterogeneous
+  scenarios; without it (`samd_paper`) the heterogeneous group shows no difference.
+  The embedding transfer alone (no distillation) does as well: over the seeds SAMD
+  minus it is no difference on any group. On this data the transfer that works is
+  the teacher's embeddings, not its layers (docs/benchmarks.md, samd).
 * Strategies (the ablation table): `meta` (the paper's), `no_cluster` (C_i dropped
   from g's input), `all2all` (w_mn = 1/M_i) and `similarity` (w_mn from the linear
   CKA between layer outputs on the batch, normalised over m, no gradient).

@@ -15,7 +15,7 @@ on Vertex AI Pipelines:
     tfx pipeline create --pipeline_path=pipelines/kubeflow_v2_runner.py --engine=vertex
 
 The options are built as the local runner builds them: every KEEP_SAMD_* variable of
-pipelines/options.py (the README's options table) is read, and the flags below win over
+pipelines/options.py (docs/options.md) is read, and the flags below win over
 their variables. The tfx CLI runs this file without arguments: then the variables alone,
 with KEEP_SAMD_IMAGE and KEEP_SAMD_VERTEX_TRAINING for the two flags only this runner has.
 

@@ -4,9 +4,9 @@
 runner reads its options from environment variables (all optional): a scalar one
 (KEEP_SAMD_TRAIN_STEPS=600) or a JSON object of a section's fields
 (KEEP_SAMD_SAMD='{"teacher": "super"}'). Each option's type, default and meaning is
-declared once, below; README.md's options table is generated from it
+declared once, below; docs/options.md's table is generated from it
 (`python -m pipelines.options` prints it; tests/pipelines/test_options.py checks the
-README against it).
+table against it).
 
 Building PipelineOptions (`from_env`, or directly with dicts for the sections, as
 bench/quality.py does) checks every option: an unknown key, a value of the wrong type
@@ -51,7 +51,7 @@ def example_gen(data_root: str, time_split: Optional[Dict] = None, schema_file: 
 
 
 def option(default=dataclasses.MISSING, *, doc: str, **metadata):
-    """A dataclass field and its README row: `doc`; metadata `shown` (the default as the README
+    """A dataclass field and its row in docs/options.md: `doc`; metadata `shown` (the default as the table
     shows it, where it is not a plain value), `env` (its environment variable), `docs` ({field:
     doc} of a section whose class lies elsewhere), and the loader's `minimum` and `overrides`
     (models/configs.py). `dict` as the default: an empty object."""
@@ -125,7 +125,7 @@ class DownstreamOptions(FromDict):
 
 @dataclasses.dataclass(frozen=True)
 class BlessingOptions(FromDict):
-    # None: BlessingConfig's default (components/model_evaluator/blessing.py), shown in the README.
+    # None: BlessingConfig's default (components/model_evaluator/blessing.py), shown in docs/options.md.
     metric: Optional[str] = option(None, shown=f"`{json.dumps(BlessingConfig.metric)}`",
                                    doc="<auc|gauc>_<click|conversion|cart> on the model's slice")
     margin: Optional[float] = option(None, shown=f"`{json.dumps(BlessingConfig.margin)}`",
@@ -387,7 +387,7 @@ def option_rows(cls=None, prefix: str = "", docs: Optional[Dict[str, str]] = Non
 
 
 def options_table() -> str:
-    """README.md's options table (markdown)."""
+    """docs/options.md's options table (markdown)."""
     rows = [("Option", "Type", "Default", "Meaning"), ("---",) * 4]
     rows += [(f"`{name}`", kind, default, doc) for name, kind, default, doc in option_rows()]
     return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows)

@@ -58,8 +58,8 @@ _NUMERIC = {np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int32), np.d
 def fill_tensor_proto(proto, array: np.ndarray) -> None:
     """Writes `array` into a response TensorProto in place.
 
-    Numeric arrays go in as one tensor_content copy (tf.make_tensor_proto spends ~10 us of
-    Python per output, then the response copies the proto again); strings take TF's path.
+    Numeric arrays go in as one tensor_content copy (tf.make_tensor_proto spends Python
+    time per output, then the response copies the proto again); strings take TF's path.
     """
     if array.dtype in _NUMERIC:
         proto.dtype = tf.as_dtype(array.dtype).as_datatype_enum

@@ -1,7 +1,7 @@
 """Memory bounded by examples, not bytes: a per-request cap and a global in-flight budget.
 
-A byte cap alone lets one 50 MB request of tiny tf.Examples become 100k+ rows, and
-the model's intermediate tensors grow with rows, not bytes. Both front ends count a
+A byte cap alone lets one request of tiny tf.Examples carry tens of thousands of rows,
+and the model's intermediate tensors grow with rows, not bytes. Both front ends count a
 request's rows from its declared shape *before* converting anything, and answer
 RESOURCE_EXHAUSTED (REST 429) rather than queueing: the client can back off or split.
 """

@@ -114,7 +114,7 @@ class ModelServer:
 
     def start(self) -> "ModelServer":
         # TensorFlow's modules are ~1M long-lived objects; every full collection walked them
-        # with the GIL held (0.3-0.9 s on 2 busy cores: the stalls seen at version swaps).
+        # with the GIL held: the stalls seen at version swaps.
         # Frozen, they are never scanned again; models stay collectable.
         global _FROZEN
         if not _FROZEN:  # once: later freezes would pin earlier servers' models (tests)

@@ -10,7 +10,7 @@ answered a predict is also sent in an `X-Model-Version` header (TF Serving has n
 
 The HTTP stack: h11 (already in requirements.lock) parses requests, and this module
 owns the sockets. Why not http.server: it writes headers and body separately (with
-delayed ACK that stalled every keep-alive request ~40 ms), has no read deadline, and
+delayed ACK that stalled every keep-alive request), has no read deadline, and
 runs a thread per connection without limit. Why not tornado: its malformed-request
 handling (drop the connection, or HTML) is not TF Serving's JSON 400, and its event
 loop would still need a thread pool for TF. Here:

@@ -5,14 +5,14 @@ applies them; an in-process ModelServer keeps whatever its host process set up.
 
   * gRPC polling: grpcio's EventEngine listener/endpoints hand each read and write
     between two extra threads before the completion-queue thread sees it. The older
-    path polls in the thread that waits on the queue: ~40-50 us less per Predict on
-    2 cores. Only on grpcio versions checked to have these experiments (an unknown name
+    path polls in the thread that waits on the queue, which saves a few tens of
+    microseconds per Predict on few cores. Only on grpcio versions checked to have these experiments (an unknown name
     makes grpc log an error at startup; experiments come and go between releases).
   * TensorFlow threads: TF Serving's --tensorflow_intra_op_parallelism and
     --tensorflow_inter_op_parallelism (0: TensorFlow's choice), and thread spinning,
     off by default. TF's pool threads spin after each op waiting for more work; between
     requests there is none, so they only take the CPU from the request's gRPC threads
-    and from each other (batch-64 Predict ~0.3 ms faster on 2 busy cores).
+    and from each other, which shows on busy cores (docs/benchmarks.md, serving).
 """
 
 import logging

@@ -60,8 +60,8 @@ def _flat_call(fn, inputs: Dict[str, tf.TensorSpec], outputs: Dict[str, tf.Tenso
     """The signature's graph function without the structured-call layer, or None.
 
     Calling a restored ConcreteFunction with kwargs re-canonicalizes and re-flattens its
-    arguments and outputs on every call (~0.2 ms of Python at batch 1, a third of the
-    whole model call). The arguments were checked against the signature already
+    arguments and outputs on every call, a large share of a batch-1 model call in
+    Python alone. The arguments were checked against the signature already
     (check_inputs), so the flat call is equivalent: inputs and outputs go in
     nest.flatten order (sorted keys), captured variables last. It uses private TF
     attributes (TF is pinned in requirements.lock); without them, or with composite
@@ -111,7 +111,7 @@ def check_inputs(sig: Signature, inputs: Arrays) -> None:
     """TF Serving's checks, with messages that name the offending input.
 
     Against `sig.checks`, worked out once per version: TensorShape/DType calls are
-    Python-heavy and were a tenth of a batch-1 request.
+    Python-heavy, a visible share of a batch-1 request.
     """
     if inputs.keys() != sig.inputs.keys():
         check_input_names(sig, inputs)

@@ -1,7 +1,7 @@
 """Which tf.distribute strategy a trainer builds, fits and exports its model under.
 
 The choice is read from the cluster that TF_CONFIG describes (Vertex AI sets it on
-every replica of a multi-replica job; see README "Multi-worker training"):
+every replica of a multi-replica job; see docs/operations.md, "Multi-worker training"):
 
     TF_CONFIG absent, or one chief/worker task  -> the default strategy (one process)
     chief/worker tasks only, two or more         -> MultiWorkerMirroredStrategy

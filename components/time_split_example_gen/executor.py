@@ -2,7 +2,8 @@
 
 TFX's ExampleGen writes each split through a Reshuffle (tfx write_split.py) and
 CsvExampleGen infers column types through a side input over every parsed line. The
-DirectRunner keeps both in the driver's memory: 10M rows were OOM-killed on 24 GiB.
+DirectRunner keeps both in the driver's memory, which ran out at the scale bench's
+size (docs/benchmarks.md, transform_example_gen).
 This executor keeps ExampleGen's output contract (Split-<name>/data_tfrecord-*.gz of
 tf.Examples, split_names, payload and file format; span, version and fingerprint come
 from FileBasedExampleGen's driver) and bounds memory by one bucket per worker:

@@ -1,4 +1,4 @@
-"""The pipeline options: one typed configuration, checked once, documented by the README's table."""
+"""The pipeline options: one typed configuration, checked once, documented by docs/options.md's table."""
 
 import dataclasses
 import json
@@ -11,7 +11,8 @@ import pytest
 from pipelines.options import (DownstreamOptions, OptionsError, PipelineOptions, SamdOptions, option_rows,
                                options_table)
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "README.md")
+OPTIONS_DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs",
+                           "options.md")
 
 # The e2e test's environment (tests/pipelines/test_pipeline_e2e.py): the interface users have.
 E2E_ENV = {
@@ -26,14 +27,15 @@ E2E_ENV = {
 }
 
 
-def _readme_table():
-    text = open(README, encoding="utf-8").read()
+def _documented_table():
+    text = open(OPTIONS_DOC, encoding="utf-8").read()
     start, end = text.index("<!-- options table"), text.index("<!-- end of the options table -->")
     return text[text.index("\n", start) + 1:end].strip()
 
 
-def test_the_readme_options_table_is_the_generated_one():
-    assert _readme_table() == options_table(), "regenerate it: python -m pipelines.options"
+def test_the_documented_options_table_is_the_generated_one():
+    assert _documented_table() == options_table(), \
+        "docs/options.md is stale: paste the output of python -m pipelines.options between its markers"
 
 
 def _fields(cls, prefix=""):
@@ -48,9 +50,9 @@ def _fields(cls, prefix=""):
     return out
 
 
-def test_the_readme_documents_every_option_with_its_default():
+def test_the_docs_document_every_option_with_its_default():
     rows = {}
-    for line in _readme_table().splitlines()[2:]:
+    for line in _documented_table().splitlines()[2:]:
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
         rows[cells[0].strip("`")] = cells
     fields = _fields(PipelineOptions)
