@@ -13,15 +13,16 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from components import artifacts
 from components.evaluation_report import executor
 from components.evaluation_report.executor import MODEL_NAMES
+from components.keys import RELAIMPR_BASE_KEY, REPORT_KEY, TRANSFER_REPORT_KEY
 
 
 class EvaluationReportSpec(component_spec.ComponentSpec):
-    PARAMETERS = {"relaimpr_base": ExecutionParameter(type=str, optional=True)}
+    PARAMETERS = {RELAIMPR_BASE_KEY: ExecutionParameter(type=str, optional=True)}
     INPUTS = {
         **{name: ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True) for name in MODEL_NAMES},
-        "transfer_report": ChannelParameter(type=artifacts.TransferReport, optional=True),
+        TRANSFER_REPORT_KEY: ChannelParameter(type=artifacts.TransferReport, optional=True),
     }
-    OUTPUTS = {"report": ChannelParameter(type=artifacts.EvaluationReport)}
+    OUTPUTS = {REPORT_KEY: ChannelParameter(type=artifacts.EvaluationReport)}
 
 
 class EvaluationReport(base_component.BaseComponent):

@@ -10,8 +10,10 @@ import os
 from absl import logging
 from tfx.components.pusher import executor as pusher_executor
 from tfx.types import artifact_utils
+from tfx.types.standard_component_specs import PUSHED_MODEL_KEY
 from tfx.utils import path_utils
 
+from components.keys import KNOWLEDGE_KEY, SERVING_DIR_KEY, VERSIONS_KEPT_KEY
 from models import artifact_io
 from components.serving_pusher.models_config import (KNOWLEDGE_MODEL_NAME, KNOWLEDGE_VERSIONS_KEPT, pushed_models,
                                                      write_models_config)
@@ -36,12 +38,12 @@ def push_knowledge(source: str, serving_dir: str, version: int, versions_kept: i
 class Executor(pusher_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties):
         self._log_startup(input_dict, output_dict, exec_properties)
-        knowledge = artifact_utils.get_single_instance(input_dict["knowledge"])
+        knowledge = artifact_utils.get_single_instance(input_dict[KNOWLEDGE_KEY])
         version = knowledge.get_int_custom_property("knowledge_version")
         if not version:
             raise ValueError(f"{knowledge.uri}: the knowledge artifact has no knowledge_version")
-        target = push_knowledge(path_utils.serving_model_path(knowledge.uri), exec_properties["serving_dir"], version,
-                                int(exec_properties.get("versions_kept") or VERSIONS_KEPT))
+        target = push_knowledge(path_utils.serving_model_path(knowledge.uri), exec_properties[SERVING_DIR_KEY], version,
+                                int(exec_properties.get(VERSIONS_KEPT_KEY) or VERSIONS_KEPT))
         logging.info("pushed %s", target)
-        self._MarkPushed(artifact_utils.get_single_instance(output_dict["pushed_model"]),
+        self._MarkPushed(artifact_utils.get_single_instance(output_dict[PUSHED_MODEL_KEY]),
                          pushed_destination=target, pushed_version=str(version))

@@ -10,8 +10,10 @@ import time
 from absl import logging
 from tfx.components.pusher import executor as pusher_executor
 from tfx.types import artifact_utils
+from tfx.types.standard_component_specs import MODEL_BLESSING_KEY, MODEL_KEY, PUSHED_MODEL_KEY
 from tfx.utils import path_utils
 
+from components.keys import SERVING_DIR_KEY
 from models import artifact_io
 from components.serving_pusher.models_config import write_models_config
 from components.serving_pusher.push import SAVED_MODEL_PB, push_saved_model
@@ -22,14 +24,14 @@ MODEL_PREFIX = "samd_"
 class Executor(pusher_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties):
         self._log_startup(input_dict, output_dict, exec_properties)
-        model_dir = path_utils.serving_model_path(artifact_utils.get_single_uri(input_dict["model"]))
-        serving_dir = exec_properties["serving_dir"]
+        model_dir = path_utils.serving_model_path(artifact_utils.get_single_uri(input_dict[MODEL_KEY]))
+        serving_dir = exec_properties[SERVING_DIR_KEY]
         scenarios = artifact_io.folders_with(model_dir, SAVED_MODEL_PB)
         if not scenarios:
             raise FileNotFoundError(f"{model_dir}: no student SavedModel to push")
-        out = artifact_utils.get_single_instance(output_dict["pushed_model"])
-        if input_dict.get("model_blessing"):
-            blessing_uri = artifact_utils.get_single_uri(input_dict["model_blessing"])
+        out = artifact_utils.get_single_instance(output_dict[PUSHED_MODEL_KEY])
+        if input_dict.get(MODEL_BLESSING_KEY):
+            blessing_uri = artifact_utils.get_single_uri(input_dict[MODEL_BLESSING_KEY])
             blessings = artifact_io.read_json(os.path.join(blessing_uri, "blessing.json"))
             for sid in [s for s in scenarios if not blessings.get(f"{MODEL_PREFIX}{s}", {}).get("blessed")]:
                 logging.info("not pushing %s%s: %s", MODEL_PREFIX, sid,

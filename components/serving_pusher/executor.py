@@ -16,6 +16,7 @@ from absl import logging
 from tfx.components.pusher import executor as pusher_executor
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils
+from tfx.types.standard_component_specs import CUSTOM_CONFIG_KEY, PUSHED_MODEL_KEY, PUSH_DESTINATION_KEY
 from tfx.utils import io_utils, json_utils, proto_utils
 
 from components.serving_pusher.models_config import write_models_config
@@ -25,13 +26,13 @@ from components.serving_pusher.push import push_saved_model
 class Executor(pusher_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties):
         self._log_startup(input_dict, output_dict, exec_properties)
-        pushed = artifact_utils.get_single_instance(output_dict["pushed_model"])
+        pushed = artifact_utils.get_single_instance(output_dict[PUSHED_MODEL_KEY])
         if not self.CheckBlessing(input_dict):
             self._MarkNotPushed(pushed)
             return  # not blessed: the served models, and so their config, are unchanged
         model_path = self.GetModelPath(input_dict)
         destination = pusher_pb2.PushDestination()
-        proto_utils.json_to_proto(exec_properties["push_destination"], destination)
+        proto_utils.json_to_proto(exec_properties[PUSH_DESTINATION_KEY], destination)
         if destination.WhichOneof("destination") != "filesystem":
             raise NotImplementedError(f"push destination {destination.WhichOneof('destination')!r}: filesystem only")
         model_base = destination.filesystem.base_directory
@@ -41,5 +42,5 @@ class Executor(pusher_executor.Executor):
         io_utils.copy_dir(model_path, pushed.uri)  # the archive copy, as TFX's Pusher keeps it
         self._MarkPushed(pushed, pushed_destination=target, pushed_version=version)
         serving_root = model_base.rstrip("/").rsplit("/", 1)[0]
-        custom = json_utils.loads(exec_properties.get("custom_config") or "null") or {}
+        custom = json_utils.loads(exec_properties.get(CUSTOM_CONFIG_KEY) or "null") or {}
         logging.info("wrote %s", write_models_config(serving_root, custom.get("versions_kept")))

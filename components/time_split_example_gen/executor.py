@@ -37,11 +37,11 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact, artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from components.keys import TIME_SPLIT_KEY
 from components.time_split_example_gen import encode
 from components.time_split_example_gen.split import SPLITS, SplitError, TimeSplit, day_of_path
 
 BUCKET_BYTES = 128 << 20
-SCHEMA_FILE_KEY = "schema_file"
 
 
 def _seed(*parts) -> int:
@@ -119,7 +119,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
            exec_properties: Dict[str, Any]) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
         where, files = _input_files(exec_properties)
-        rule = TimeSplit.from_dict(json.loads(exec_properties.get("time_split") or "{}"))
+        schema_file = exec_properties[standard_component_specs.SCHEMA_FILE_KEY]
+        rule = TimeSplit.from_dict(json.loads(exec_properties.get(TIME_SPLIT_KEY) or "{}"))
         bounds = rule.boundaries((day_of_path(f) for f in files), where)
         size = sum(fileio.stat(f).length for f in files)
         buckets = max(1, math.ceil(size / BUCKET_BYTES))
@@ -135,8 +136,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         try:
             with self._make_beam_pipeline() as p:
                 _ = (p | "Files" >> beam.Create(files)
-                     | "ToBuckets" >> beam.ParDo(_ToBuckets(exec_properties[SCHEMA_FILE_KEY], rule, bounds, buckets,
-                                                            tmp)))
+                     | "ToBuckets" >> beam.ParDo(_ToBuckets(schema_file, rule, bounds, buckets, tmp)))
             with self._make_beam_pipeline() as p:
                 _ = (p | "Buckets" >> beam.Create([(s, b) for s in SPLITS for b in range(buckets)])
                      | "ShuffleBucket" >> beam.ParDo(_ShuffleBucket(tmp, buckets, split_uris)))
