@@ -1,6 +1,6 @@
 """Executor of ScenarioSimilarity: runs `beam_pipeline` over every split of the examples.
 
-A BaseBeamExecutor, so `self._make_beam_pipeline()` carries the pipeline's
+A BaseBeamExecutor, so `tfx_internals.beam_pipeline` carries the pipeline's
 beam_pipeline_args (runner, direct_running_mode, workers) into the run.
 """
 
@@ -15,6 +15,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.types.standard_component_specs import EXAMPLES_KEY
 
+from components import tfx_internals
 from components.keys import ALPHA_KEY, SCENARIO_TABLE_KEY, SIMILARITY_KEY, TOP_G_KEY
 from components.scenario_similarity import beam_pipeline
 from schemas.scenarios import read_scenario_table
@@ -23,7 +24,6 @@ from schemas.scenarios import read_scenario_table
 class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
         # Equation 3 is fitted like any statistic: on the train split only (a time split's later
         # days must not shape what the students are trained with).
@@ -37,7 +37,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         alpha, g = float(exec_properties[ALPHA_KEY]), int(exec_properties[TOP_G_KEY])
 
         out_artifact = artifact_utils.get_single_instance(output_dict[SIMILARITY_KEY])
-        with self._make_beam_pipeline() as p:
+        with tfx_internals.beam_pipeline(self) as p:
             beam_pipeline.build(p, "examples", paths, scenarios, alpha, g, out_artifact.uri)
 
         with fileio.open(os.path.join(out_artifact.uri, beam_pipeline.JSON_NAME)) as f:

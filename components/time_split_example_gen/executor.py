@@ -37,6 +37,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact, artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from components import tfx_internals
 from components.keys import TIME_SPLIT_KEY
 from components.time_split_example_gen import encode
 from components.time_split_example_gen.split import SPLITS, SplitError, TimeSplit, day_of_path
@@ -117,7 +118,6 @@ def _input_files(exec_properties: Dict[str, Any]) -> Tuple[str, List[str]]:
 class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict: Dict[str, List[artifact.Artifact]], output_dict: Dict[str, List[artifact.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        self._log_startup(input_dict, output_dict, exec_properties)
         where, files = _input_files(exec_properties)
         schema_file = exec_properties[standard_component_specs.SCHEMA_FILE_KEY]
         rule = TimeSplit.from_dict(json.loads(exec_properties.get(TIME_SPLIT_KEY) or "{}"))
@@ -130,14 +130,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         split_uris = {s: artifact_utils.get_split_uri([examples], s) for s in SPLITS}
         for uri in split_uris.values():
             fileio.makedirs(uri)
-        tmp = os.path.join(self._get_tmp_dir(), "example_gen_buckets")
+        tmp = os.path.join(tfx_internals.tmp_dir(self), "example_gen_buckets")
         if fileio.exists(tmp):
             fileio.rmtree(tmp)
         try:
-            with self._make_beam_pipeline() as p:
+            with tfx_internals.beam_pipeline(self) as p:
                 _ = (p | "Files" >> beam.Create(files)
                      | "ToBuckets" >> beam.ParDo(_ToBuckets(schema_file, rule, bounds, buckets, tmp)))
-            with self._make_beam_pipeline() as p:
+            with tfx_internals.beam_pipeline(self) as p:
                 _ = (p | "Buckets" >> beam.Create([(s, b) for s in SPLITS for b in range(buckets)])
                      | "ShuffleBucket" >> beam.ParDo(_ShuffleBucket(tmp, buckets, split_uris)))
         finally:
