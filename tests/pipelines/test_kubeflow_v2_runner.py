@@ -198,9 +198,15 @@ def test_tfx_cli_creates_the_pipeline_for_vertex(tmp_path):
 
 
 def test_written_file_is_where_the_runner_wrote_the_spec(tmp_path):
+    """written_file reads the runner's private attributes (checked against TFX 1.16.0)."""
     from tfx import v1 as tfx
 
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image="i"),
-        output_dir=str(tmp_path), output_filename="p.json")
-    assert kubeflow_v2_runner.written_file(runner) == str(tmp_path / "p.json")
+        output_dir=str(tmp_path / "out"), output_filename="p.json")
+    schema = tfx.components.ImportSchemaGen(schema_file=os.path.join(tmp_path, "schema.pbtxt"))
+    runner.run(tfx.dsl.Pipeline(pipeline_name="p", pipeline_root=str(tmp_path / "root"), components=[schema]),
+               write_out=True)
+    assert kubeflow_v2_runner.written_file(runner) == str(tmp_path / "out" / "p.json")
+    spec = json.loads((tmp_path / "out" / "p.json").read_text())
+    assert "ImportSchemaGen" in spec.get("pipelineSpec", spec)["root"]["dag"]["tasks"]
