@@ -49,8 +49,19 @@ def _count_per_key(keys, vocab_filename):
                                              value_index=0, delimiter=" ")
         return tf.lookup.StaticHashTable(init, default_value="0")
 
-    counts, _ = tf_utils.construct_and_lookup_table(construct, filename, keys)
-    return tf.strings.to_number(counts, tf.float32)
+    return tf.strings.to_number(_lookup_in_asset_table(construct, filename, keys), tf.float32)
+
+
+def _lookup_in_asset_table(construct, asset_path, keys):
+    """`keys` looked up in the table `construct(asset_path)` builds.
+
+    tft.apply_vocabulary's public lookup_fn would build the table inside the traced
+    function; tft's own helper (private module tf_utils) builds it once, outside, and ties
+    it to the analyzer that writes the asset. Checked against tensorflow-transform 1.16.0;
+    tests/models/test_preprocessing.py fails if it stops working.
+    """
+    result, _ = tf_utils.construct_and_lookup_table(construct, asset_path, keys)
+    return result
 
 
 def preprocessing_fn(inputs):

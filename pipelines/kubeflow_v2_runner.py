@@ -70,7 +70,11 @@ def use_vertex_training(pipeline, settings: dict, image: str):
     missing = {"project", "region", "worker_pool_specs"} - set(settings)
     if unknown or missing:
         raise ValueError(f"vertex training settings: unknown {sorted(unknown)}, missing {sorted(missing)}")
-    eligible = {c.id: c for c in pipeline.components if c.exec_properties.get("run_fn") in DISTRIBUTED_RUN_FNS}
+    from components.scenario_trainer import ScenarioTrainer
+
+    # A ScenarioTrainer needs its own executor (it hands run_fn the scenario table): not on Vertex's.
+    eligible = {c.id: c for c in pipeline.components
+                if c.exec_properties.get("run_fn") in DISTRIBUTED_RUN_FNS and not isinstance(c, ScenarioTrainer)}
     wanted = settings.get("trainers") or sorted(eligible)
     if set(wanted) - set(eligible):
         raise ValueError(f"trainers {sorted(set(wanted) - set(eligible))} cannot train on several workers; "

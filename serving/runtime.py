@@ -43,23 +43,35 @@ def prefer_queue_polling() -> bool:
 def configure_tensorflow(intra_op: int = 0, inter_op: int = 0, spinning: bool = False) -> bool:
     """Thread pools and spinning for this process's TensorFlow; False (and nothing changed)
     once TF has run an op, as its pools are built then."""
-    from tensorflow.python.eager import context
-
-    ctx = context.context()
-    if getattr(ctx, "_initialized", True):
+    if not _before_eager_init(disable_spinning=not spinning):
         log.warning("TensorFlow already initialised: thread settings left as they are")
         return False
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(intra_op)
     tf.config.threading.set_inter_op_parallelism_threads(inter_op)
-    if not spinning:
-        # No public API for it: the eager context builds its pools from this ConfigProto.
-        from tensorflow.core.protobuf import config_pb2
+    return True
 
-        config = config_pb2.ConfigProto()
-        if getattr(ctx, "_config", None) is not None:
-            config.CopyFrom(ctx._config)
+
+def _before_eager_init(disable_spinning: bool) -> bool:
+    """False once TF's eager context has built its thread pools; before that True, having turned
+    thread spinning off in the ConfigProto they will be built from if `disable_spinning`.
+
+    TF has no public API for either: this reads Context._initialized and rewrites
+    Context._config (the base of Context.config, which initialisation reads). Checked
+    against TensorFlow 2.16.2; tests/serving/test_model_server.py::
+    test_runtime_settings_only_apply_before_the_runtimes_start fails if either stops working.
+    """
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    if getattr(ctx, "_initialized", True):
+        return False
+    if disable_spinning:
+        config = tf.compat.v1.ConfigProto()
+        if ctx._config is not None:  # noqa: SLF001
+            config.CopyFrom(ctx._config)  # noqa: SLF001
         config.experimental.disable_thread_spinning = True
-        ctx._config = config
+        ctx._config = config  # noqa: SLF001
     return True

@@ -63,11 +63,13 @@ def _flat_call(fn, inputs: Dict[str, tf.TensorSpec], outputs: Dict[str, tf.Tenso
     arguments and outputs on every call, a large share of a batch-1 model call in
     Python alone. The arguments were checked against the signature already
     (check_inputs), so the flat call is equivalent: inputs and outputs go in
-    nest.flatten order (sorted keys), captured variables last. It uses private TF
-    attributes (TF is pinned in requirements.lock); without them, or with composite
-    inputs/outputs, the public kwargs call is used.
+    nest.flatten order (sorted keys), captured variables last. TF has no public flat
+    call: this uses ConcreteFunction._inference_function (an AtomicFunction) and its
+    call_flat, checked against TensorFlow 2.16.2; tests/serving/test_servable.py fails if
+    they stop working. Without them, or with composite inputs/outputs, the public kwargs
+    call is used.
     """
-    atomic = getattr(fn, "_inference_function", None)
+    atomic = getattr(fn, "_inference_function", None)  # noqa: SLF001
     captured = getattr(fn, "captured_inputs", None)
     if atomic is None or captured is None or not hasattr(atomic, "call_flat"):
         return None

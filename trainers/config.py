@@ -16,7 +16,10 @@ from typing import Any, Dict, Literal, Mapping, Optional, Tuple
 from models.configs import FromDict
 from models.registry import ModelEntry
 
-CORRUPTIONS = ("shuffle", "invert")  # trainers/keras.py's planted worse models
+CORRUPTIONS = ("shuffle", "invert")  # trainers/generic.py's planted worse models
+# TFX's Vertex AI trainer keeps its job settings in the Trainer's custom_config and hands the
+# replicas the same custom_config (tfx.extensions.google_cloud_ai_platform, TFX 1.16.0).
+VERTEX_PREFIX = "ai_platform_"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -36,7 +39,9 @@ class TrainerConfig(FromDict):
 
     @classmethod
     def from_custom_config(cls, custom: Optional[Mapping]):
-        return cls.from_dict(custom or {}, f"{cls.__name__} (custom_config)")
+        """The config a component carries; the keys of TFX's Vertex AI trainer (VERTEX_PREFIX) are not ours."""
+        ours = {k: v for k, v in (custom or {}).items() if not k.startswith(VERTEX_PREFIX)}
+        return cls.from_dict(ours, f"{cls.__name__} (custom_config)")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -13,24 +13,27 @@ from tfx import types as tfx_types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import component_spec, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+from tfx.types.standard_component_specs import (BASE_MODEL_KEY, CUSTOM_CONFIG_KEY, EXAMPLES_KEY, MODEL_KEY,
+                                                TRANSFORM_GRAPH_KEY)
 
 from components import artifacts
+from components.keys import KNOWLEDGE_KEY, SCENARIO_TABLE_KEY, TRAIN_STEPS_KEY
 from components.downstream_trainer import executor
 
 
 class DownstreamTrainerSpec(component_spec.ComponentSpec):
     PARAMETERS = {
-        "train_steps": ExecutionParameter(type=int),
-        "custom_config": ExecutionParameter(type=str, optional=True),  # JSON (trainers/downstream.py)
+        TRAIN_STEPS_KEY: ExecutionParameter(type=int),
+        CUSTOM_CONFIG_KEY: ExecutionParameter(type=str, optional=True),  # JSON (trainers/config.py: DownstreamTrainerConfig)
     }
     INPUTS = {
-        "examples": ChannelParameter(type=standard_artifacts.Examples),  # transformed
-        "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph),
-        "scenario_table": ChannelParameter(type=artifacts.ScenarioTable),  # RawDataCheck's `scenarios`
-        "knowledge": ChannelParameter(type=standard_artifacts.Model, optional=True),  # KnowledgeCenter's cache
-        "base_model": ChannelParameter(type=standard_artifacts.Model, optional=True),  # warm start
+        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),  # transformed
+        TRANSFORM_GRAPH_KEY: ChannelParameter(type=standard_artifacts.TransformGraph),
+        SCENARIO_TABLE_KEY: ChannelParameter(type=artifacts.ScenarioTable),  # RawDataCheck's `scenarios`
+        KNOWLEDGE_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),  # KnowledgeCenter's cache
+        BASE_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),  # warm start
     }
-    OUTPUTS = {"model": ChannelParameter(type=standard_artifacts.Model)}
+    OUTPUTS = {MODEL_KEY: ChannelParameter(type=standard_artifacts.Model)}
 
 
 class DownstreamTrainer(base_component.BaseComponent):

@@ -11,14 +11,14 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components import artifacts
 from components.evaluation_report import executor
-from components.evaluation_report.executor import TRANSFER_REPORT_KEY
+from components.keys import RELAIMPR_BASE_KEY, REPORT_KEY, TRANSFER_REPORT_KEY
 from models import registry
 
 
 class EvaluationReportSpec(component_spec.ComponentSpec):
-    PARAMETERS = {"relaimpr_base": ExecutionParameter(type=str, optional=True)}
+    PARAMETERS = {RELAIMPR_BASE_KEY: ExecutionParameter(type=str, optional=True)}
     INPUTS = {TRANSFER_REPORT_KEY: ChannelParameter(type=artifacts.TransferReport, optional=True)}
-    OUTPUTS = {"report": ChannelParameter(type=artifacts.EvaluationReport)}
+    OUTPUTS = {REPORT_KEY: ChannelParameter(type=artifacts.EvaluationReport)}
 
 
 def spec_class(models):

@@ -7,11 +7,10 @@ from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
+from components.keys import RELAIMPR_BASE_KEY, REPORT_KEY, TRANSFER_REPORT_KEY
 from models import artifact_io, registry
 from components.evaluation_report.report import write_report
 from components.model_evaluator.executor import EVALUATION_FILE
-
-TRANSFER_REPORT_KEY = "transfer_report"
 
 
 class Executor(base_executor.BaseExecutor):
@@ -30,6 +29,6 @@ class Executor(base_executor.BaseExecutor):
             path = os.path.join(artifact_utils.get_single_uri(input_dict[TRANSFER_REPORT_KEY]), "transfer.json")
             if fileio.exists(path):
                 transfer = artifact_io.read_json(path)
-        out = artifact_utils.get_single_uri(output_dict["report"])
-        files = write_report(evaluations, out, transfer, exec_properties.get("relaimpr_base") or None)
+        out = artifact_utils.get_single_uri(output_dict[REPORT_KEY])
+        files = write_report(evaluations, out, transfer, exec_properties.get(RELAIMPR_BASE_KEY) or None)
         logging.info("evaluation report in %s\n%s", out, artifact_io.read_text(files["text"]))

@@ -17,20 +17,22 @@ from tfx import types as tfx_types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import component_spec, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+from tfx.types.standard_component_specs import CUSTOM_CONFIG_KEY, EXAMPLES_KEY, TRANSFORM_GRAPH_KEY
 
+from components.keys import KNOWLEDGE_KEY, TRAIN_STEPS_KEY
 from components.knowledge_center import executor
 
 
 class KnowledgeCenterSpec(component_spec.ComponentSpec):
     PARAMETERS = {
-        "train_steps": ExecutionParameter(type=int),
-        "custom_config": ExecutionParameter(type=str, optional=True),  # JSON: {"knowledge": {config}, "epochs": n}
+        TRAIN_STEPS_KEY: ExecutionParameter(type=int),
+        CUSTOM_CONFIG_KEY: ExecutionParameter(type=str, optional=True),  # JSON: {"knowledge": {config}, "epochs": n}
     }
     INPUTS = {
-        "examples": ChannelParameter(type=standard_artifacts.Examples),  # transformed
-        "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph),
+        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),  # transformed
+        TRANSFORM_GRAPH_KEY: ChannelParameter(type=standard_artifacts.TransformGraph),
     }
-    OUTPUTS = {"knowledge": ChannelParameter(type=standard_artifacts.Model)}
+    OUTPUTS = {KNOWLEDGE_KEY: ChannelParameter(type=standard_artifacts.Model)}
 
 
 class KnowledgeCenter(base_component.BaseComponent):

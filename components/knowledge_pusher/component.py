@@ -11,15 +11,17 @@ from tfx import types as tfx_types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import component_spec, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+from tfx.types.standard_component_specs import PUSHED_MODEL_KEY
 
+from components.keys import KNOWLEDGE_KEY, SERVING_DIR_KEY, VERSIONS_KEPT_KEY
 from components.knowledge_pusher import executor
 
 
 class KnowledgePusherSpec(component_spec.ComponentSpec):
-    PARAMETERS = {"serving_dir": ExecutionParameter(type=str),
-                  "versions_kept": ExecutionParameter(type=int, optional=True)}
-    INPUTS = {"knowledge": ChannelParameter(type=standard_artifacts.Model)}
-    OUTPUTS = {"pushed_model": ChannelParameter(type=standard_artifacts.PushedModel)}
+    PARAMETERS = {SERVING_DIR_KEY: ExecutionParameter(type=str),
+                  VERSIONS_KEPT_KEY: ExecutionParameter(type=int, optional=True)}
+    INPUTS = {KNOWLEDGE_KEY: ChannelParameter(type=standard_artifacts.Model)}
+    OUTPUTS = {PUSHED_MODEL_KEY: ChannelParameter(type=standard_artifacts.PushedModel)}
 
 
 class KnowledgePusher(base_component.BaseComponent):

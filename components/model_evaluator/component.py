@@ -12,28 +12,31 @@ from tfx import types as tfx_types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import component_spec, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+from tfx.types.standard_component_specs import BLESSING_KEY, EVALUATION_KEY, EXAMPLES_KEY, MODEL_KEY
 
 from components import artifacts
+from components.keys import (BASELINE_EVALUATION_KEY, BLESSING_CONFIG_KEY, KNOWLEDGE_KEY, MODEL_NAME_KEY, SCENARIOS_KEY,
+                             SCENARIO_TABLE_KEY, SERVING_DIR_KEY)
 from components.model_evaluator import executor
 
 
 class ModelEvaluatorSpec(component_spec.ComponentSpec):
     PARAMETERS = {
-        "model_name": ExecutionParameter(type=str),  # the served name (SAMD: prefix of samd_<scenario>)
-        "serving_dir": ExecutionParameter(type=str),  # where the pushed versions to compare with live
-        "blessing_config": ExecutionParameter(type=str, optional=True),  # JSON of BlessingConfig
-        "scenarios": ExecutionParameter(type=str, optional=True),  # JSON list: score only these scenarios
+        MODEL_NAME_KEY: ExecutionParameter(type=str),  # the served name (SAMD: prefix of samd_<scenario>)
+        SERVING_DIR_KEY: ExecutionParameter(type=str),  # where the pushed versions to compare with live
+        BLESSING_CONFIG_KEY: ExecutionParameter(type=str, optional=True),  # JSON of BlessingConfig
+        SCENARIOS_KEY: ExecutionParameter(type=str, optional=True),  # JSON list: score only these scenarios
     }
     INPUTS = {
-        "examples": ChannelParameter(type=standard_artifacts.Examples),  # raw (ExampleGen)
-        "scenario_table": ChannelParameter(type=artifacts.ScenarioTable),  # the roles of the scenario groups
-        "model": ChannelParameter(type=standard_artifacts.Model),
-        "baseline_evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
-        "knowledge": ChannelParameter(type=standard_artifacts.Model, optional=True),  # for a KEEP-plugged model
+        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),  # raw (ExampleGen)
+        SCENARIO_TABLE_KEY: ChannelParameter(type=artifacts.ScenarioTable),  # the roles of the scenario groups
+        MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        BASELINE_EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
+        KNOWLEDGE_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),  # for a KEEP-plugged model
     }
     OUTPUTS = {
-        "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
-        "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
+        EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation),
+        BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
     }
 
 

@@ -19,8 +19,11 @@ from absl import logging
 from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
+from tfx.types.standard_component_specs import BLESSING_KEY, EVALUATION_KEY, EXAMPLES_KEY, MODEL_KEY
 from tfx.utils import path_utils
 
+from components.keys import (BASELINE_EVALUATION_KEY, BLESSING_CONFIG_KEY, KNOWLEDGE_KEY, MODEL_NAME_KEY, SCENARIOS_KEY,
+                             SCENARIO_TABLE_KEY, SERVING_DIR_KEY)
 from models import artifact_io
 from components.model_evaluator import metrics as M
 from components.model_evaluator.blessing import BlessingConfig, decide
@@ -195,34 +198,34 @@ class Executor(base_executor.BaseExecutor):
     @staticmethod
     def _scenarios(exec_properties, training):
         """The `scenarios` parameter, else those the trainer recorded (training.json), else None: all."""
-        if exec_properties.get("scenarios"):
-            return json.loads(exec_properties["scenarios"])
+        if exec_properties.get(SCENARIOS_KEY):
+            return json.loads(exec_properties[SCENARIOS_KEY])
         return training.get("scenarios")
 
     def Do(self, input_dict, output_dict, exec_properties):
-        examples = artifact_utils.get_single_uri(input_dict["examples"])
-        model_dir = path_utils.serving_model_path(artifact_utils.get_single_uri(input_dict["model"]))
+        examples = artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY])
+        model_dir = path_utils.serving_model_path(artifact_utils.get_single_uri(input_dict[MODEL_KEY]))
         baseline = None
-        if input_dict.get("baseline_evaluation"):
+        if input_dict.get(BASELINE_EVALUATION_KEY):
             baseline = artifact_io.read_json(os.path.join(
-                artifact_utils.get_single_uri(input_dict["baseline_evaluation"]), EVALUATION_FILE))
-        config = BlessingConfig.from_dict(json.loads(exec_properties.get("blessing_config") or "{}"))
-        roles = scenario_roles(read_scenario_table(artifact_utils.get_single_uri(input_dict["scenario_table"])))
+                artifact_utils.get_single_uri(input_dict[BASELINE_EVALUATION_KEY]), EVALUATION_FILE))
+        config = BlessingConfig.from_dict(json.loads(exec_properties.get(BLESSING_CONFIG_KEY) or "{}"))
+        roles = scenario_roles(read_scenario_table(artifact_utils.get_single_uri(input_dict[SCENARIO_TABLE_KEY])))
         rows, table = M.read_split(M.eval_files(examples, TEST_SPLIT))  # streamed: never the whole split in memory
-        logging.info("evaluating %s on %d test rows", exec_properties["model_name"], len(rows))
+        logging.info("evaluating %s on %d test rows", exec_properties[MODEL_NAME_KEY], len(rows))
         knowledge_dir = None
-        if input_dict.get("knowledge"):
-            knowledge_dir = path_utils.serving_model_path(artifact_utils.get_single_uri(input_dict["knowledge"]))
-        training = training_record(artifact_utils.get_single_uri(input_dict["model"]))
+        if input_dict.get(KNOWLEDGE_KEY):
+            knowledge_dir = path_utils.serving_model_path(artifact_utils.get_single_uri(input_dict[KNOWLEDGE_KEY]))
+        training = training_record(artifact_utils.get_single_uri(input_dict[MODEL_KEY]))
         predictions = {}
-        record = evaluate_model(model_dir, rows, table, roles, exec_properties["model_name"],
-                                exec_properties["serving_dir"], config, baseline, knowledge_dir=knowledge_dir,
+        record = evaluate_model(model_dir, rows, table, roles, exec_properties[MODEL_NAME_KEY],
+                                exec_properties[SERVING_DIR_KEY], config, baseline, knowledge_dir=knowledge_dir,
                                 scenarios=self._scenarios(exec_properties, training), predictions=predictions)
         # The budget it was trained with, for equal-budget comparisons in the report.
         keys = ("examples_seen", "epochs", "best_epoch", "batch_size", "parameters", "optimizer")
         record["budget"] = {**{k: training.get(k) for k in keys}, "exported_bytes": exported_bytes(model_dir)}
 
-        evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
+        evaluation = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])
         artifact_io.write_json(os.path.join(evaluation.uri, EVALUATION_FILE), record)
         # Paired comparisons (bench/quality.py) need each model's predictions on the same rows.
         import io
@@ -231,13 +234,13 @@ class Executor(base_executor.BaseExecutor):
         np.savez_compressed(buffer, user=table["user"].astype(str), scenario=table["scenario"].astype(str),
                             **{f"{t}_label": table[t] for t in M.TASKS}, **predictions)
         artifact_io.write_bytes(os.path.join(evaluation.uri, PREDICTIONS_FILE), buffer.getvalue())
-        blessing = artifact_utils.get_single_instance(output_dict["blessing"])
+        blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
         blessed = any(b["blessed"] for b in record["blessings"].values())
         artifact_io.write_json(os.path.join(blessing.uri, BLESSING_FILE), record["blessings"])
         # TFX's Evaluator writes these marker files; the Pusher reads the `blessed` property.
         artifact_io.touch(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"))
         blessing.set_int_custom_property("blessed", int(blessed))
-        model = artifact_utils.get_single_instance(input_dict["model"])
+        model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
         blessing.set_string_custom_property("current_model", model.uri)
         # What TFX's LatestBlessedModelStrategy matches a blessing to its model by.
         blessing.set_int_custom_property("current_model_id", model.id)

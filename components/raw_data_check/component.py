@@ -6,20 +6,21 @@ from tfx.types import component_spec
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components import artifacts
+from components.keys import DATA_ROOT_KEY, INPUT_FINGERPRINT_KEY, REPORT_KEY, SCENARIOS_KEY, SPANS_KEY
 from components.raw_data_check import driver, executor
 
 
 class RawDataCheckSpec(component_spec.ComponentSpec):
     PARAMETERS = {
-        "data_root": ExecutionParameter(type=str),
+        DATA_ROOT_KEY: ExecutionParameter(type=str),
         # JSON list of spans (day numbers) to check; all spans when absent.
-        "spans": ExecutionParameter(type=str, optional=True),
+        SPANS_KEY: ExecutionParameter(type=str, optional=True),
         # Set by the driver at run time (the data folder's files, sizes, times): the cache key.
-        "input_fingerprint": ExecutionParameter(type=str, optional=True),
+        INPUT_FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {}
-    OUTPUTS = {"report": ChannelParameter(type=artifacts.RawDataReport),
-               "scenarios": ChannelParameter(type=artifacts.ScenarioTable)}
+    OUTPUTS = {REPORT_KEY: ChannelParameter(type=artifacts.RawDataReport),
+               SCENARIOS_KEY: ChannelParameter(type=artifacts.ScenarioTable)}
 
 
 class RawDataCheck(base_component.BaseComponent):

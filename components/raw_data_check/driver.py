@@ -17,7 +17,7 @@ from tfx.dsl.components.base import base_driver
 from tfx.orchestration import data_types_utils
 from tfx.proto.orchestration import driver_output_pb2
 
-FINGERPRINT_KEY = "input_fingerprint"
+from components.keys import DATA_ROOT_KEY, INPUT_FINGERPRINT_KEY
 
 
 def data_fingerprint(data_root: str) -> str:
@@ -39,7 +39,7 @@ class Driver(base_driver.BaseDriver):
     def run(self, execution_info) -> driver_output_pb2.DriverOutput:
         output = driver_output_pb2.DriverOutput()
         properties = dict(execution_info.exec_properties)
-        properties[FINGERPRINT_KEY] = data_fingerprint(properties["data_root"])
+        properties[INPUT_FINGERPRINT_KEY] = data_fingerprint(properties[DATA_ROOT_KEY])
         for key, value in properties.items():
             if value is not None:
                 data_types_utils.set_metadata_value(output.exec_properties[key], value)

@@ -11,28 +11,31 @@ from tfx import types as tfx_types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import component_spec, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+from tfx.types.standard_component_specs import CUSTOM_CONFIG_KEY, EXAMPLES_KEY, MODEL_KEY, TRANSFORM_GRAPH_KEY
 
 from components import artifacts
+from components.keys import (EVAL_STEPS_KEY, SCENARIO_TABLE_KEY, SIMILARITY_KEY, TEACHER_KEY, TRAIN_STEPS_KEY,
+                             TRANSFER_REPORT_KEY)
 from components.samd_trainer import executor
 from components.scenario_similarity.component import ScenarioSimilarityArtifact
 
 
 class SamdTrainerSpec(component_spec.ComponentSpec):
     PARAMETERS = {
-        "train_steps": ExecutionParameter(type=int),
-        "eval_steps": ExecutionParameter(type=int),
-        "custom_config": ExecutionParameter(type=str, optional=True),  # JSON
+        TRAIN_STEPS_KEY: ExecutionParameter(type=int),
+        EVAL_STEPS_KEY: ExecutionParameter(type=int),
+        CUSTOM_CONFIG_KEY: ExecutionParameter(type=str, optional=True),  # JSON
     }
     INPUTS = {
-        "examples": ChannelParameter(type=standard_artifacts.Examples),  # transformed
-        "transform_graph": ChannelParameter(type=standard_artifacts.TransformGraph),
-        "scenario_table": ChannelParameter(type=artifacts.ScenarioTable),  # RawDataCheck's `scenarios`
-        "teacher": ChannelParameter(type=standard_artifacts.Model),  # KEEP trainer's model
-        "similarity": ChannelParameter(type=ScenarioSimilarityArtifact, optional=True),
+        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),  # transformed
+        TRANSFORM_GRAPH_KEY: ChannelParameter(type=standard_artifacts.TransformGraph),
+        SCENARIO_TABLE_KEY: ChannelParameter(type=artifacts.ScenarioTable),  # RawDataCheck's `scenarios`
+        TEACHER_KEY: ChannelParameter(type=standard_artifacts.Model),  # KEEP trainer's model
+        SIMILARITY_KEY: ChannelParameter(type=ScenarioSimilarityArtifact, optional=True),
     }
     OUTPUTS = {
-        "model": ChannelParameter(type=standard_artifacts.Model),
-        "transfer_report": ChannelParameter(type=artifacts.TransferReport),
+        MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        TRANSFER_REPORT_KEY: ChannelParameter(type=artifacts.TransferReport),
     }
 
 

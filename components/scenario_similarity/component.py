@@ -9,8 +9,10 @@ from tfx import types as tfx_types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import artifact, component_spec, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+from tfx.types.standard_component_specs import EXAMPLES_KEY
 
 from components import artifacts
+from components.keys import ALPHA_KEY, SCENARIO_TABLE_KEY, SIMILARITY_KEY, TOP_G_KEY
 from components.scenario_similarity import executor
 
 
@@ -22,13 +24,13 @@ class ScenarioSimilarityArtifact(artifact.Artifact):
 
 class ScenarioSimilaritySpec(component_spec.ComponentSpec):
     PARAMETERS = {
-        "alpha": ExecutionParameter(type=float),
-        "top_g": ExecutionParameter(type=int),
+        ALPHA_KEY: ExecutionParameter(type=float),
+        TOP_G_KEY: ExecutionParameter(type=int),
     }
-    INPUTS = {"examples": ChannelParameter(type=standard_artifacts.Examples),
+    INPUTS = {EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
               # The scenario list and the matrix's row order.
-              "scenario_table": ChannelParameter(type=artifacts.ScenarioTable)}
-    OUTPUTS = {"similarity": ChannelParameter(type=ScenarioSimilarityArtifact)}
+              SCENARIO_TABLE_KEY: ChannelParameter(type=artifacts.ScenarioTable)}
+    OUTPUTS = {SIMILARITY_KEY: ChannelParameter(type=ScenarioSimilarityArtifact)}
 
 
 class ScenarioSimilarity(base_component.BaseComponent):

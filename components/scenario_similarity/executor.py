@@ -1,6 +1,6 @@
 """Executor of ScenarioSimilarity: runs `beam_pipeline` over every split of the examples.
 
-A BaseBeamExecutor, so `self._make_beam_pipeline()` carries the pipeline's
+A BaseBeamExecutor, so `tfx_internals.beam_pipeline` carries the pipeline's
 beam_pipeline_args (runner, direct_running_mode, workers) into the run.
 """
 
@@ -13,7 +13,10 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
+from tfx.types.standard_component_specs import EXAMPLES_KEY
 
+from components import tfx_internals
+from components.keys import ALPHA_KEY, SCENARIO_TABLE_KEY, SIMILARITY_KEY, TOP_G_KEY
 from components.scenario_similarity import beam_pipeline
 from schemas.scenarios import read_scenario_table
 
@@ -21,8 +24,7 @@ from schemas.scenarios import read_scenario_table
 class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        self._log_startup(input_dict, output_dict, exec_properties)
-        examples = artifact_utils.get_single_instance(input_dict["examples"])
+        examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
         # Equation 3 is fitted like any statistic: on the train split only (a time split's later
         # days must not shape what the students are trained with).
         paths = []
@@ -31,11 +33,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         if not paths:
             raise beam_pipeline.SimilarityDataError(
                 f"{examples.uri}: no example files in a train split (splits: {examples.split_names})")
-        scenarios = list(read_scenario_table(artifact_utils.get_single_uri(input_dict["scenario_table"])))
-        alpha, g = float(exec_properties["alpha"]), int(exec_properties["top_g"])
+        scenarios = list(read_scenario_table(artifact_utils.get_single_uri(input_dict[SCENARIO_TABLE_KEY])))
+        alpha, g = float(exec_properties[ALPHA_KEY]), int(exec_properties[TOP_G_KEY])
 
-        out_artifact = artifact_utils.get_single_instance(output_dict["similarity"])
-        with self._make_beam_pipeline() as p:
+        out_artifact = artifact_utils.get_single_instance(output_dict[SIMILARITY_KEY])
+        with tfx_internals.beam_pipeline(self) as p:
             beam_pipeline.build(p, "examples", paths, scenarios, alpha, g, out_artifact.uri)
 
         with fileio.open(os.path.join(out_artifact.uri, beam_pipeline.JSON_NAME)) as f:

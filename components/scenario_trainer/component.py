@@ -15,12 +15,13 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.utils import json_utils
 
 from components import artifacts
+from components.keys import SCENARIO_TABLE_KEY
 from components.scenario_trainer import executor
 
 
 class ScenarioTrainerSpec(standard_component_specs.TrainerSpec):
     INPUTS = {**standard_component_specs.TrainerSpec.INPUTS,
-              "scenario_table": ChannelParameter(type=artifacts.ScenarioTable)}
+              SCENARIO_TABLE_KEY: ChannelParameter(type=artifacts.ScenarioTable)}
 
 
 class ScenarioTrainer(base_component.BaseComponent):

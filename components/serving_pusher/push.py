@@ -45,3 +45,20 @@ def push_saved_model(source: str, base_directory: str, version: int) -> str:
     finally:
         artifact_io.rmtree(tmp)
     return target
+
+
+# The PushedModel properties TFX's Pusher sets (pipelines/console.py reads them); set here
+# through the public Artifact API, as TFX keeps its own setters private.
+PUSHED_KEY = "pushed"
+PUSHED_DESTINATION_KEY = "pushed_destination"
+PUSHED_VERSION_KEY = "pushed_version"
+
+
+def mark_pushed(pushed_model, destination: str, version: str) -> None:
+    pushed_model.set_int_custom_property(PUSHED_KEY, 1)
+    pushed_model.set_string_custom_property(PUSHED_DESTINATION_KEY, destination)
+    pushed_model.set_string_custom_property(PUSHED_VERSION_KEY, version)
+
+
+def mark_not_pushed(pushed_model) -> None:
+    pushed_model.set_int_custom_property(PUSHED_KEY, 0)

@@ -18,14 +18,15 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 
+from components.keys import TIME_SPLIT_KEY
 from components.time_split_example_gen import executor
 from components.time_split_example_gen.split import SPLITS, TimeSplit
 
 
 class TimeSplitExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
     PARAMETERS = {**standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
-                  "time_split": ExecutionParameter(type=str),  # TimeSplit as JSON
-                  executor.SCHEMA_FILE_KEY: ExecutionParameter(type=str)}  # the raw columns' types
+                  TIME_SPLIT_KEY: ExecutionParameter(type=str),  # TimeSplit as JSON
+                  standard_component_specs.SCHEMA_FILE_KEY: ExecutionParameter(type=str)}  # the raw columns' types
 
 
 class TimeSplitExampleGen(example_gen_component.FileBasedExampleGen):

@@ -38,11 +38,12 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact, artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from components import tfx_internals
+from components.keys import TIME_SPLIT_KEY
 from components.time_split_example_gen import encode
 from components.time_split_example_gen.split import SPLITS, SplitError, TimeSplit, day_of_path
 
 BUCKET_BYTES = 128 << 20
-SCHEMA_FILE_KEY = "schema_file"
 
 
 def _seed(*parts) -> int:
@@ -118,9 +119,9 @@ def _input_files(exec_properties: Dict[str, Any]) -> Tuple[str, List[str]]:
 class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict: Dict[str, List[artifact.Artifact]], output_dict: Dict[str, List[artifact.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        self._log_startup(input_dict, output_dict, exec_properties)
         where, files = _input_files(exec_properties)
-        rule = TimeSplit.from_dict(json.loads(exec_properties.get("time_split") or "{}"))
+        schema_file = exec_properties[standard_component_specs.SCHEMA_FILE_KEY]
+        rule = TimeSplit.from_dict(json.loads(exec_properties.get(TIME_SPLIT_KEY) or "{}"))
         bounds = rule.boundaries((day_of_path(f) for f in files), where)
         size = sum(fileio.stat(f).length for f in files)
         buckets = max(1, math.ceil(size / BUCKET_BYTES))
@@ -130,15 +131,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         split_uris = {s: artifact_utils.get_split_uri([examples], s) for s in SPLITS}
         for uri in split_uris.values():
             fileio.makedirs(uri)
-        tmp = os.path.join(self._get_tmp_dir(), "example_gen_buckets")
+        tmp = os.path.join(tfx_internals.tmp_dir(self), "example_gen_buckets")
         if fileio.exists(tmp):
             fileio.rmtree(tmp)
         try:
-            with self._make_beam_pipeline() as p:
+            with tfx_internals.beam_pipeline(self) as p:
                 _ = (p | "Files" >> beam.Create(files)
-                     | "ToBuckets" >> beam.ParDo(_ToBuckets(exec_properties[SCHEMA_FILE_KEY], rule, bounds, buckets,
-                                                            tmp)))
-            with self._make_beam_pipeline() as p:
+                     | "ToBuckets" >> beam.ParDo(_ToBuckets(schema_file, rule, bounds, buckets, tmp)))
+            with tfx_internals.beam_pipeline(self) as p:
                 _ = (p | "Buckets" >> beam.Create([(s, b) for s in SPLITS for b in range(buckets)])
                      | "ShuffleBucket" >> beam.ParDo(_ShuffleBucket(tmp, buckets, split_uris)))
         finally:

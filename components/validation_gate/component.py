@@ -9,15 +9,17 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx import types as tfx_types
 from tfx.types import component_spec, standard_artifacts
 from tfx.types.component_spec import ChannelParameter
+from tfx.types.standard_component_specs import ANOMALIES_KEY
 
 from components import artifacts
+from components.keys import VERDICT_KEY
 from components.validation_gate import executor
 
 
 class ValidationGateSpec(component_spec.ComponentSpec):
     PARAMETERS = {}
-    INPUTS = {"anomalies": ChannelParameter(type=standard_artifacts.ExampleAnomalies)}
-    OUTPUTS = {"verdict": ChannelParameter(type=artifacts.DataValidationVerdict)}
+    INPUTS = {ANOMALIES_KEY: ChannelParameter(type=standard_artifacts.ExampleAnomalies)}
+    OUTPUTS = {VERDICT_KEY: ChannelParameter(type=artifacts.DataValidationVerdict)}
 
 
 class ValidationGate(base_component.BaseComponent):

@@ -9,8 +9,10 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
+from tfx.types.standard_component_specs import ANOMALIES_KEY
 from tfx.utils import io_utils
 
+from components.keys import VERDICT_KEY
 from models import artifact_io
 
 
@@ -40,9 +42,9 @@ def read_anomalies(artifact) -> Dict[str, Dict[str, str]]:
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        artifact = artifact_utils.get_single_instance(input_dict["anomalies"])
+        artifact = artifact_utils.get_single_instance(input_dict[ANOMALIES_KEY])
         found = read_anomalies(artifact)
-        out = artifact_utils.get_single_uri(output_dict["verdict"])
+        out = artifact_utils.get_single_uri(output_dict[VERDICT_KEY])
         artifact_io.write_json(os.path.join(out, "verdict.json"), found, sort_keys=True)
         if found:
             lines = [f"  [{split}] {feature}: {text}" for split, per in found.items() for feature, text in per.items()]

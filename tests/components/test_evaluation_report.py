@@ -2,6 +2,7 @@ import html
 import json
 
 from components.evaluation_report.report import LEGEND, tables, write_report
+from components.keys import RELAIMPR_BASE_KEY, REPORT_KEY, TRANSFER_REPORT_KEY
 from components.model_evaluator import metrics as M
 
 ROLES = {"home": "super", "feed_a": "homogeneous", "tiny": "minor"}
@@ -86,9 +87,9 @@ def test_executor_reads_evaluations_and_writes_the_report_on_a_non_local_filesys
         with fileio.open(f"{uri}/evaluation.json", "w") as f:
             f.write(json.dumps({**record, "model_name": name}))
         inputs[name] = [artifact(standard_artifacts.ModelEvaluation, uri)]
-    inputs["transfer_report"] = [artifact(TransferReport, ram_dir("transfer"))]  # no transfer.json: no SAMD plots
+    inputs[TRANSFER_REPORT_KEY] = [artifact(TransferReport, ram_dir("transfer"))]  # no transfer.json: no SAMD plots
     report = artifact(EvaluationReport, ram_dir("report"))
-    Executor().Do(inputs, {"report": [report]}, {"relaimpr_base": "shared_bottom"})
+    Executor().Do(inputs, {REPORT_KEY: [report]}, {RELAIMPR_BASE_KEY: "shared_bottom"})
     names = set(fileio.listdir(report.uri))
     assert {"report.md", "report.html", "report.txt", "metrics.json", "auc_click.png"} <= names
     assert "samd_transfer_weights.png" not in names

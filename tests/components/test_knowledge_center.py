@@ -6,7 +6,9 @@ import os
 import pytest
 from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
+from tfx.types.standard_component_specs import CUSTOM_CONFIG_KEY, EXAMPLES_KEY, TRANSFORM_GRAPH_KEY
 
+from components.keys import KNOWLEDGE_KEY, TRAIN_STEPS_KEY
 from components.knowledge_center.executor import Executor
 from trainers import knowledge_center
 from tests.components import artifact, ram_dir
@@ -19,8 +21,8 @@ def test_executor_writes_a_versioned_cache_and_its_record(ram_transformed):
     examples = artifact(standard_artifacts.Examples, ram_transformed["examples"], ["train", "validation"])
     graph = artifact(standard_artifacts.TransformGraph, ram_transformed["graph"])
     out = artifact(standard_artifacts.Model, ram_dir("knowledge"))
-    Executor().Do({"examples": [examples], "transform_graph": [graph]}, {"knowledge": [out]},
-                  {"train_steps": 10, "custom_config": json.dumps(custom_config(
+    Executor().Do({EXAMPLES_KEY: [examples], TRANSFORM_GRAPH_KEY: [graph]}, {KNOWLEDGE_KEY: [out]},
+                  {TRAIN_STEPS_KEY: 10, CUSTOM_CONFIG_KEY: json.dumps(custom_config(
                       "knowledge_center", knowledge={"strategy": "decomposition", "batch_size": 128}, epochs=1,
                       seed=3))})
     version = out.get_int_custom_property("knowledge_version")

@@ -82,7 +82,9 @@ def test_the_server_serves_five_versions_and_each_answers_its_own_cache(tmp_path
 def test_executor_pushes_the_artifacts_knowledge_version_on_a_non_local_filesystem(tmp_path):
     from tfx.dsl.io import fileio
     from tfx.types import standard_artifacts
+    from tfx.types.standard_component_specs import PUSHED_MODEL_KEY
 
+    from components.keys import KNOWLEDGE_KEY, SERVING_DIR_KEY
     from components.knowledge_pusher.executor import Executor
     from tests.components import artifact, ram_dir, to_ram
 
@@ -90,7 +92,7 @@ def test_executor_pushes_the_artifacts_knowledge_version_on_a_non_local_filesyst
     knowledge = artifact(standard_artifacts.Model, to_ram(str(tmp_path / "knowledge")), knowledge_version=1700000042)
     pushed = artifact(standard_artifacts.PushedModel, ram_dir("pushed"))
     serving = ram_dir("serving")
-    Executor().Do({"knowledge": [knowledge]}, {"pushed_model": [pushed]}, {"serving_dir": serving})
+    Executor().Do({KNOWLEDGE_KEY: [knowledge]}, {PUSHED_MODEL_KEY: [pushed]}, {SERVING_DIR_KEY: serving})
     assert pushed_models(serving) == {"keep_knowledge": [1700000042]}
     assert pushed.get_int_custom_property("pushed") == 1
     assert pushed.get_string_custom_property("pushed_version") == "1700000042"

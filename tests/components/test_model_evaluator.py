@@ -371,8 +371,10 @@ def test_executor_scores_the_test_split_only_and_records_budget_and_predictions(
 
     from tfx.dsl.io import fileio
     from tfx.types import standard_artifacts
+    from tfx.types.standard_component_specs import BLESSING_KEY, EVALUATION_KEY, EXAMPLES_KEY, MODEL_KEY
 
     from components.artifacts import ScenarioTable
+    from components.keys import BLESSING_CONFIG_KEY, MODEL_NAME_KEY, SCENARIO_TABLE_KEY, SERVING_DIR_KEY
     from components.model_evaluator import executor as E
     from tests.components import artifact, ram_dir, to_ram
 
@@ -395,10 +397,10 @@ def test_executor_scores_the_test_split_only_and_records_budget_and_predictions(
     model = artifact(standard_artifacts.Model, place("model"))
     evaluation = artifact(standard_artifacts.ModelEvaluation, out("evaluation"))
     blessing = artifact(standard_artifacts.ModelBlessing, out("blessing"))
-    E.Executor().Do({"examples": [examples], "model": [model],
-                     "scenario_table": [artifact(ScenarioTable, place("scenarios"))]},
-                    {"evaluation": [evaluation], "blessing": [blessing]},
-                    {"model_name": "m", "serving_dir": out("serving"), "blessing_config": "{}"})
+    E.Executor().Do({EXAMPLES_KEY: [examples], MODEL_KEY: [model],
+                     SCENARIO_TABLE_KEY: [artifact(ScenarioTable, place("scenarios"))]},
+                    {EVALUATION_KEY: [evaluation], BLESSING_KEY: [blessing]},
+                    {MODEL_NAME_KEY: "m", SERVING_DIR_KEY: out("serving"), BLESSING_CONFIG_KEY: "{}"})
     with fileio.open(os.path.join(evaluation.uri, E.EVALUATION_FILE)) as f:
         record = _json.loads(f.read())
     assert record["test_rows"] == 2000  # the test split's rows, none of train's or validation's

@@ -3,6 +3,7 @@ import shutil
 
 import pytest
 
+from components.keys import DATA_ROOT_KEY, REPORT_KEY, SCENARIOS_KEY
 from components.raw_data_check import checks
 from components.raw_data_check.checks import RawDataError
 from synthetic import generate as G
@@ -134,7 +135,7 @@ def test_executor_on_a_non_local_data_folder_emits_the_report_and_the_scenario_t
 
     root = to_ram(pristine)
     report, table = artifact(RawDataReport, ram_dir("report")), artifact(ScenarioTable, ram_dir("scenarios"))
-    Executor().Do({}, {"report": [report], "scenarios": [table]}, {"data_root": root})
+    Executor().Do({}, {REPORT_KEY: [report], SCENARIOS_KEY: [table]}, {DATA_ROOT_KEY: root})
     with fileio.open(os.path.join(report.uri, "report.json")) as f:
         assert json.loads(f.read())["rows"] == 3000
     expected = read_scenarios(os.path.join(pristine, "scenarios.csv"))

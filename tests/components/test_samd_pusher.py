@@ -7,7 +7,9 @@ import pytest
 import tensorflow as tf
 from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
+from tfx.types.standard_component_specs import MODEL_BLESSING_KEY, MODEL_KEY, PUSHED_MODEL_KEY
 
+from components.keys import SERVING_DIR_KEY
 from components.samd_pusher.executor import Executor
 from components.serving_pusher.models_config import CONFIG_FILE, pushed_models
 from tests.components import artifact, ram_dir, to_ram
@@ -39,8 +41,8 @@ def _run(tmp_path, place, blessings):
     blessing = artifact(standard_artifacts.ModelBlessing, to_uri(tmp_path / "blessing"))
     pushed = artifact(standard_artifacts.PushedModel, out("pushed"))
     serving = out("serving")
-    Executor().Do({"model": [model], "model_blessing": [blessing]}, {"pushed_model": [pushed]},
-                  {"serving_dir": serving})
+    Executor().Do({MODEL_KEY: [model], MODEL_BLESSING_KEY: [blessing]}, {PUSHED_MODEL_KEY: [pushed]},
+                  {SERVING_DIR_KEY: serving})
     return serving, pushed
 
 

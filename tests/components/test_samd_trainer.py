@@ -8,8 +8,11 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
+from tfx.types.standard_component_specs import CUSTOM_CONFIG_KEY, EXAMPLES_KEY, MODEL_KEY, TRANSFORM_GRAPH_KEY
 
 from components.artifacts import ScenarioTable, TransferReport
+from components.keys import (EVAL_STEPS_KEY, SCENARIO_TABLE_KEY, TEACHER_KEY, TRAIN_STEPS_KEY,
+                             TRANSFER_REPORT_KEY)
 from components.samd_trainer.executor import Executor
 from models import export, registry
 from trainers.generic import all_vocab_sizes, keras_model_dir
@@ -34,14 +37,14 @@ def _teacher(ram_transformed) -> str:
 
 def test_executor_trains_a_student_per_scenario_of_the_table(ram_transformed):
     examples = artifact(standard_artifacts.Examples, ram_transformed["examples"], ["train", "validation"])
-    inputs = {"examples": [examples],
-              "transform_graph": [artifact(standard_artifacts.TransformGraph, ram_transformed["graph"])],
-              "teacher": [artifact(standard_artifacts.Model, _teacher(ram_transformed))],
-              "scenario_table": [artifact(ScenarioTable, ram_transformed["scenarios"])]}
+    inputs = {EXAMPLES_KEY: [examples],
+              TRANSFORM_GRAPH_KEY: [artifact(standard_artifacts.TransformGraph, ram_transformed["graph"])],
+              TEACHER_KEY: [artifact(standard_artifacts.Model, _teacher(ram_transformed))],
+              SCENARIO_TABLE_KEY: [artifact(ScenarioTable, ram_transformed["scenarios"])]}
     model, report = artifact(standard_artifacts.Model, ram_dir("samd")), artifact(TransferReport, ram_dir("report"))
-    Executor().Do(inputs, {"model": [model], "transfer_report": [report]},
-                  {"train_steps": 4, "eval_steps": 1,
-                   "custom_config": json.dumps(custom_config("samd", epochs=1, seed=3, samd={"batch_size": 256}))})
+    Executor().Do(inputs, {MODEL_KEY: [model], TRANSFER_REPORT_KEY: [report]},
+                  {TRAIN_STEPS_KEY: 4, EVAL_STEPS_KEY: 1,
+                   CUSTOM_CONFIG_KEY: json.dumps(custom_config("samd", epochs=1, seed=3, samd={"batch_size": 256}))})
     with fileio.open(os.path.join(ram_transformed["scenarios"], "scenarios.csv")) as f:
         scenarios = [line.split(",")[0] for line in f.read().splitlines()[1:]]
     students = sorted(n.rstrip("/") for n in fileio.listdir(os.path.join(model.uri, "Format-Serving")))

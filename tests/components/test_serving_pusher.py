@@ -44,6 +44,8 @@ def test_lists_every_model_with_a_complete_version(tmp_path):
 def _push(tmp_path, to_uri, out, blessed):
     from tfx.proto import pusher_pb2
     from tfx.types import standard_artifacts
+    from tfx.types.standard_component_specs import (CUSTOM_CONFIG_KEY, MODEL_BLESSING_KEY, MODEL_KEY, PUSHED_MODEL_KEY,
+                                                    PUSH_DESTINATION_KEY)
     from tfx.utils import proto_utils
 
     from components.serving_pusher.executor import Executor
@@ -58,9 +60,9 @@ def _push(tmp_path, to_uri, out, blessed):
     serving = out("serving")
     destination = pusher_pb2.PushDestination(filesystem=pusher_pb2.PushDestination.Filesystem(
         base_directory=os.path.join(serving, "keep_general")))
-    Executor().Do({"model": [model], "model_blessing": [blessing]}, {"pushed_model": [pushed]},
-                  {"push_destination": proto_utils.proto_to_json(destination),
-                   "custom_config": '{"versions_kept": {"keep_general": 2}}'})
+    Executor().Do({MODEL_KEY: [model], MODEL_BLESSING_KEY: [blessing]}, {PUSHED_MODEL_KEY: [pushed]},
+                  {PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination),
+                   CUSTOM_CONFIG_KEY: '{"versions_kept": {"keep_general": 2}}'})
     return serving, pushed
 
 

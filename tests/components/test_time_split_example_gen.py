@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from components.keys import TIME_SPLIT_KEY
 from components.time_split_example_gen.split import SPLITS, SplitError, TimeSplit, day_of_path
 from pipelines.options import SCHEMA_FILE
 
@@ -75,23 +76,24 @@ def _run_executor(root, out, tmp, time_split=None):
     from components.time_split_example_gen import executor
     from tfx.proto import example_gen_pb2
     from tfx.types import standard_artifacts
+    from tfx.types import standard_component_specs as K
     from tfx.utils import proto_utils
 
     examples = standard_artifacts.Examples()
     examples.uri = out
     exec_properties = {
-        "input_base": root,
-        "input_config": proto_utils.proto_to_json(example_gen_pb2.Input(splits=[
+        K.INPUT_BASE_KEY: root,
+        K.INPUT_CONFIG_KEY: proto_utils.proto_to_json(example_gen_pb2.Input(splits=[
             example_gen_pb2.Input.Split(name="all", pattern="day=*/*.csv")])),
-        "output_config": proto_utils.proto_to_json(example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
+        K.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name=s, hash_buckets=1) for s in SPLITS]))),
-        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
-        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-        "time_split": json.dumps(time_split or {}),
-        "schema_file": SCHEMA_FILE,
+        K.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
+        K.OUTPUT_FILE_FORMAT_KEY: example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        TIME_SPLIT_KEY: json.dumps(time_split or {}),
+        K.SCHEMA_FILE_KEY: SCHEMA_FILE,
     }
     executor.Executor(executor.Executor.Context(beam_pipeline_args=BEAM_ARGS, tmp_dir=tmp, unique_id="1")).Do(
-        {}, {"examples": [examples]}, exec_properties)
+        {}, {K.EXAMPLES_KEY: [examples]}, exec_properties)
     return examples
 
 
@@ -124,6 +126,7 @@ def test_executor_writes_what_csv_example_gen_writes_shuffled_and_deterministic(
     from tfx.components.example_gen.csv_example_gen import executor as csv_executor
     from tfx.proto import example_gen_pb2
     from tfx.types import standard_artifacts
+    from tfx.types import standard_component_specs as K
     from tfx.utils import proto_utils
 
     from components.time_split_example_gen import executor
@@ -139,13 +142,14 @@ def test_executor_writes_what_csv_example_gen_writes_shuffled_and_deterministic(
     tfx_out = standard_artifacts.Examples()
     tfx_out.uri = str(tmp_path / "tfx")
     csv_executor.Executor(csv_executor.Executor.Context(beam_pipeline_args=BEAM_ARGS, tmp_dir=str(tmp_path))).Do(
-        {}, {"examples": [tfx_out]}, {
-            "input_base": root,
-            "input_config": proto_utils.proto_to_json(example_gen_pb2.Input(splits=[
+        {}, {K.EXAMPLES_KEY: [tfx_out]}, {
+            K.INPUT_BASE_KEY: root,
+            K.INPUT_CONFIG_KEY: proto_utils.proto_to_json(example_gen_pb2.Input(splits=[
                 example_gen_pb2.Input.Split(name="all", pattern="day=*/*.csv")])),
-            "output_config": proto_utils.proto_to_json(example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
-                splits=[example_gen_pb2.SplitConfig.Split(name="all", hash_buckets=1)]))),
-            "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE})
+            K.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(example_gen_pb2.Output(
+                split_config=example_gen_pb2.SplitConfig(
+                    splits=[example_gen_pb2.SplitConfig.Split(name="all", hash_buckets=1)]))),
+            K.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE})
     reference = sorted(_values(e) for e in _read_split(tfx_out.uri, "all"))
 
     rows = {s: [_values(e) for e in _read_split(ours.uri, s)] for s in SPLITS}
@@ -175,7 +179,7 @@ def test_component_spec_carries_the_rule():
 
     node = example_gen("/data", {"validation_days": 2})
     assert node.id == EXAMPLE_GEN_ID
-    assert json.loads(node.exec_properties["time_split"]) == {"test_days": 1, "validation_days": 2,
+    assert json.loads(node.exec_properties[TIME_SPLIT_KEY]) == {"test_days": 1, "validation_days": 2,
                                                               "validation_percent": 10}
     with pytest.raises(SplitError):
         example_gen("/data", {"validation_days": -1})

@@ -5,7 +5,10 @@ from unittest import mock
 
 import pytest
 from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.standard_component_specs import EXAMPLES_KEY, MODEL_KEY, TRANSFORM_GRAPH_KEY
 
+from components.keys import (EVAL_STEPS_KEY, KNOWLEDGE_KEY, SCENARIO_TABLE_KEY, TEACHER_KEY, TRAIN_STEPS_KEY,
+                             TRANSFER_REPORT_KEY)
 from components.time_split_example_gen import SPLITS
 
 
@@ -44,38 +47,38 @@ def test_samd_trainer_reads_train_and_validation(tmp_path):
     teacher = _artifact(standard_artifacts.Model, tmp_path / "teacher")
     os.makedirs(tmp_path / "teacher" / "Format-Keras")
     (tmp_path / "teacher" / "Format-Keras" / "config.json").write_text("{}")
-    outputs = {"model": [_artifact(standard_artifacts.Model, tmp_path / "out")],
-               "transfer_report": [_artifact(standard_artifacts.ModelEvaluation, tmp_path / "report")]}
+    outputs = {MODEL_KEY: [_artifact(standard_artifacts.Model, tmp_path / "out")],
+               TRANSFER_REPORT_KEY: [_artifact(standard_artifacts.ModelEvaluation, tmp_path / "report")]}
     with mock.patch("trainers.samd.run", return_value={"students": {}, "train_seconds": 0.0}) as run:
-        executor.Executor().Do({"examples": _examples(tmp_path), "teacher": [teacher],
-                                "transform_graph": [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")],
-                                "scenario_table": _table(tmp_path)},
-                               outputs, {"train_steps": 1, "eval_steps": 1})
+        executor.Executor().Do({EXAMPLES_KEY: _examples(tmp_path), TEACHER_KEY: [teacher],
+                                TRANSFORM_GRAPH_KEY: [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")],
+                                SCENARIO_TABLE_KEY: _table(tmp_path)},
+                               outputs, {TRAIN_STEPS_KEY: 1, EVAL_STEPS_KEY: 1})
     _assert_train_and_validation(tmp_path, *_patterns(run.call_args))
 
 
 def test_knowledge_center_reads_train_and_validation(tmp_path):
     from components.knowledge_center import executor
 
-    outputs = {"knowledge": [_artifact(standard_artifacts.Model, tmp_path / "out")]}
+    outputs = {KNOWLEDGE_KEY: [_artifact(standard_artifacts.Model, tmp_path / "out")]}
     record = {"strategy": "both", "width": 4}
     with mock.patch("trainers.knowledge_center.run", return_value=record) as run:
-        executor.Executor().Do({"examples": _examples(tmp_path),
-                                "transform_graph": [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")]},
-                               outputs, {"train_steps": 1})
+        executor.Executor().Do({EXAMPLES_KEY: _examples(tmp_path),
+                                TRANSFORM_GRAPH_KEY: [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")]},
+                               outputs, {TRAIN_STEPS_KEY: 1})
     _assert_train_and_validation(tmp_path, *_patterns(run.call_args))
 
 
 def test_downstream_trainer_reads_train_and_validation(tmp_path):
     from components.downstream_trainer import executor
 
-    outputs = {"model": [_artifact(standard_artifacts.Model, tmp_path / "out")]}
+    outputs = {MODEL_KEY: [_artifact(standard_artifacts.Model, tmp_path / "out")]}
     record = {"plugged": False, "knowledge_version": None, "train_rows": 1, "warm_start": {"restored": 0}}
     with mock.patch("trainers.downstream.run", return_value=record) as run:
-        executor.Executor().Do({"examples": _examples(tmp_path),
-                                "transform_graph": [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")],
-                                "scenario_table": _table(tmp_path)},
-                               outputs, {"train_steps": 1})
+        executor.Executor().Do({EXAMPLES_KEY: _examples(tmp_path),
+                                TRANSFORM_GRAPH_KEY: [_artifact(standard_artifacts.TransformGraph, tmp_path / "tg")],
+                                SCENARIO_TABLE_KEY: _table(tmp_path)},
+                               outputs, {TRAIN_STEPS_KEY: 1})
     _assert_train_and_validation(tmp_path, *_patterns(run.call_args))
 
 

@@ -48,6 +48,30 @@ def test_vocabularies_padding_numerics_and_exposure_counts():
     assert out[0]["click"] == 1.0 and out[1]["click"] == 0.0
 
 
+def test_asset_table_is_built_once_outside_the_traced_function(tmp_path):
+    """models.preprocessing's use of tft's private table helper (checked against tensorflow-transform 1.16.0)."""
+    from models.preprocessing import _lookup_in_asset_table
+
+    path = tmp_path / "counts"
+    path.write_text("3 u1|feed\n1 u2|pay\n")
+    eager = []
+
+    def construct(asset):
+        eager.append(tf.executing_eagerly())
+        init = tf.lookup.TextFileInitializer(asset, key_dtype=tf.string, key_index=1, value_dtype=tf.string,
+                                             value_index=0, delimiter=" ")
+        return tf.lookup.StaticHashTable(init, default_value="0")
+
+    @tf.function
+    def lookup(keys):
+        return _lookup_in_asset_table(construct, str(path), keys)
+
+    keys = tf.constant(["u2|pay", "u1|feed", "u3|feed"])
+    assert lookup(keys).numpy().tolist() == [b"1", b"3", b"0"]
+    assert lookup(keys).numpy().tolist() == [b"1", b"3", b"0"]
+    assert eager == [True]  # built once, lifted out of the traced function
+
+
 def test_exposure_counts_are_fitted_on_the_train_days_only(transformed):
     """The per-scenario exposure counts (PEPNet's domain statistics) ignore validation and test rows."""
     import collections

@@ -123,10 +123,15 @@ def test_vertex_training_settings_reach_the_chosen_trainers_in_the_compiled_json
         assert executor != vertex_executor and "ai_platform_training_args" not in custom
 
 
-def test_vertex_training_refuses_trainers_that_cannot_train_on_several_workers(tmp_path):
+def test_vertex_training_refuses_trainers_that_cannot_train_on_several_workers(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"\['SamdTrainer'\] cannot train on several workers"):
         kubeflow_v2_runner.main(["--pipeline-file", str(tmp_path / "p.json"),
                                  "--vertex-training", json.dumps({**VERTEX, "trainers": ["SamdTrainer"]})])
+    # the super-scenario teacher needs ScenarioTrainer's executor, which hands its run_fn the scenario table
+    monkeypatch.setenv("KEEP_SAMD_SAMD", json.dumps({"teacher": "super"}))
+    with pytest.raises(ValueError, match=r"\['SamdTeacherTrainer'\] cannot train on several workers"):
+        kubeflow_v2_runner.main(["--pipeline-file", str(tmp_path / "p.json"),
+                                 "--vertex-training", json.dumps({**VERTEX, "trainers": ["SamdTeacherTrainer"]})])
     with pytest.raises(ValueError, match=r"missing \['project'\]"):
         kubeflow_v2_runner.main(["--pipeline-file", str(tmp_path / "p.json"),
                                  "--vertex-training", json.dumps({"region": "r", "worker_pool_specs": []})])
@@ -199,9 +204,15 @@ def test_tfx_cli_creates_the_pipeline_for_vertex(tmp_path):
 
 
 def test_written_file_is_where_the_runner_wrote_the_spec(tmp_path):
+    """written_file reads the runner's private attributes (checked against TFX 1.16.0)."""
     from tfx import v1 as tfx
 
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image="i"),
-        output_dir=str(tmp_path), output_filename="p.json")
-    assert kubeflow_v2_runner.written_file(runner) == str(tmp_path / "p.json")
+        output_dir=str(tmp_path / "out"), output_filename="p.json")
+    schema = tfx.components.ImportSchemaGen(schema_file=os.path.join(tmp_path, "schema.pbtxt"))
+    runner.run(tfx.dsl.Pipeline(pipeline_name="p", pipeline_root=str(tmp_path / "root"), components=[schema]),
+               write_out=True)
+    assert kubeflow_v2_runner.written_file(runner) == str(tmp_path / "out" / "p.json")
+    spec = json.loads((tmp_path / "out" / "p.json").read_text())
+    assert "ImportSchemaGen" in spec.get("pipelineSpec", spec)["root"]["dag"]["tasks"]

@@ -919,7 +919,8 @@ def test_cli_runtime_settings_serve_concurrent_clients_across_a_swap(tmp_path):
 def test_runtime_settings_only_apply_before_the_runtimes_start():
     from serving import runtime
 
-    # This process has run TF ops and imported grpc already: both are no-ops here.
+    # This process has imported grpc and (now, whatever ran before) run a TF op: both are no-ops here.
+    tf.constant(1.0) + 1
     assert runtime.configure_tensorflow(intra_op=1) is False
     assert runtime.prefer_queue_polling() is False
     code = ("import os; from serving import runtime; "

@@ -205,9 +205,25 @@ def _in_process_cluster(ports):
     return cluster
 
 
+def _describe_cluster(root, ports):
+    """A ParameterServerStrategy coordinator that writes `distribute.describe` of a tiny model, and stops."""
+    import tf_keras
+
+    from models import distribute
+
+    os.environ["TF_CONFIG"] = json.dumps({"cluster": _in_process_cluster(ports)})
+    strategy = distribute.strategy_for_cluster()
+    with strategy.scope():
+        model = tf_keras.Sequential([tf_keras.layers.Dense(1, input_shape=(2,))])
+    with open(os.path.join(root, "describe.json"), "w") as f:
+        json.dump(distribute.describe(strategy, model), f)
+
+
 def _main(argv):
     role, root = argv[0], argv[1]
-    if role == "ps":
+    if role == "describe":
+        _describe_cluster(root, [int(p) for p in argv[2].split(",")])
+    elif role == "ps":
         cluster = _in_process_cluster([int(p) for p in argv[2].split(",")])
         # The coordinator has no task of its own: the strategy is read from TF_CONFIG as on Vertex.
         os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster})
@@ -456,6 +472,16 @@ def test_two_workers_train_keep_and_only_the_chief_exports_what_one_process_woul
     assert record["examples_seen"] == record["epochs"] * 4 * SMALL["batch_size"]  # 8 steps over 2 epochs
     model = assert_predicts_like_a_single_process_export(root, tmp_path)
     assert_same_digest(digest(model), chief[0]["digest"])
+
+
+def test_a_parameter_server_coordinator_describes_its_cluster(tmp_path):
+    """describe() finds the cluster of a ParameterServerStrategy, whose resolver TF keeps private."""
+    root = str(tmp_path)
+    run_children(lambda ports: [child_env()], lambda ports: [["describe", root, ",".join(map(str, ports))]], root)
+    with open(os.path.join(root, "describe.json")) as f:
+        record = json.load(f)
+    assert record["strategy"] == "parameter_server"
+    assert (record["workers"], record["parameter_servers"]) == (2, 2)
 
 
 @pytest.mark.slow

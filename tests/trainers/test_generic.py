@@ -59,6 +59,9 @@ def test_the_trainer_config_names_a_misspelt_field_and_an_unknown_corruption():
         KerasTrainerConfig.from_custom_config({**base, "patiense": 3})
     with pytest.raises(ConfigError, match="corrupt_labels='flip'"):
         KerasTrainerConfig.from_custom_config({**base, "corrupt_labels": "flip"})
+    # TFX's Vertex AI trainer hands the replicas its own keys beside ours
+    vertex = {"ai_platform_enable_vertex": True, "ai_platform_training_args": {"project": "p"}}
+    assert KerasTrainerConfig.from_custom_config({**base, **vertex}) == config
     with pytest.raises(ConfigError, match="missing field.*'epochs'"):
         KerasTrainerConfig.from_custom_config({k: v for k, v in base.items() if k != "epochs"})
     assert set(CORRUPTIONS) == set(config_module.CORRUPTIONS)
