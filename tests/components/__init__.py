@@ -35,3 +35,12 @@ def artifact(cls, uri: str, split_names=None, **custom):
     for key, value in custom.items():
         (a.set_int_custom_property if isinstance(value, int) else a.set_string_custom_property)(key, value)
     return a
+
+
+def local_artifact(cls, uri, split_names=None):
+    """`artifact` at a local folder it creates."""
+    import os
+
+    a = artifact(cls, str(uri), split_names)
+    os.makedirs(a.uri, exist_ok=True)
+    return a

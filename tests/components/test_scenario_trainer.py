@@ -4,7 +4,7 @@ import json
 import os
 
 from tfx.proto import trainer_pb2
-from tfx.types import artifact_utils, standard_artifacts
+from tfx.types import standard_artifacts
 from tfx.types.standard_component_specs import (CUSTOM_CONFIG_KEY, EVAL_ARGS_KEY, EXAMPLES_KEY, MODEL_KEY,
                                                 MODEL_RUN_KEY, RUN_FN_KEY, TRAIN_ARGS_KEY)
 from tfx.utils import proto_utils
@@ -13,6 +13,7 @@ from components.artifacts import ScenarioTable
 from components.keys import SCENARIO_TABLE_KEY
 from components.scenario_trainer.executor import SCENARIOS_CSV_KEY, Executor
 from schemas.scenarios import SCENARIOS_FILE
+from tests.components import local_artifact
 
 CALLS = []
 
@@ -22,13 +23,7 @@ def recording_run_fn(fn_args):
     os.makedirs(fn_args.serving_model_dir)  # GenericExecutor fails a run_fn that exported nothing
 
 
-def _artifact(kind, uri, splits=None):
-    a = kind()
-    a.uri = str(uri)
-    if splits:
-        a.split_names = artifact_utils.encode_split_names(list(splits))
-    os.makedirs(a.uri, exist_ok=True)
-    return a
+_artifact = local_artifact
 
 
 def test_run_fn_finds_the_scenario_table_in_custom_config(tmp_path):

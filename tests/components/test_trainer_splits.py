@@ -4,21 +4,16 @@ import os
 from unittest import mock
 
 import pytest
-from tfx.types import artifact_utils, standard_artifacts
+from tfx.types import standard_artifacts
 from tfx.types.standard_component_specs import EXAMPLES_KEY, MODEL_KEY, TRANSFORM_GRAPH_KEY
 
 from components.keys import (EVAL_STEPS_KEY, KNOWLEDGE_KEY, SCENARIO_TABLE_KEY, TEACHER_KEY, TRAIN_STEPS_KEY,
                              TRANSFER_REPORT_KEY)
 from components.time_split_example_gen import SPLITS
+from tests.components import local_artifact
 
 
-def _artifact(kind, uri, splits=None):
-    a = kind()
-    a.uri = str(uri)
-    if splits:
-        a.split_names = artifact_utils.encode_split_names(list(splits))
-    os.makedirs(a.uri, exist_ok=True)
-    return a
+_artifact = local_artifact
 
 
 def _examples(tmp_path):
