@@ -163,8 +163,8 @@ class PipelineOptions:
                               doc="each Trainer's steps, at most (early stopping may end sooner)")
     eval_steps: int = option(20, minimum=1, env="KEEP_SAMD_EVAL_STEPS", doc="validation steps after each epoch")
     epochs: int = option(6, minimum=1, env="KEEP_SAMD_EPOCHS",
-                         doc="epochs KEEP's and the unified models' steps are spread over, each ending with a "
-                             "validation pass")
+                         doc="KEEP and the unified models: at most this many epochs, each one pass over the train "
+                             "days (less when the train steps run out first) ending with a validation pass")
     patience: int = option(2, minimum=1, env="KEEP_SAMD_PATIENCE",
                            doc="every trainer stops after this many epochs without a better validation score, "
                                "keeping the best epoch's weights")

@@ -6,10 +6,13 @@ SavedModel answers. The trainer reads the transformed examples, builds and compi
 model (`model.compile()`: the optimizer its config names), fits it and exports a
 standalone SavedModel (raw tf.Example in, probabilities out) through `models.export`.
 
-The train steps are spread over `epochs`; after each, the validation split is scored and
-training stops once the click AUC has not improved for `patience` epochs, keeping the
-best epoch's weights: recommendation models overfit id embeddings within a few passes,
-and the validation AUC, not the step count, says when. `training.json` next to the
+One rule for every model: an epoch is one pass over the train split (its rows counted
+once), at most `epochs` of them and at most the Trainer's train steps in all; after
+each, the validation split is scored and training stops once the click AUC has not
+improved for `patience` epochs, keeping the best epoch's weights. Recommendation models
+overfit id embeddings within a few passes, and the validation AUC, not a step count,
+says when; click AUC rather than the loss because it is what the blessing and the
+report judge, and the loss mixes three tasks of very different weight. `training.json` next to the
 SavedModel records the budget a model got (examples seen, epochs, the best epoch,
 parameters, optimizer), `history.json` in the run folder its learning curves.
 
@@ -64,12 +67,25 @@ def read_roles(scenarios_csv: str) -> dict:
     return scenarios.roles(scenarios.read_scenarios(scenarios_csv))
 
 
-def only_scenarios(dataset, indices, batch_size):
+def only_scenarios(dataset, indices, batch_size, drop_remainder=True):
     """The batches of `dataset` re-formed from the rows whose transformed scenario_id is in `indices`."""
     wanted = tf.constant(sorted(indices), tf.int64)
     return dataset.unbatch().filter(
         lambda f: tf.reduce_any(tf.equal(tf.reshape(f["scenario_id"], [-1])[:1], wanted))
-    ).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ).batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def count_rows(dataset) -> int:
+    """Rows of a finite dataset of batches (one pass, parsed: the trainer's own reading of the split)."""
+    first = next(iter(dataset.element_spec))
+    return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, b: n + tf.shape(b[first], tf.int64)[0]))
+
+
+def epoch_steps(rows: int, batch: int, train_steps: int, max_epochs: int):
+    """(steps per epoch, epochs): an epoch is one pass over `rows` (a part of one, when `train_steps` is
+    less), at most `max_epochs` epochs and `train_steps` steps in all."""
+    steps = max(1, min(rows // batch, train_steps))
+    return steps, max(1, min(max_epochs, train_steps // steps))
 
 
 def all_vocab_sizes(tf_transform_output):
@@ -128,21 +144,24 @@ def train_and_export(fn_args, strategy, trainer: KerasTrainerConfig):
                         trainer.corrupt_labels)
 
     def batches(files, corrupt=None):
-        def dataset_fn(batch_size):
-            dataset = make_dataset(files, fn_args.data_accessor, tft_output, batch_size)
+        def dataset_fn(batch_size, num_epochs=None):
+            dataset = make_dataset(files, fn_args.data_accessor, tft_output, batch_size, shuffle=num_epochs is None,
+                                   num_epochs=num_epochs)
             if indices is not None:
-                dataset = only_scenarios(dataset, indices, batch_size)
+                dataset = only_scenarios(dataset, indices, batch_size, drop_remainder=num_epochs is None)
             return dataset.map(corrupt) if corrupt else dataset
 
         return dataset_fn
 
     train = distribute.fit_input(strategy, batches(fn_args.train_files, corrupt), batch, fn_args.train_files)
     evaluation = distribute.fit_input(strategy, batches(fn_args.eval_files), batch, fn_args.eval_files)
-    steps = max(1, fn_args.train_steps // trainer.epochs)
-    logging.info("training %s: %d epochs of %d steps, batch %d; %s", entry.name, trainer.epochs, steps, batch, config)
+    rows = count_rows(batches(fn_args.train_files)(4096, num_epochs=1))
+    steps, epochs = epoch_steps(rows, batch, fn_args.train_steps, trainer.epochs)
+    logging.info("training %s on %d rows: at most %d epochs of %d steps, batch %d; %s", entry.name, rows, epochs,
+                 steps, batch, config)
     t0 = time.time()
     history = model.fit(
-        train, epochs=trainer.epochs, steps_per_epoch=steps, validation_data=evaluation,
+        train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation,
         validation_steps=max(1, fn_args.eval_steps), verbose=2,
         callbacks=[tf_keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs")),
                    tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max", patience=trainer.patience,
@@ -153,8 +172,9 @@ def train_and_export(fn_args, strategy, trainer: KerasTrainerConfig):
     write_json(os.path.join(fn_args.model_run_dir, "history.json"),
                {"model": entry.name, "train_seconds": seconds, "examples_per_second": trained_steps * batch / seconds,
                 "history": {k: [float(x) for x in v] for k, v in history.history.items()}})
-    record = {"model": entry.name, "seconds": seconds, **budget_record(model, history, batch, steps),
-              "distribution": distribute.describe(strategy, model)}
+    record = {"model": entry.name, "seconds": seconds, "train_rows": rows,
+              **budget_record(model, history, batch, steps), "distribution": distribute.describe(strategy, model),
+              "history": {k: [float(x) for x in v] for k, v in history.history.items()}}
     if hasattr(model, "training_report"):  # e.g. ADL: does training route a batch as serving does?
         record.update(model.training_report(next(iter(batches(fn_args.eval_files)(batch)))))
     write_training_record(fn_args.serving_model_dir, record)

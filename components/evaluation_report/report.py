@@ -11,7 +11,9 @@ when SAMD ran, its transfer report (transfer.json). Output files in one folder:
 - auc_<task>.png: AUC per scenario per model;
 - samd_transfer_weights.png: SAMD's W_T^i per scenario as heatmaps (SAMD Fig. 8);
 - samd_representations.png: T_i and C_i projected to 2-D by PCA (SAMD Fig. 7);
-- <model>_clusters.png: a routed model's (ADL's) share of each scenario per cluster.
+- <model>_clusters.png: a routed model's (ADL's) share of each scenario per cluster;
+- learning_curves.png: each model's train and validation loss and click AUC per epoch, the
+  restored (best) epoch marked: under- and over-fitting at a glance.
 """
 
 import html
@@ -183,6 +185,33 @@ def plot_auc(evaluations, task, path):
     _save(fig, path, dpi=90)
 
 
+def plot_learning_curves(evaluations, path) -> bool:
+    """Loss and click AUC per epoch, train (dashed) and validation, of every model that recorded them."""
+    curves = {n: (e.get("budget") or {}).get("history") for n, e in evaluations.items()}
+    curves = {n: h for n, h in curves.items() if h and h.get("val_auc_click")}
+    if not curves:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for k, (name, h) in enumerate(curves.items()):
+        color = plt.cm.tab10.colors[k % 10]
+        best = (evaluations[name]["budget"].get("best_epoch") or 0) - 1
+        for ax, metric in zip(axes, ("loss", "auc_click")):
+            epochs = np.arange(1, len(h[f"val_{metric}"]) + 1)
+            ax.plot(epochs, h[f"val_{metric}"], color=color, label=name, marker=".")
+            if h.get(metric):
+                ax.plot(epochs, h[metric], color=color, ls="--", lw=0.8)
+            if 0 <= best < len(epochs):
+                ax.plot(epochs[best], h[f"val_{metric}"][best], color=color, marker="o", ms=8, mfc="none")
+    for ax, title in zip(axes, ("loss", "click AUC")):
+        ax.set_xlabel("epoch (one pass over the train days)")
+        ax.set_title(f"{title}: validation (solid), train (dashed); circle: restored epoch", fontsize=9)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    _save(fig, path, dpi=80)
+    return True
+
+
 def plot_transfer_weights(transfer, path):
     plt = _plt()
     scen = list(transfer["scenarios"])
@@ -271,6 +300,8 @@ def write_report(evaluations: Dict, out_dir: str, transfer: Optional[Dict] = Non
         for task in TASKS:
             plot_auc(evaluations, task, os.path.join(out_dir, f"auc_{task}.png"))
             images.append(f"auc_{task}.png")
+    if plot_learning_curves(evaluations, os.path.join(out_dir, "learning_curves.png")):
+        images.append("learning_curves.png")
     for name, record in evaluations.items():
         if record.get("cluster_by_scenario"):
             plot_clusters(name, record["cluster_by_scenario"], os.path.join(out_dir, f"{name}_clusters.png"))

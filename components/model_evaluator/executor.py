@@ -222,7 +222,7 @@ class Executor(base_executor.BaseExecutor):
                                 exec_properties[SERVING_DIR_KEY], config, baseline, knowledge_dir=knowledge_dir,
                                 scenarios=self._scenarios(exec_properties, training), predictions=predictions)
         # The budget it was trained with, for equal-budget comparisons in the report.
-        keys = ("examples_seen", "epochs", "best_epoch", "batch_size", "parameters", "optimizer")
+        keys = ("examples_seen", "epochs", "best_epoch", "batch_size", "parameters", "optimizer", "history")
         record["budget"] = {**{k: training.get(k) for k in keys}, "exported_bytes": exported_bytes(model_dir)}
 
         evaluation = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])

@@ -98,3 +98,15 @@ def test_executor_reads_evaluations_and_writes_the_report_on_a_non_local_filesys
     assert list(saved["models"]) == ["keep_general", "shared_bottom"] and saved["relaimpr_base"] == "shared_bottom"
     with fileio.open(f"{report.uri}/auc_click.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_learning_curves_are_drawn_for_the_models_that_recorded_them(tmp_path):
+    evaluations = _evaluations()
+    evaluations["new"]["budget"] = {"epochs": 3, "best_epoch": 2, "history": {
+        "loss": [0.6, 0.5, 0.45], "val_loss": [0.62, 0.55, 0.58], "auc_click": [0.6, 0.7, 0.75],
+        "val_auc_click": [0.6, 0.68, 0.66]}}
+    files = write_report(evaluations, str(tmp_path), base="old")
+    assert open(files["learning_curves.png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "learning_curves.png" in open(files["html"]).read()
+    del evaluations["new"]["budget"]
+    assert "learning_curves.png" not in write_report(evaluations, str(tmp_path / "none"), base="old")

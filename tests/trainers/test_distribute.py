@@ -34,7 +34,7 @@ VOCAB = {"user_id": 500, "item_id": 60, "category_id": 12, "shop_id": 20, "scena
 SMALL = {"user_embedding_dim": 8, "embedding_dim": 4, "tower_units": [16, 8], "attention_units": [8], "batch_size": 32}
 MIN_SHARD_BYTES = 4096  # (500 + 11) x 8 floats = 16 KiB: 2 shards; every other variable < 8 KiB stays whole
 HISTORY = 20
-TRAIN_ROWS, EVAL_ROWS = 512, 128
+TRAIN_ROWS, EVAL_ROWS = 128, 128  # a pass over the train rows: 4 steps of 32
 DEADLINE_S = 240  # a child that has not finished by then is stuck (e.g. waiting for a peer that died)
 
 
@@ -437,7 +437,10 @@ def test_without_tf_config_the_unified_trainer_trains_in_this_process(tmp_path, 
     generic.run_fn(fn_args(root, custom))
     record = training_record(root)
     assert record["distribution"] == {"strategy": "default", "replicas": 1}
-    assert record["examples_seen"] == record["epochs"] * (8 // custom["epochs"]) * 32
+    # an epoch is a pass over the train rows (counted: all of them), at most `epochs` of them
+    assert record["train_rows"] == TRAIN_ROWS and record["steps_per_epoch"] == TRAIN_ROWS // 32
+    assert record["examples_seen"] == record["epochs"] * TRAIN_ROWS == TRAIN_ROWS
+    assert len(record["history"]["val_auc_click"]) == record["epochs"]
     served = tf.saved_model.load(os.path.join(root, "model", "Format-Serving")).signatures["serving_default"]
     click = served(examples=tf.constant(serialized(rows(16, 3))))["click"].numpy()
     assert click.shape == (16,) and np.std(click) > 0
@@ -469,7 +472,7 @@ def test_two_workers_train_keep_and_only_the_chief_exports_what_one_process_woul
     record = training_record(root)
     assert record["distribution"] == {"strategy": "multi_worker_mirrored", "replicas": 2, "workers": 2,
                                       "parameter_servers": 0}
-    assert record["examples_seen"] == record["epochs"] * 4 * SMALL["batch_size"]  # 8 steps over 2 epochs
+    assert record["examples_seen"] == record["epochs"] * 4 * SMALL["batch_size"]  # a pass: 4 steps
     model = assert_predicts_like_a_single_process_export(root, tmp_path)
     assert_same_digest(digest(model), chief[0]["digest"])
 

@@ -6,7 +6,7 @@ import pytest
 from models.configs import ConfigError
 from trainers import config as config_module
 from trainers.config import KerasTrainerConfig
-from trainers.generic import CORRUPTIONS, only_scenarios, read_roles
+from trainers.generic import CORRUPTIONS, count_rows, epoch_steps, only_scenarios, read_roles
 
 
 def test_only_scenarios_reforms_full_batches_from_the_chosen_scenarios_rows():
@@ -65,3 +65,18 @@ def test_the_trainer_config_names_a_misspelt_field_and_an_unknown_corruption():
     with pytest.raises(ConfigError, match="missing field.*'epochs'"):
         KerasTrainerConfig.from_custom_config({k: v for k, v in base.items() if k != "epochs"})
     assert set(CORRUPTIONS) == set(config_module.CORRUPTIONS)
+
+
+def test_an_epoch_is_a_pass_over_the_train_rows_within_both_caps():
+    assert epoch_steps(rows=10_000, batch=500, train_steps=600, max_epochs=6) == (20, 6)  # 6 passes
+    assert epoch_steps(rows=10_000, batch=500, train_steps=50, max_epochs=6) == (20, 2)  # the steps cap: 2 passes
+    assert epoch_steps(rows=10_000, batch=500, train_steps=8, max_epochs=6) == (8, 1)  # less than a pass
+    assert epoch_steps(rows=100, batch=500, train_steps=600, max_epochs=6) == (1, 6)  # fewer rows than a batch
+
+
+def test_rows_are_counted_over_one_pass_of_batches():
+    ds = tf.data.Dataset.from_tensor_slices({"click": np.zeros(1001), "user_id": np.arange(1001)}).batch(100)
+    assert count_rows(ds) == 1001
+    kept = only_scenarios(tf.data.Dataset.from_tensor_slices({"scenario_id": np.array([1, 2, 1] * 5)}).batch(4),
+                          [1], batch_size=4, drop_remainder=False)
+    assert count_rows(kept) == 10
