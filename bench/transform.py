@@ -6,7 +6,7 @@ Transform on it with the pipeline's preprocessing_fn, schema and Beam args
 execution timestamps.
 
     .venv/bin/python -m bench.transform [--rows 100000 1000000 10000000] [--beam-args "..."]
-                                         [--examples written|example_gen]
+                                         [--examples written|example_gen] [--output FILE]
 
 --examples written (default) writes the examples with pipelines.transform_only.write_examples
 (no Beam); example_gen runs the pipeline's ExampleGen first. Both give the same
@@ -16,8 +16,8 @@ example in the driver's memory and was OOM-killed at 22.7 GB on 10M rows; the wh
 pipeline at 10M rows is bench/scale.py. Transform alone: 10M rows took 1,020 s
 (9.8k rows/s) with the machine's memory peaking at ~20 GB.
 
-Writes bench/results/transform.json (transform_example_gen.json with --examples example_gen);
-sizes measured before on the same machine and Beam args are kept.
+Writes bench/results/transform.json (transform_example_gen.json with --examples example_gen),
+or --output; sizes measured before on the same machine and Beam args are kept.
 """
 
 import argparse
@@ -53,6 +53,7 @@ def main(argv=None):
     p.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--beam-args", default=" ".join(DEFAULT_BEAM_ARGS))
     p.add_argument("--examples", choices=["written", "example_gen"], default="written")
+    p.add_argument("--output", default=None, help="default: bench/results/transform[_example_gen].json")
     a = p.parse_args(argv)
     results = []
     for rows in a.rows:
@@ -75,14 +76,14 @@ def main(argv=None):
               f"(examples + Transform {total:.1f} s)", flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     name = "transform.json" if a.examples == "written" else "transform_example_gen.json"
-    path = os.path.join(os.path.dirname(__file__), "results", name)
+    path = a.output or os.path.join(os.path.dirname(__file__), "results", name)
     if os.path.exists(path):  # keep other sizes measured on the same machine and Beam args
         with open(path) as f:
             before = json.load(f)
         if (before.get("machine"), before.get("beam_args")) == (machine, a.beam_args):
             sizes = {r["rows"] for r in results}
             results = sorted([r for r in before["results"] if r["rows"] not in sizes] + results, key=lambda r: r["rows"])
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump({"machine": machine, "beam_args": a.beam_args, "examples": a.examples, "results": results}, f, indent=1)
 

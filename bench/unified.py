@@ -6,9 +6,9 @@ compares with the oracle AUC from the generator's true probabilities. With
 `--grec-routings`, it also trains GRec once per routing strategy on the run's
 transformed examples (same steps as the pipeline) and scores each the same way.
 
-    .venv/bin/python -m bench.unified --run runs [--grec-routings] [--steps 600]
+    .venv/bin/python -m bench.unified --run runs [--grec-routings] [--steps 600] [--output FILE]
 
-Writes bench/results/unified.json and prints a table.
+Writes bench/results/unified.json (or --output) and prints a table.
 """
 
 import argparse
@@ -103,6 +103,7 @@ def main(argv=None):
     p.add_argument("--run", default="runs")
     p.add_argument("--grec-routings", action="store_true")
     p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "unified.json"))
     a = p.parse_args(argv)
     rows, table = load_eval(a.run)
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "eval_rows": len(rows), "models": {}}
@@ -128,8 +129,8 @@ def main(argv=None):
                                                      "examples_per_second": round(eps),
                                                      "moe_flops_per_example": flops,
                                                      "latency_ms": latency_ms(serve, rows)}
-    os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-    with open(os.path.join(os.path.dirname(__file__), "results", "unified.json"), "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)
+    with open(a.output, "w") as f:
         json.dump(results, f, indent=1)
     scenarios = list(results["oracle"])
     print("model".ljust(22) + "".join(s[:12].rjust(13) for s in scenarios) + "   ex/s")
