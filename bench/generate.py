@@ -1,6 +1,6 @@
 """Benchmark: synthetic data generator throughput (rows/s), written to bench/results/generate.json.
 
-    .venv/bin/python -m bench.generate [--rows 2000000]
+    .venv/bin/python -m bench.generate [--rows 2000000] [--output FILE]
 """
 
 import argparse
@@ -17,6 +17,7 @@ from synthetic import generate as G
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--rows", type=int, nargs="+", default=[200_000, 2_000_000])
+    p.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "generate.json"))
     a = p.parse_args(argv)
     results = []
     for rows in a.rows:
@@ -32,7 +33,7 @@ def main(argv=None):
         print(f"generate: {rows:,} rows in {wall:.1f}s = {rows / wall:,.0f} rows/s")
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
            "results": results}
-    record.write(os.path.join(os.path.dirname(__file__), "results", "generate.json"), out)
+    record.write(a.output, out)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ predictions), e.g. one seed of bench/quality.py on the rich preset:
         --data /tmp/keep_samd_quality/data --transform /tmp/keep_samd_quality/transform \
         --seeds 0 1 2 --variants samd alone \
         [--workdir /tmp/samd_bench] [--steps 300] [--epochs 5] [--summarise-only] [--separate]
+        [--scenarios banner ...]
 
 Each (variant, seed) is one trainers.samd.run (the SamdTrainer's own code: train
 split, early stopping on validation) whose exported students are scored on the test
@@ -340,12 +341,20 @@ def main(argv=None):
     p.add_argument("--summarise-only", action="store_true")
     p.add_argument("--separate", action="store_true",
                    help="also time one SAMD run per scenario (seed 0) against the joint run of all")
+    p.add_argument("--scenarios", nargs="+", default=None,
+                   help="train and score only these scenarios' students (default: every scenario); their "
+                        "predictions are kept under --workdir like the others', so give each set its own")
     a = p.parse_args(argv)
     art = artifacts(a.run, a.transform, a.teacher)
     scenarios_csv = os.path.join(a.data, "scenarios.csv")
     roles = {r["scenario_id"]: r["role"] for r in samd_trainer.read_scenarios(scenarios_csv)}
     rows, scenario, click = test_rows(art["raw_test"])
     keep = keep_predictions(art["root"], scenario, click)
+    if a.scenarios:  # the other scenarios' rows have no student to score them
+        chosen = np.isin(scenario, a.scenarios)
+        rows, scenario, click = [r for r, c in zip(rows, chosen) if c], scenario[chosen], click[chosen]
+        keep = {name: pred[chosen] for name, pred in keep.items()}
+        roles = {s: r for s, r in roles.items() if s in a.scenarios}
     t0 = time.time()
     if not a.summarise_only:
         for seed in a.seeds:
@@ -353,14 +362,15 @@ def main(argv=None):
                 out = os.path.join(a.workdir, f"{v}_s{seed}")
                 if os.path.exists(os.path.join(out, "predictions.npy")):
                     continue
-                report, wall = train_variant(art, scenarios_csv, v, seed, a.steps, a.epochs, a.eval_steps, out)
+                report, wall = train_variant(art, scenarios_csv, v, seed, a.steps, a.epochs, a.eval_steps, out,
+                                             scenarios=a.scenarios)
                 np.save(os.path.join(out, "predictions.npy"), score_students(os.path.join(out, "model"), rows,
                                                                               scenario))
                 print(f"{v} seed {seed}: {wall:.0f}s", flush=True)
     result = summarise(a.workdir, a.variants, a.seeds, click, scenario, roles, keep)
     if a.separate:  # the product's claim: one process for N students costs less than N processes
         joint = train_variant(art, scenarios_csv, "samd", 0, a.steps, a.epochs, a.eval_steps,
-                              os.path.join(a.workdir, "timing_joint"))[1]
+                              os.path.join(a.workdir, "timing_joint"), scenarios=a.scenarios)[1]
         separate = sum(train_variant(art, scenarios_csv, "samd", 0, a.steps, a.epochs, a.eval_steps,
                                      os.path.join(a.workdir, f"timing_{sid}"), scenarios=[sid])[1] for sid in roles)
         result["wall_seconds"] = {"joint": round(joint, 1), "separate": round(separate, 1)}

@@ -10,9 +10,9 @@ Beam worker maps) once per process, so it is an upper bound on the machine's use
 runner process keeps memory its earlier components allocated, so a component's peak
 includes what came before it.
 
-    .venv/bin/python -m bench.scale [--rows 10000000] [--workdir /tmp/keep_samd_scale]
+    .venv/bin/python -m bench.scale [--rows 10000000] [--workdir /tmp/keep_samd_scale] [--output FILE]
 
-Writes bench/results/scale.json (one entry per row count; a new run replaces its own).
+Writes bench/results/scale.json or --output (one entry per row count; a new run replaces its own).
 """
 
 import argparse
@@ -92,15 +92,15 @@ def per_component(times, samples):
     return rows
 
 
-def _save(entry):
+def _save(entry, path=RESULTS):
     old = []
-    if os.path.exists(RESULTS):
-        with open(RESULTS) as f:
+    if os.path.exists(path):
+        with open(path) as f:
             old = json.load(f)["results"]
     results = [r for r in old if r["rows"] != entry["rows"]] + [entry]
-    record.write(RESULTS, {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-                           "command": ".venv/bin/python -m bench.scale --rows N",
-                           "results": sorted(results, key=lambda r: r["rows"])})
+    record.write(path, {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+                        "command": ".venv/bin/python -m bench.scale --rows N",
+                        "results": sorted(results, key=lambda r: r["rows"])})
 
 
 def main(argv=None) -> int:
@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default="/tmp/keep_samd_scale")
     p.add_argument("--data", default=None, help="data root (default <workdir>/data-<rows>); generated if absent")
     p.add_argument("--interval", type=float, default=1.0)
-    p.add_argument("--no-save", action="store_true", help="print, do not write bench/results/scale.json")
+    p.add_argument("--no-save", action="store_true", help="print, do not write --output")
+    p.add_argument("--output", default=RESULTS)
     a = p.parse_args(argv)
 
     data = a.data or os.path.join(a.workdir, f"data-{a.rows}")
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
     }
     print(json.dumps(entry, indent=1))
     if not a.no_save:
-        _save(entry)
+        _save(entry, a.output)
     return rc
 
 

@@ -7,7 +7,7 @@ it as quoted CSV files of ~1.5M rows, runs the Beam pass (`beam_pipeline.run`, C
 source) on the DirectRunner, and checks the users per scenario set and the matrix
 against numpy's grouped computation on the same table.
 
-    TF_USE_LEGACY_KERAS=1 .venv/bin/python -m bench.similarity [--users 10000000] [--workers 2]
+    TF_USE_LEGACY_KERAS=1 .venv/bin/python -m bench.similarity [--users 10000000] [--workers 2] [--output FILE]
 """
 
 import argparse
@@ -88,6 +88,7 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rows-per-file", type=int, default=1_500_000)
     p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "similarity.json"))
     a = p.parse_args(argv)
     names = [s for s, _, _, _ in SCENARIOS]
     tmp = tempfile.mkdtemp(prefix="bench_similarity_")
@@ -122,7 +123,7 @@ def main(argv=None):
         "load_average_1m": [round(load_before, 2), round(load_after, 2)], "prepare_seconds": round(prepare, 1), "equals_numpy": ok, "max_relative_difference": rel,
         "top_g": doc["top_g"],
     }
-    record.write(os.path.join(os.path.dirname(__file__), "results", "similarity.json"), result)
+    record.write(a.output, result)
     print(f"similarity: {a.users:,} users ({rows:,} rows, {len(files)} CSV files) in {wall:.1f}s = "
           f"{a.users / wall:,.0f} users/s on {a.workers} DirectRunner workers (load {load_before:.1f}); "
           f"equals numpy: {ok}")

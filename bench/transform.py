@@ -6,14 +6,14 @@ Transform on it with the pipeline's preprocessing_fn, schema and Beam args
 execution timestamps.
 
     .venv/bin/python -m bench.transform [--rows 100000 1000000 10000000] [--beam-args "..."]
-                                         [--examples written|example_gen]
+                                         [--examples written|example_gen] [--output FILE]
 
 --examples written (default) writes the examples with pipelines.transform_only.write_examples
 (no Beam); example_gen runs the pipeline's ExampleGen first. Both give the same
 examples split by day. The whole pipeline at scale is bench/scale.py.
 
-Writes bench/results/transform.json (transform_example_gen.json with --examples example_gen);
-sizes measured before on the same machine and Beam args are kept.
+Writes bench/results/transform.json (transform_example_gen.json with --examples example_gen),
+or --output; sizes measured before on the same machine and Beam args are kept.
 """
 
 import argparse
@@ -50,6 +50,7 @@ def main(argv=None):
     p.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--beam-args", default=" ".join(DEFAULT_BEAM_ARGS))
     p.add_argument("--examples", choices=["written", "example_gen"], default="written")
+    p.add_argument("--output", default=None, help="default: bench/results/transform[_example_gen].json")
     a = p.parse_args(argv)
     results = []
     for rows in a.rows:
@@ -72,7 +73,7 @@ def main(argv=None):
               f"(examples + Transform {total:.1f} s)", flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     name = "transform.json" if a.examples == "written" else "transform_example_gen.json"
-    path = os.path.join(os.path.dirname(__file__), "results", name)
+    path = a.output or os.path.join(os.path.dirname(__file__), "results", name)
     if os.path.exists(path):  # keep other sizes measured on the same machine and Beam args
         with open(path) as f:
             before = json.load(f)

@@ -6,9 +6,9 @@ compares with the oracle AUC from the generator's true probabilities. With
 `--grec-routings`, it also trains GRec once per routing strategy on the run's
 transformed examples (same steps as the pipeline) and scores each the same way.
 
-    .venv/bin/python -m bench.unified --run runs [--grec-routings] [--steps 600]
+    .venv/bin/python -m bench.unified --run runs [--grec-routings] [--steps 600] [--output FILE]
 
-Writes bench/results/unified.json and prints a table.
+Writes bench/results/unified.json (or --output) and prints a table.
 """
 
 import argparse
@@ -108,6 +108,7 @@ def main(argv=None):
     p.add_argument("--run", default="runs")
     p.add_argument("--grec-routings", action="store_true")
     p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "unified.json"))
     a = p.parse_args(argv)
     rows, table = load_eval(a.run)
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "eval_rows": len(rows), "models": {}}
@@ -133,7 +134,7 @@ def main(argv=None):
                                                      "examples_per_second": round(eps),
                                                      "moe_flops_per_example": flops,
                                                      "latency_ms": latency_ms(serve, rows)}
-    record.write(os.path.join(os.path.dirname(__file__), "results", "unified.json"), results)
+    record.write(a.output, results)
     scenarios = list(results["oracle"])
     print("model".ljust(22) + "".join(s[:12].rjust(13) for s in scenarios) + "   ex/s")
     for t in TASKS:
