@@ -36,13 +36,12 @@ import numpy as np
 
 from bench import record
 from components.model_evaluator import metrics as M
+from models import registry
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "quality.json")
 FLOOR = "logistic_regression"
 # Evaluator component id -> the model's name in the table.
-EVALUATORS = {"KeepEvaluator": "keep_general", "SamdEvaluator": "samd", "PepnetEvaluator": "pepnet",
-              "AdlEvaluator": "adl", "GrecEvaluator": "grec", "SharedBottomEvaluator": "shared_bottom",
-              "MmoeEvaluator": "mmoe", "LogisticRegressionEvaluator": FLOOR, "DownstreamEvaluator": "keep_downstream"}
+EVALUATORS = {f"{registry.get(n).title}Evaluator": n for n in registry.names()}
 ROLES = ("super", "homogeneous", "heterogeneous", "minor")
 
 
@@ -79,7 +78,7 @@ def run_seed(data: str, head, out: str, seed: int, train_steps: int, samd_steps:
     if only is not None:
         samd["enabled"] = "samd" in only
         downstream["enabled"] = "keep_downstream" in only
-        unified["models"] = [m for m in only if m not in ("samd", "keep_downstream", "keep_general", FLOOR)] + [FLOOR]
+        unified["models"] = [m for m in only if registry.get(m).role == "unified" and m != FLOOR] + [FLOOR]
     options = PipelineOptions(
         output_dir=out, data_root=data, seed=seed, train_steps=train_steps, eval_steps=50,
         samd=samd, unified=unified, downstream=downstream,
