@@ -196,7 +196,7 @@ def fit_input(strategy, dataset_fn: Callable[[int], tf.data.Dataset], global_bat
 def _cluster_resolver(strategy):
     """The strategy's cluster resolver, or None. ParameterServerStrategy's public `cluster_resolver`
     is None (it reads the resolver from `extended`, which holds none) and the strategy keeps its own
-    as `_cluster_resolver`: checked against TensorFlow 2.16.2; tests/models/test_distribute.py::
+    as `_cluster_resolver`: checked against TensorFlow 2.16.2; tests/trainers/test_distribute.py::
     test_a_parameter_server_coordinator_describes_its_cluster fails if that stops working."""
     return getattr(strategy, "cluster_resolver", None) or getattr(strategy, "_cluster_resolver", None)  # noqa: SLF001
 

@@ -209,7 +209,7 @@ def _describe_cluster(root, ports):
     """A ParameterServerStrategy coordinator that writes `distribute.describe` of a tiny model, and stops."""
     import tf_keras
 
-    from models import distribute
+    from trainers import distribute
 
     os.environ["TF_CONFIG"] = json.dumps({"cluster": _in_process_cluster(ports)})
     strategy = distribute.strategy_for_cluster()
