@@ -65,11 +65,11 @@ def _knowledge_cached(strategy, tft_output, train_all, validation_all, steps, tr
     from models.keep_cache import CacheableKnowledgeConfig, KnowledgeCache, daily_tables, knowledge_as_of, \
         latest_tables
     from trainers.transformed_data import raw_ids
-    from pipelines.options import DownstreamOptions, PipelineOptions
+    from pipelines.options import PipelineOptions
 
     tf.random.set_seed(0)
     heads = KC.train(CacheableKnowledgeConfig(strategy=strategy), tft_output, train_all, validation_all, steps,
-                     DownstreamOptions.KNOWLEDGE_EPOCHS, PipelineOptions().patience)  # the pipeline's
+                     PipelineOptions().epochs, PipelineOptions().patience)  # the pipeline's
     daily = daily_tables(heads, KC.knowledge_batches(heads, tft_output, train_all))
     cache = KnowledgeCache(strategy, latest_tables(daily))
 

@@ -20,7 +20,7 @@ import json
 import os
 import shlex
 import typing
-from typing import Any, ClassVar, Dict, Literal, Optional, Sequence, Tuple
+from typing import Any, Dict, Literal, Optional, Sequence, Tuple
 
 from components.model_evaluator.blessing import BlessingConfig
 from components.time_split_example_gen.split import TimeSplit
@@ -73,7 +73,8 @@ class SamdOptions(FromDict):
     scenarios: Optional[Tuple[str, ...]] = option(None, shown="every scenario",
                                                   doc="train the students of these scenarios only")
     train_steps: Optional[int] = option(None, minimum=1, shown="`KEEP_SAMD_TRAIN_STEPS`", doc="SamdTrainer steps")
-    epochs: int = option(5, minimum=1, doc="epochs SAMD's steps are spread over, each ending with a validation pass")
+    epochs: Optional[int] = option(None, minimum=1, shown="`KEEP_SAMD_EPOCHS`",
+                                   doc="SamdTrainer's epoch cap (a pass: every training row once on average)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,11 +92,6 @@ class UnifiedOptions(FromDict):
 
 @dataclasses.dataclass(frozen=True)
 class DownstreamOptions(FromDict):
-    # Two defaults under one option: the heads and the downstream model have always had their own
-    # (3 and 2) while an `epochs` given set both; kept, so that a run trains as it did.
-    KNOWLEDGE_EPOCHS: ClassVar[int] = 3
-    MODEL_EPOCHS: ClassVar[int] = 2
-
     enabled: bool = option(True, doc="run KEEP stage two: KnowledgeCenter, KnowledgePusher, DownstreamTrainer")
     plugged: bool = option(True, doc="the downstream model reads the knowledge cache (false: the plain model)")
     spans: int = option(0, minimum=0, doc="n > 0: incremental, the downstream model trains on the latest n days and "
@@ -110,17 +106,9 @@ class DownstreamOptions(FromDict):
                                         doc="DownstreamTrainer steps")
     knowledge_train_steps: Optional[int] = option(None, minimum=1, shown="`train_steps` above",
                                                   doc="KnowledgeCenter steps")
-    epochs: Optional[int] = option(
-        None, minimum=1, shown=f"{KNOWLEDGE_EPOCHS} (knowledge heads), {MODEL_EPOCHS} (downstream model)",
-        doc="epochs of both stage-two trainers")
-
-    @property
-    def knowledge_epochs(self) -> int:
-        return self.KNOWLEDGE_EPOCHS if self.epochs is None else self.epochs
-
-    @property
-    def model_epochs(self) -> int:
-        return self.MODEL_EPOCHS if self.epochs is None else self.epochs
+    epochs: Optional[int] = option(None, minimum=1, shown="`KEEP_SAMD_EPOCHS`",
+                                   doc="the epoch cap of both stage-two trainers (the knowledge heads and the "
+                                       "downstream model)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,9 +150,10 @@ class PipelineOptions:
     train_steps: int = option(600, minimum=1, env="KEEP_SAMD_TRAIN_STEPS",
                               doc="each Trainer's steps, at most (early stopping may end sooner)")
     eval_steps: int = option(20, minimum=1, env="KEEP_SAMD_EVAL_STEPS", doc="validation steps after each epoch")
-    epochs: int = option(6, minimum=1, env="KEEP_SAMD_EPOCHS",
-                         doc="KEEP and the unified models: at most this many epochs, each one pass over the train "
-                             "days (less when the train steps run out first) ending with a validation pass")
+    epochs: int = option(10, minimum=1, env="KEEP_SAMD_EPOCHS",
+                         doc="every trainer's cap: at most this many epochs, each one pass over its train rows (less "
+                             "when the train steps run out first) ending with a validation pass; one cap for all, so "
+                             "an equal budget is an equal chance to converge")
     patience: int = option(2, minimum=1, env="KEEP_SAMD_PATIENCE",
                            doc="every trainer stops after this many epochs without a better validation score, "
                                "keeping the best epoch's weights")
@@ -286,18 +275,23 @@ class PipelineOptions:
                                   config=self.keep, roles=tuple(roles) if roles else None)
 
     def samd_trainer_config(self) -> SamdTrainerConfig:
-        return SamdTrainerConfig(**self._trainer_fields(registry.with_role("samd").name, self.samd.epochs),
+        return SamdTrainerConfig(**self._trainer_fields(registry.with_role("samd").name, self.epochs_of(self.samd)),
                                  samd=self.samd.samd, students=self.samd.students, scenarios=self.samd.scenarios)
 
     def downstream_trainer_config(self) -> DownstreamTrainerConfig:
         d = self.downstream
-        return DownstreamTrainerConfig(**self._trainer_fields(registry.with_role("downstream").name, d.model_epochs),
+        return DownstreamTrainerConfig(**self._trainer_fields(registry.with_role("downstream").name,
+                                                              self.epochs_of(d)),
                                        plugged=d.plugged, spans=d.spans, downstream=d.downstream,
                                        scenarios=d.scenarios)
 
     def knowledge_center_config(self) -> KnowledgeCenterConfig:
-        return KnowledgeCenterConfig(**self._trainer_fields(registry.KNOWLEDGE_MODEL, self.downstream.knowledge_epochs),
+        return KnowledgeCenterConfig(**self._trainer_fields(registry.KNOWLEDGE_MODEL, self.epochs_of(self.downstream)),
                                      knowledge=self.downstream.knowledge)
+
+    def epochs_of(self, section) -> int:
+        """A section's epoch cap: its own, else KEEP_SAMD_EPOCHS."""
+        return self.epochs if section.epochs is None else section.epochs
 
     def train_steps_of(self, section) -> int:
         """A section's train steps: its own, else KEEP_SAMD_TRAIN_STEPS."""

@@ -53,6 +53,7 @@ from models.artifact_io import read_json, write_json
 from models.keep_cache import knowledge_as_of
 from models.keep_plugin import KNOWLEDGE, DownstreamConfig, DownstreamModel, save_checkpoint, warm_start
 from trainers.config import DownstreamTrainerConfig
+from trainers.epochs import epoch_steps
 from trainers.records import TRAINING_FILE, budget_record, seed_everything
 from trainers.transformed_data import load_transformed, raw_ids, transformed_index
 
@@ -159,11 +160,12 @@ def build_model(config: DownstreamConfig, vocab_sizes, rows) -> DownstreamModel:
 
 def fit(model: DownstreamModel, train_rows, eval_rows, train_steps: int, epochs: int, patience: int,
         verbose: int = 2):
-    """Trains `train_steps` steps over `epochs`, keeping the best epoch by validation click AUC."""
+    """Trains at most `epochs` passes over `train_rows` and `train_steps` steps (trainers.epochs), keeping the
+    best epoch by validation click AUC."""
     names = model_inputs(model.config)
-    epochs = max(1, min(epochs, train_steps))
+    steps, epochs = epoch_steps(len(train_rows["click"]), model.config.batch_size, train_steps, epochs)
     return model.fit(_dataset(train_rows, names, model.config.batch_size, True), epochs=epochs,
-                     steps_per_epoch=max(1, train_steps // epochs),
+                     steps_per_epoch=steps,
                      validation_data=_dataset(eval_rows, names, 2048, False), verbose=verbose,
                      # Id embeddings overfit within a few passes: keep the best epoch.
                      callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max", patience=patience,

@@ -47,6 +47,7 @@ from models import features as F
 from models.artifact_io import write_json
 from trainers import distribute
 from trainers.config import KerasTrainerConfig
+from trainers.epochs import epoch_steps
 from trainers.records import budget_record, seed_everything, write_training_record
 
 
@@ -79,13 +80,6 @@ def count_rows(dataset) -> int:
     """Rows of a finite dataset of batches (one pass, parsed: the trainer's own reading of the split)."""
     first = next(iter(dataset.element_spec))
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, b: n + tf.shape(b[first], tf.int64)[0]))
-
-
-def epoch_steps(rows: int, batch: int, train_steps: int, max_epochs: int):
-    """(steps per epoch, epochs): an epoch is one pass over `rows` (a part of one, when `train_steps` is
-    less), at most `max_epochs` epochs and `train_steps` steps in all."""
-    steps = max(1, min(rows // batch, train_steps))
-    return steps, max(1, min(max_epochs, train_steps // steps))
 
 
 def all_vocab_sizes(tf_transform_output):

@@ -36,6 +36,7 @@ from models.artifact_io import read_json, write_json
 from models.keep_cache import (CacheableKnowledgeConfig, CacheableKnowledgeModel, KnowledgeCache, daily_tables,
                                latest_tables)
 from trainers.config import KnowledgeCenterConfig
+from trainers.epochs import epoch_steps
 from trainers.records import seed_everything
 from trainers.transformed_data import load_transformed, raw_ids
 
@@ -60,8 +61,8 @@ def train(config: CacheableKnowledgeConfig, tf_transform_output, train_rows, eva
     data = tf.data.Dataset.from_tensor_slices({k: train_rows[k] for k in names})
     data = data.shuffle(20_000, seed=0).repeat().batch(config.batch_size, drop_remainder=True)
     evaluation = tf.data.Dataset.from_tensor_slices({k: eval_rows[k] for k in names}).batch(2048)
-    epochs = max(1, min(epochs, train_steps))
-    model.fit(data, epochs=epochs, steps_per_epoch=max(1, train_steps // epochs), validation_data=evaluation,
+    steps, epochs = epoch_steps(len(train_rows[F.DAY]), config.batch_size, train_steps, epochs)
+    model.fit(data, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation,
               verbose=2, callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max",
                                                                      patience=patience, restore_best_weights=True)])
     return model

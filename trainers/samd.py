@@ -9,7 +9,9 @@ nothing of the teacher or the meta network).
 
 Batches: with `sampling="sqrt"` scenario i's batch is N·batch_size·sqrt(n_i)/Σ_j sqrt(n_j)
 (at least MIN_BATCH), n_i its training rows; with "uniform", batch_size each.
-Early stopping: per student, on its own validation click AUC (models.samd.PerStudentEarlyStopping).
+Epochs (trainers.epochs): one pass is as many steps as put every training row through once
+on average; at most `epochs` of them. Early stopping: per student, on its own
+validation click AUC (models.samd.PerStudentEarlyStopping).
 The top-G neighbours are re-ranked from the similarity matrix (SamdConfig.similarity).
 
 custom_config: a `trainers.config.SamdTrainerConfig`.
@@ -42,6 +44,7 @@ from models.samd import (PerStudentEarlyStopping, SamdConfig, SamdDistiller, Sce
 from models.students import build_student, default_student_specs, student_vocab_features
 from schemas import scenarios as scenario_table
 from trainers.config import SamdTrainerConfig
+from trainers.epochs import epoch_steps
 from trainers.records import budget_record, seed_everything, write_training_record
 
 SCENARIO_ATTRIBUTES = ("exposure_position", "business_type", "item_family")
@@ -191,8 +194,8 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
         distiller = SamdDistiller(config, teacher, students, table, teacher_widths, student_widths)
         distiller.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
 
-        epochs = trainer.epochs
-        steps = max(1, train_steps // epochs)
+        # One pass: every training row once on average (the sqrt sampling draws small scenarios more often).
+        steps, epochs = epoch_steps(sum(counts.values()), sum(sizes.values()), train_steps, trainer.epochs)
         logging.info("SAMD: %d students (%s), %d epochs of %d steps, strategy %s, batches %s", len(students),
                      ", ".join(f"{s}:{spec.architecture}" for s, spec in specs.items()), epochs, steps,
                      config.strategy, sizes)

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.slow
 
 def test_keep_plugin_bench_scores_every_variant_and_times_both_serving_paths(bench_run, tmp_path):
     from bench import keep_plugin
-    from models.downstream_trainer import sub_scenarios
+    from trainers.downstream import sub_scenarios
 
     output = tmp_path / "keep_plugin.json"
     keep_plugin.main(["--run", bench_run["run"], "--data", bench_run["data"], "--steps", "1", "--knowledge_steps",

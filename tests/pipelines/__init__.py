@@ -45,7 +45,7 @@ def pipeline_env(tmp, data, **extra):
             "samd": {"margin": -1.0}, "keep_downstream": {"tolerance": 1.0}}}),
         # KEEP stage two, incremental: the downstream model trains on the latest day.
         "KEEP_SAMD_DOWNSTREAM": json.dumps({"spans": 1, "train_steps": 150, "knowledge_train_steps": 150,
-                                            "epochs": 2, "downstream": {"batch_size": 256},
+                                            "epochs": 10, "downstream": {"batch_size": 256},
                                             "knowledge": {"batch_size": 256}}),
         "KEEP_SAMD_PROGRESS_SECONDS": str(PROGRESS_SECONDS),
     })

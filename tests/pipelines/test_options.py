@@ -8,7 +8,7 @@ import typing
 
 import pytest
 
-from pipelines.options import (DownstreamOptions, OptionsError, PipelineOptions, SamdOptions, option_rows,
+from pipelines.options import (OptionsError, PipelineOptions, SamdOptions, option_rows,
                                options_table)
 
 OPTIONS_DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs",
@@ -68,7 +68,7 @@ def test_the_docs_document_every_option_with_its_default():
 
 def test_a_default_shown_in_words_names_the_one_place_it_comes_from():
     shown = {name: default for name, _, default, _ in option_rows()}
-    assert shown["KEEP_SAMD_DOWNSTREAM.epochs"].startswith(f"{DownstreamOptions.KNOWLEDGE_EPOCHS} (knowledge")
+    assert shown["KEEP_SAMD_DOWNSTREAM.epochs"] == shown["KEEP_SAMD_SAMD.epochs"] == "`KEEP_SAMD_EPOCHS`"
     from components.model_evaluator.blessing import BlessingConfig
     assert shown["KEEP_SAMD_BLESSING.margin"] == f"`{BlessingConfig.margin}`"
 
@@ -82,7 +82,7 @@ def test_the_environment_interface_gives_typed_sections_and_the_trainers_their_c
     assert (samd.samd, samd.students, samd.epochs, samd.scenarios, samd.model_name) == (
         {"batch_size": 64}, {}, 2, None, "samd")
     # "epochs" of KEEP_SAMD_DOWNSTREAM sets both stage-two trainers', as it always did
-    assert (o.downstream.knowledge_epochs, o.downstream.model_epochs, o.knowledge_train_steps) == (2, 2, 150)
+    assert (o.epochs_of(o.downstream), o.knowledge_train_steps) == (2, 150)
     downstream = o.downstream_trainer_config()
     assert (downstream.plugged, downstream.downstream, downstream.spans, downstream.scenarios, downstream.epochs) == (
         True, {"batch_size": 256}, 1, None, 2)
@@ -103,11 +103,15 @@ def test_the_environment_interface_gives_typed_sections_and_the_trainers_their_c
     assert PipelineOptions.from_env({"KEEP_SAMD_SPLIT": '{"validation_days": 0}'}).time_split.validation_days == 0
 
 
-def test_defaults_each_trainer_epochs_as_before():
+def test_every_trainer_has_one_epoch_cap_unless_its_section_sets_one():
     o = PipelineOptions()
-    assert (o.epochs, o.samd.epochs, o.downstream.knowledge_epochs, o.downstream.model_epochs) == (6, 5, 3, 2)
-    assert o.samd_trainer_config().epochs == 5 and o.downstream_trainer_config().epochs == 2
-    assert o.knowledge_center_config().epochs == 3 and o.keras_trainer_config("adl").epochs == 6
+    # one cap for every trainer unless a section sets its own
+    configs = [o.samd_trainer_config(), o.downstream_trainer_config(), o.knowledge_center_config(),
+               o.keras_trainer_config("adl"), o.keras_trainer_config("keep_general")]
+    assert {c.epochs for c in configs} == {o.epochs} == {10}
+    own = PipelineOptions(samd={"epochs": 4}, downstream={"epochs": 3})
+    assert (own.samd_trainer_config().epochs, own.knowledge_center_config().epochs,
+            own.downstream_trainer_config().epochs, own.keras_trainer_config("pepnet").epochs) == (4, 3, 3, 10)
 
 
 def test_sections_accept_dicts_and_replace_checks_again():
@@ -170,8 +174,8 @@ def test_the_pipeline_passes_each_trainer_its_epochs_and_steps(tmp_path):
         return {node: config for node, config in configs.items() if config}  # the trainers
 
     epochs = {node: config["epochs"] for node, config in custom().items()}
-    assert epochs == {"KeepTrainer": 6, "SamdTrainer": 5, "KnowledgeCenter": 3, "DownstreamTrainer": 2,
-                      **{f"{''.join(p.capitalize() for p in m.split('_'))}Trainer": 6
+    assert epochs == {"KeepTrainer": 10, "SamdTrainer": 10, "KnowledgeCenter": 10, "DownstreamTrainer": 10,
+                      **{f"{''.join(p.capitalize() for p in m.split('_'))}Trainer": 10
                          for m in PipelineOptions().unified_models}}
     configs = custom(epochs=4, samd={"epochs": 3, "teacher": "super"}, downstream={"epochs": 1})
     assert {n: c["epochs"] for n, c in configs.items() if n in ("KeepTrainer", "SamdTeacherTrainer", "PepnetTrainer",

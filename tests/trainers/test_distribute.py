@@ -78,7 +78,8 @@ class FakeTransformOutput:
 
 
 class FileDataAccessor:
-    """TFX's data_accessor for TFRecords of tf.Examples: shuffled, repeated, batched as tfxio does."""
+    """TFX's data_accessor for TFRecords of tf.Examples: shuffled, repeated, batched as tfxio does (its last
+    partial batch kept unless `drop_final_batch`)."""
 
     def tf_dataset_factory(self, file_pattern, options, schema):
         files = sorted(f for p in ([file_pattern] if isinstance(file_pattern, str) else file_pattern)
@@ -87,8 +88,8 @@ class FileDataAccessor:
         if options.shuffle:
             dataset = dataset.shuffle(options.shuffle_buffer_size, seed=7)
         spec = feature_spec()
-        return dataset.repeat(options.num_epochs).batch(options.batch_size, drop_remainder=True).map(
-            lambda x: tf.io.parse_example(x, spec))
+        batches = dataset.repeat(options.num_epochs).batch(options.batch_size, drop_remainder=options.drop_final_batch)
+        return batches.map(lambda x: tf.io.parse_example(x, spec))
 
 
 def rows(n, seed):

@@ -6,7 +6,8 @@ import pytest
 from models.configs import ConfigError
 from trainers import config as config_module
 from trainers.config import KerasTrainerConfig
-from trainers.generic import CORRUPTIONS, count_rows, epoch_steps, only_scenarios, read_roles
+from trainers.epochs import epoch_steps
+from trainers.generic import CORRUPTIONS, count_rows, only_scenarios, read_roles
 
 
 def test_only_scenarios_reforms_full_batches_from_the_chosen_scenarios_rows():
