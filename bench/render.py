@@ -469,13 +469,15 @@ def readme_rows(r: Dict[str, dict]) -> List[List[str]]:
     row(["quality"], "Unified models against shared-bottom and MMoE, every task and role group, over the seeds",
         vs_baselines, "python -m bench.quality --seeds 0 1 2")
 
-    def samd_students():
-        q = r["quality_samd"]
-        vs = _over(q, "samd")
-        return (f"{mean_std(_auc(q, 'samd'))}, against the floor {interval(vs['diff'], vs['low'], vs['high'])} "
-                f"({verdict(vs['low'], vs['high'])})")
+    def against_floor(file, model, rows=""):
+        def figure():
+            q = r[file]
+            vs = _over(q, model)
+            return (f"{mean_std(_auc(q, model))}{rows}, against the floor "
+                    f"{interval(vs['diff'], vs['low'], vs['high'])} ({verdict(vs['low'], vs['high'])})")
+        return figure
 
-    row(["quality_samd"], "SAMD students, click AUC, each on its own scenario", samd_students,
+    row(["quality_samd"], "SAMD students, click AUC, each on its own scenario", against_floor("quality_samd", "samd"),
         "python -m bench.quality --models samd --seeds 0 1 2")
 
     def samd_alone(file):
@@ -487,13 +489,8 @@ def readme_rows(r: Dict[str, dict]) -> List[List[str]]:
     row(["samd"], "SAMD minus the same students trained alone, click AUC, over 3 seeds", samd_alone("samd"),
         "python -m bench.samd --run $Q/seed0 --data $Q/data --transform $Q/transform --variants samd alone")
 
-    def downstream():
-        q = r["quality"]
-        vs = _over(q, "keep_downstream")
-        return (f"{mean_std(_auc(q, 'keep_downstream'))} on the sub-scenarios, against the floor "
-                f"{interval(vs['diff'], vs['low'], vs['high'])} ({verdict(vs['low'], vs['high'])})")
-
-    row(["quality"], "KEEP's knowledge-plugged downstream model, click AUC", downstream,
+    row(["quality"], "KEEP's knowledge-plugged downstream model, click AUC",
+        against_floor("quality", "keep_downstream", " on the sub-scenarios"),
         "python -m bench.quality --seeds 0 1 2")
 
     def adl():
