@@ -45,11 +45,11 @@ def train_grec_routing(run, routing, steps, epochs=6):
     Returns (SavedModel path, training examples/s, MoE FLOPs per example on an eval batch).
     """
     import tensorflow_transform as tft
-    import tf_keras
 
     from models import export
     from models import registry
     from pipelines.options import PipelineOptions
+    from trainers.epochs import early_stopping
     from trainers.generic import all_vocab_sizes
 
     root = os.path.join(run, "pipelines", "keep_samd", "Transform")
@@ -69,9 +69,7 @@ def train_grec_routing(run, routing, steps, epochs=6):
     t0 = time.time()
     history = model.fit(dataset("train", True), epochs=epochs, steps_per_epoch=max(1, steps // epochs),
                         validation_data=dataset("validation", False), verbose=0,
-                        callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max",
-                                                                    patience=PipelineOptions().patience,
-                                                                    restore_best_weights=True)])
+                        callbacks=[early_stopping(PipelineOptions().patience)])
     seconds = time.time() - t0
     out = tempfile.mkdtemp()
     export.export_saved_model(model, tft_output, out, outputs={"serving_default": TASKS}, model_name="grec")

@@ -63,9 +63,6 @@ class ModelEntry(FromDict):
         config = load(self.config).from_dict(overrides or {}, f"{self.name} config")
         return load(self.model)(config, vocab_sizes), config
 
-    def config_class(self):
-        return load(self.config)
-
     @property
     def outputs(self) -> Dict[str, Tuple[str, ...]]:
         """{signature: its outputs}, as models.export.export_saved_model takes them."""

@@ -53,8 +53,8 @@ from models.artifact_io import read_json, write_json
 from models.keep_cache import knowledge_as_of
 from models.keep_plugin import KNOWLEDGE, DownstreamConfig, DownstreamModel, save_checkpoint, warm_start
 from trainers.config import DownstreamTrainerConfig
-from trainers.epochs import epoch_steps
-from trainers.records import TRAINING_FILE, budget_record, seed_everything
+from trainers.epochs import early_stopping, epoch_steps
+from trainers.records import TRAINING_FILE, budget_record, learning_curves, seed_everything
 from trainers.transformed_data import load_transformed, raw_ids, transformed_index
 
 KNOWLEDGE_MODEL = registry.KNOWLEDGE_MODEL  # the served cache a client looks the knowledge up in
@@ -168,8 +168,7 @@ def fit(model: DownstreamModel, train_rows, eval_rows, train_steps: int, epochs:
                      steps_per_epoch=steps,
                      validation_data=_dataset(eval_rows, names, 2048, False), verbose=verbose,
                      # Id embeddings overfit within a few passes: keep the best epoch.
-                     callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max", patience=patience,
-                                                                 restore_best_weights=True)])
+                     callbacks=[early_stopping(patience)])
 
 
 def predict(model: DownstreamModel, rows, batch_size: int = 4096) -> np.ndarray:
@@ -291,7 +290,7 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, scenarios_c
               "knowledge_width": width, "scenarios": scenarios, "spans": spans, "latest_day": latest_day,
               "train_rows": int(len(train_rows["click"])), "eval_rows": int(len(eval_rows["click"])),
               "warm_start": warm, **budget_record(model, history, config.batch_size, history.params["steps"]),
-              "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+              "history": learning_curves(history),
               "config": json.loads(json.dumps(config.__dict__))}
     write_json(os.path.join(record_dir, TRAINING_FILE), record)
     return record

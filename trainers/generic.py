@@ -6,13 +6,9 @@ SavedModel answers. The trainer reads the transformed examples, builds and compi
 model (`model.compile()`: the optimizer its config names), fits it and exports a
 standalone SavedModel (raw tf.Example in, probabilities out) through `models.export`.
 
-One rule for every model: an epoch is one pass over the train split (its rows counted
-once), at most `epochs` of them and at most the Trainer's train steps in all; after
-each, the validation split is scored and training stops once the click AUC has not
-improved for `patience` epochs, keeping the best epoch's weights. Recommendation models
-overfit id embeddings within a few passes, and the validation AUC, not a step count,
-says when; click AUC rather than the loss because it is what the blessing and the
-report judge, and the loss mixes three tasks of very different weight. `training.json` next to the
+Epochs follow every trainer's rule (trainers/epochs.py): one pass over the train split
+each (its rows counted once here, by the trainer's own reading of the split), at most
+`epochs` of them, stopped by the validation click AUC. `training.json` next to the
 SavedModel records the budget a model got (examples seen, epochs, the best epoch,
 parameters, optimizer), `history.json` in the run folder its learning curves.
 
@@ -47,8 +43,8 @@ from models import features as F
 from models.artifact_io import write_json
 from trainers import distribute
 from trainers.config import KerasTrainerConfig
-from trainers.epochs import epoch_steps
-from trainers.records import budget_record, seed_everything, write_training_record
+from trainers.epochs import early_stopping, epoch_steps
+from trainers.records import budget_record, learning_curves, seed_everything, write_training_record
 
 
 def make_dataset(file_pattern, data_accessor, tf_transform_output, batch_size, shuffle=True, num_epochs=None):
@@ -158,17 +154,17 @@ def train_and_export(fn_args, strategy, trainer: KerasTrainerConfig):
         train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation,
         validation_steps=max(1, fn_args.eval_steps), verbose=2,
         callbacks=[tf_keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs")),
-                   tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max", patience=trainer.patience,
-                                                    restore_best_weights=True, verbose=1)],
+                   early_stopping(trainer.patience, verbose=1)],
     )
     seconds = time.time() - t0
     trained_steps = len(history.history["loss"]) * steps
+    curves = learning_curves(history)
     write_json(os.path.join(fn_args.model_run_dir, "history.json"),
                {"model": entry.name, "train_seconds": seconds, "examples_per_second": trained_steps * batch / seconds,
-                "history": {k: [float(x) for x in v] for k, v in history.history.items()}})
+                "history": curves})
     record = {"model": entry.name, "seconds": seconds, "train_rows": rows,
               **budget_record(model, history, batch, steps), "distribution": distribute.describe(strategy, model),
-              "history": {k: [float(x) for x in v] for k, v in history.history.items()}}
+              "history": curves}
     if hasattr(model, "training_report"):  # e.g. ADL: does training route a batch as serving does?
         record.update(model.training_report(next(iter(batches(fn_args.eval_files)(batch)))))
     write_training_record(fn_args.serving_model_dir, record)

@@ -27,7 +27,6 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
-import tf_keras
 from absl import logging
 
 from models import export
@@ -36,7 +35,7 @@ from models.artifact_io import read_json, write_json
 from models.keep_cache import (CacheableKnowledgeConfig, CacheableKnowledgeModel, KnowledgeCache, daily_tables,
                                latest_tables)
 from trainers.config import KnowledgeCenterConfig
-from trainers.epochs import epoch_steps
+from trainers.epochs import early_stopping, epoch_steps
 from trainers.records import seed_everything
 from trainers.transformed_data import load_transformed, raw_ids
 
@@ -56,15 +55,14 @@ def train(config: CacheableKnowledgeConfig, tf_transform_output, train_rows, eva
           epochs: int, patience: int) -> CacheableKnowledgeModel:
     vocab_sizes = {n: F.vocab_size(tf_transform_output, n) for n in set(config.user_features) | set(config.item_features)}
     model = CacheableKnowledgeModel(config, vocab_sizes, name="keep_knowledge_heads")
-    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    model.compile()  # Adam at the config's rate (MultiTaskSteps.compile)
     names = _model_inputs(config)
     data = tf.data.Dataset.from_tensor_slices({k: train_rows[k] for k in names})
     data = data.shuffle(20_000, seed=0).repeat().batch(config.batch_size, drop_remainder=True)
     evaluation = tf.data.Dataset.from_tensor_slices({k: eval_rows[k] for k in names}).batch(2048)
     steps, epochs = epoch_steps(len(train_rows[F.DAY]), config.batch_size, train_steps, epochs)
     model.fit(data, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation,
-              verbose=2, callbacks=[tf_keras.callbacks.EarlyStopping(monitor="val_auc_click", mode="max",
-                                                                     patience=patience, restore_best_weights=True)])
+              verbose=2, callbacks=[early_stopping(patience)])
     return model
 
 

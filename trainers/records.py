@@ -25,6 +25,11 @@ def write_training_record(serving_model_dir: str, record) -> None:
     write_json(os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), TRAINING_FILE), record)
 
 
+def learning_curves(history) -> dict:
+    """{metric: its value per epoch} of a Keras History, as JSON takes it."""
+    return {k: [float(x) for x in v] for k, v in history.history.items()}
+
+
 def budget_record(model, history, batch: int, steps_per_epoch: int, monitor: str = "val_auc_click",
                   mode: str = "max") -> dict:
     """Examples seen, epochs run, best epoch (the one restored), parameters and optimizer of a fitted model.

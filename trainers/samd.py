@@ -45,7 +45,7 @@ from models.students import build_student, default_student_specs, student_vocab_
 from schemas import scenarios as scenario_table
 from trainers.config import SamdTrainerConfig
 from trainers.epochs import epoch_steps
-from trainers.records import budget_record, seed_everything, write_training_record
+from trainers.records import budget_record, learning_curves, seed_everything, write_training_record
 
 SCENARIO_ATTRIBUTES = ("exposure_position", "business_type", "item_family")
 
@@ -229,7 +229,7 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
         "similarity": config.similarity,
         "rows": counts, "batch_sizes": sizes, "teacher_embeddings": initialised,
         "best_epochs": stopping.best_epochs, "best_val_auc": stopping.best,
-        "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+        "history": learning_curves(history),
     })
     write_json(os.path.join(report_dir, "transfer.json"), report)
     arrays = {}
