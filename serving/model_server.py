@@ -272,6 +272,26 @@ def write_port_file(path: str, grpc_port: int, rest_port: int) -> None:
     os.replace(tmp, path)
 
 
+def shutdown_event() -> threading.Event:
+    """An event SIGINT and SIGTERM set (install from the main thread)."""
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    return done
+
+
+def wait_for(done: threading.Event, poll_s: float = 0.5) -> None:
+    """Blocks the main thread until `done` is set by a signal handler.
+
+    A plain `done.wait()` can sleep forever: the kernel may deliver the signal to any of
+    gRPC's or TensorFlow's threads, and then nothing interrupts the main thread's untimed
+    lock wait, so Python never runs the handler. A timed wait returns to the interpreter,
+    which runs pending handlers.
+    """
+    while not done.wait(poll_s):
+        pass
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
@@ -285,9 +305,7 @@ def main(argv=None) -> int:
     except (ServingError, OSError, ValueError) as e:
         print(f"model_server: {e}", file=sys.stderr)
         return 2
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
+    done = shutdown_event()
     if a.port_file:
         try:
             write_port_file(a.port_file, server.port, server.rest_port or 0)
@@ -297,7 +315,7 @@ def main(argv=None) -> int:
             return 2
     # Machine-readable, for scripts that start the server on port 0.
     print(f"ready grpc_port={server.port} rest_port={server.rest_port or 0}", flush=True)
-    done.wait()
+    wait_for(done)
     log.info("shutting down")
     server.stop()
     return 0

@@ -937,3 +937,20 @@ def test_runtime_settings_only_apply_before_the_runtimes_start():
     grpcio = tuple(int(p) for p in grpc.__version__.split(".")[:2])
     assert lines[0] == (f"True {runtime._GRPC_EXPERIMENTS}" if grpcio in runtime._GRPC_VERSIONS else "False None")
     assert lines[1:3] == ["True", "1 True"]
+
+
+def test_cli_wakes_on_a_signal_delivered_to_another_thread():
+    """The kernel may hand SIGTERM to any of gRPC's or TF's threads; the CLI must still stop
+    (an untimed Event.wait() in the main thread slept through it, and CI timed out)."""
+    code = ("import signal, threading, time\n"
+            "from serving.model_server import shutdown_event, wait_for\n"
+            "done = shutdown_event()\n"
+            "def worker():\n"
+            "    time.sleep(0.5)\n"
+            "    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)\n"
+            "threading.Thread(target=worker, daemon=True).start()\n"
+            "wait_for(done)\n"
+            "print('stopped')\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert out.returncode == 0 and out.stdout == "stopped\n", out.stderr
