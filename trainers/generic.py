@@ -133,18 +133,29 @@ def train_and_export(fn_args, strategy, trainer: KerasTrainerConfig):
         logging.warning("training %s on CORRUPTED labels (%s): a control that must not be blessed", entry.name,
                         trainer.corrupt_labels)
 
-    def batches(files, corrupt=None):
+    def batches(files, corrupt=None, shuffle=True, steps=None):
         def dataset_fn(batch_size, num_epochs=None):
-            dataset = make_dataset(files, fn_args.data_accessor, tft_output, batch_size, shuffle=num_epochs is None,
-                                   num_epochs=num_epochs)
+            dataset = make_dataset(files, fn_args.data_accessor, tft_output, batch_size,
+                                   shuffle=shuffle and num_epochs is None, num_epochs=num_epochs)
             if indices is not None:
                 dataset = only_scenarios(dataset, indices, batch_size, drop_remainder=num_epochs is None)
+            if steps:
+                dataset = dataset.take(steps)
             return dataset.map(corrupt) if corrupt else dataset
 
         return dataset_fn
 
     train = distribute.fit_input(strategy, batches(fn_args.train_files, corrupt), batch, fn_args.train_files)
-    evaluation = distribute.fit_input(strategy, batches(fn_args.eval_files), batch, fn_args.eval_files)
+    # The same validation rows after every epoch: unshuffled and cut to eval_steps, so Keras
+    # restarts it each epoch; a repeating, shuffled set was read on from where the last epoch
+    # stopped, and the early stop compared different rows.
+    eval_steps = max(1, fn_args.eval_steps)
+    if distribute.is_parameter_server(strategy):  # its workers need a repeating set
+        evaluation = distribute.fit_input(strategy, batches(fn_args.eval_files, shuffle=False), batch,
+                                          fn_args.eval_files)
+    else:
+        evaluation = distribute.fit_input(strategy, batches(fn_args.eval_files, shuffle=False, steps=eval_steps),
+                                          batch, fn_args.eval_files)
     rows = count_rows(batches(fn_args.train_files)(4096, num_epochs=1))
     steps, epochs = epoch_steps(rows, batch, fn_args.train_steps, trainer.epochs)
     logging.info("training %s on %d rows: at most %d epochs of %d steps, batch %d; %s", entry.name, rows, epochs,
@@ -152,7 +163,7 @@ def train_and_export(fn_args, strategy, trainer: KerasTrainerConfig):
     t0 = time.time()
     history = model.fit(
         train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation,
-        validation_steps=max(1, fn_args.eval_steps), verbose=2,
+        validation_steps=eval_steps if distribute.is_parameter_server(strategy) else None, verbose=2,
         callbacks=[tf_keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs")),
                    early_stopping(trainer.patience, verbose=1)],
     )

@@ -201,9 +201,11 @@ def run(train_pattern: str, eval_pattern: str, transform_graph: str, teacher_ker
                      config.strategy, sizes)
         stopping = PerStudentEarlyStopping(students, patience=trainer.patience)
         t0 = time.time()
+        # Cut to eval_steps, so Keras restarts it each epoch: the same validation rows every time (a
+        # repeating set was read on from where the previous epoch stopped).
         history = distiller.fit(
-            train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation,
-            validation_steps=max(1, eval_steps), callbacks=[stopping], verbose=2,
+            train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation.take(max(1, eval_steps)),
+            callbacks=[stopping], verbose=2,
         )
         train_seconds = time.time() - t0
     budget = budget_record(distiller, history, sum(sizes.values()), steps, monitor="val_loss_ce", mode="min")

@@ -447,6 +447,29 @@ def test_without_tf_config_the_unified_trainer_trains_in_this_process(tmp_path, 
     assert click.shape == (16,) and np.std(click) > 0
 
 
+def test_every_epoch_is_validated_on_the_same_rows(tmp_path, monkeypatch):
+    """With nothing learnt (rate 0), every epoch's validation AUC and loss are the same: the early stop
+    compares epochs, not samples (eval_steps covers half the validation rows here)."""
+    from trainers import generic
+
+    custom = {"model": dataclasses.asdict(registry.get("shared_bottom")),
+              "config": {"learning_rate": 0.0, "embedding_dim": 4, "batch_size": 32},
+              "epochs": 3, "patience": 5, "seed": 5, "model_name": "shared_bottom"}
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setattr(generic.tft, "TFTransformOutput", FakeTransformOutput)
+    root = str(tmp_path)
+    write_data(root)
+    args = fn_args(root, custom)
+    args.train_steps = 100
+    assert args.eval_steps * 32 < EVAL_ROWS
+    generic.run_fn(args)
+    history = training_record(root)["history"]
+    assert len(history["val_auc_click"]) == 3
+    for key in ("val_auc_click", "val_loss"):
+        np.testing.assert_allclose(history[key], history[key][0], rtol=1e-6, err_msg=key)
+    assert 0.3 < history["val_auc_click"][0] < 0.7 and history["val_auc_click"][0] != 0.5  # scored, not constant
+
+
 @pytest.mark.slow
 def test_two_workers_train_keep_and_only_the_chief_exports_what_one_process_would(tmp_path):
     root = str(tmp_path)
