@@ -147,9 +147,13 @@ class PipelineOptions:
                          doc="reuse a component's earlier result when its inputs and options are unchanged (TFX "
                              "caching: a failed or killed run, started again, resumes); 0 reruns everything, e.g. "
                              "after changing the code")
-    train_steps: int = option(600, minimum=1, env="KEEP_SAMD_TRAIN_STEPS",
-                              doc="each Trainer's steps, at most (early stopping may end sooner)")
-    eval_steps: int = option(20, minimum=1, env="KEEP_SAMD_EVAL_STEPS", doc="validation steps after each epoch")
+    train_steps: int = option(1_000_000, minimum=1, env="KEEP_SAMD_TRAIN_STEPS",
+                              doc="each Trainer's steps, at most: a safety cap; the epoch cap and early stopping "
+                                  "end training first (a pass over the train rows is an epoch, whatever the data's "
+                                  "size)")
+    eval_steps: int = option(100, minimum=1, env="KEEP_SAMD_EVAL_STEPS",
+                             doc="validation steps after each epoch (its batches: enough rows that the early stop "
+                                 "reads a trend, not noise)")
     epochs: int = option(10, minimum=1, env="KEEP_SAMD_EPOCHS",
                          doc="every trainer's cap: at most this many epochs, each one pass over its train rows (less "
                              "when the train steps run out first) ending with a validation pass; one cap for all, so "
