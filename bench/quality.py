@@ -1,10 +1,16 @@
-"""Quality benchmark: every model of the pipeline on the rich preset's test day, over training seeds.
+"""Quality benchmark: every model of the pipeline on a preset's test day, over training seeds.
 
     .venv/bin/python -m bench.quality [--seeds 0 1 2] [--workdir /tmp/keep_samd_quality]
-                                      [--rows N] [--train-steps 600] [--samd-steps 300]
+                                      [--preset rich] [--rows N] [--train-steps N] [--samd-steps N]
 
-1. Generates the `rich` preset (synthetic/generate.py: 5 days, 1,000 users with hundreds
-   of train-day impressions, >= 3,000 test rows per scenario), data seed 7.
+One seed per invocation spans sessions: run `--seeds 0`, later `--seeds 1` with the same
+`--workdir`, then `--summarise-only --seeds 0 1` merges them (each seed's wall time is kept
+in its folder). Without `--train-steps`, every trainer follows the pipeline's own rule:
+epochs up to the epoch cap, early-stopped on validation (trainers/epochs.py).
+
+1. Generates the preset (synthetic/generate.py; `rich` by default: 5 days, 1,000 users with
+   hundreds of train-day impressions, >= 3,000 test rows per scenario; `default` is what
+   `make run` trains on), data seed 7.
 2. Runs the pipeline's ExampleGen (time split: days 0-2 train, 3 validation, 4 test) and
    Transform once (pipelines.transform_only).
 3. Per training seed, runs the pipeline itself (pipelines.keep_samd.create_pipeline with
@@ -58,7 +64,7 @@ def _latest(pattern: str) -> str:
     return found[-1]
 
 
-def run_seed(data: str, head, out: str, seed: int, train_steps: int, samd_steps: int,
+def run_seed(data: str, head, out: str, seed: int, train_steps: Optional[int] = None, samd_steps: Optional[int] = None,
              only: Optional[List[str]] = None, overrides: Optional[Dict] = None) -> Dict[str, str]:
     """The pipeline on the imported Transform with one training seed; {model: evaluation folder}.
 
@@ -72,7 +78,7 @@ def run_seed(data: str, head, out: str, seed: int, train_steps: int, samd_steps:
     from pipelines.options import PipelineOptions
 
     overrides = dict(overrides or {})
-    samd = {"train_steps": samd_steps, **overrides.pop("samd", {})}
+    samd = {**({"train_steps": samd_steps} if samd_steps else {}), **overrides.pop("samd", {})}
     unified = dict(overrides.pop("unified", {}))
     downstream = dict(overrides.pop("downstream", {}))
     if only is not None:
@@ -80,7 +86,7 @@ def run_seed(data: str, head, out: str, seed: int, train_steps: int, samd_steps:
         downstream["enabled"] = "keep_downstream" in only
         unified["models"] = [m for m in only if registry.get(m).role == "unified" and m != FLOOR] + [FLOOR]
     options = PipelineOptions(
-        output_dir=out, data_root=data, seed=seed, train_steps=train_steps, eval_steps=50,
+        output_dir=out, data_root=data, seed=seed, eval_steps=50, **({"train_steps": train_steps} if train_steps else {}),
         samd=samd, unified=unified, downstream=downstream,
         # Bless everything (a benchmark judges with the table below, not with the gate).
         blessing={"margin": -1.0, "tolerance": 1.0}, **overrides)
@@ -289,6 +295,23 @@ def _over_seeds_text(p) -> str:
     return f"; over seeds {q['diff']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}] -> {q['verdict']}" if q else ""
 
 
+SECONDS_FILE = "seconds.json"
+
+
+def _write_seconds(folder: str, seconds: Dict[str, float]) -> None:
+    with open(os.path.join(folder, SECONDS_FILE), "w") as f:
+        json.dump(seconds, f)
+
+
+def _read_seconds(folder: str) -> Dict[str, float]:
+    """A seed's recorded wall time ({} for runs from before it was kept)."""
+    path = os.path.join(folder, SECONDS_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -296,9 +319,10 @@ def main(argv=None) -> int:
     p.add_argument("--base", default=None,
                    help="folder of the generated data/ and the Transform's transform/ (default: --workdir); a "
                         "finished Transform there is reused, so ablations in several workdirs share one")
+    p.add_argument("--preset", default="rich", help="the synthetic data preset (synthetic/generate.py PRESETS)")
     p.add_argument("--rows", type=int, default=None, help="override the preset's rows (smoke runs)")
-    p.add_argument("--train-steps", type=int, default=600)
-    p.add_argument("--samd-steps", type=int, default=300)
+    p.add_argument("--train-steps", type=int, default=None, help="cap every trainer's steps (default: the pipeline's)")
+    p.add_argument("--samd-steps", type=int, default=None, help="cap SAMD's steps (default: the pipeline's)")
     p.add_argument("--output", default=RESULTS)
     p.add_argument("--models", nargs="+", default=None,
                    help="train only these (KEEP and the floor always): samd, keep_downstream, unified names")
@@ -318,10 +342,12 @@ def main(argv=None) -> int:
     t0 = time.time()
     base = a.base or a.workdir
     data = os.path.join(base, "data")
-    config = G.preset_config("rich", rows=a.rows)
+    config = G.preset_config(a.preset, rows=a.rows)
     runs, seconds = [], {}
     if a.summarise_only:
         runs = [evaluations(os.path.join(a.workdir, f"seed{seed}")) for seed in a.seeds]
+        for seed in a.seeds:
+            seconds.update(_read_seconds(os.path.join(a.workdir, f"seed{seed}")))
     else:
         if not os.path.exists(os.path.join(data, "truth.json")):
             G.generate(data, config, progress=False)
@@ -332,12 +358,13 @@ def main(argv=None) -> int:
             runs.append(run_seed(data, head, os.path.join(a.workdir, f"seed{seed}"), seed, a.train_steps,
                                  a.samd_steps, a.models, json.loads(a.options) if a.options else None))
             seconds[f"seed{seed}"] = time.time() - t1
+            _write_seconds(os.path.join(a.workdir, f"seed{seed}"), {f"seed{seed}": seconds[f"seed{seed}"]})
             print(f"seed {seed}: {seconds[f'seed{seed}']:.0f}s", flush=True)
     result = summarise(runs, a.baselines)
     split = TimeSplit().split_days(range(config.days))
     result.update({
         "command": "python -m bench.quality " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
-        "seeds": a.seeds, "data": {"preset": "rich", "rows": config.rows, "days": config.days, "users": config.users,
+        "seeds": a.seeds, "data": {"preset": a.preset, "rows": config.rows, "days": config.days, "users": config.users,
                                     "items": config.items, "data_seed": config.seed,
                                     "split_days": split},
         "train_steps": a.train_steps, "samd_steps": a.samd_steps, "seconds": seconds,

@@ -32,6 +32,10 @@ def test_quality_table_has_every_model_asked_for_with_aucs_and_paired_intervals(
         assert seed0["low"] <= seed0["diff"] <= seed0["high"] and seed0["rows"] > 0, name
     assert set(result["paired_vs_baselines"]["adl"]) == MODELS - {"adl"}
     assert set(result["budget"]) == MODELS
+    # Each model's learning curve (per epoch, train and validation) is in the table.
+    for name in MODELS - {"samd"}:
+        (curve,) = [b["history"] for b in result["budget"][name]]
+        assert len(curve["loss"]) == len(curve["val_auc_click"]) == result["budget"][name][0]["epochs"], name
 
 
 def test_summarise_only_rebuilds_the_same_table_from_the_run(bench_run, tmp_path):
@@ -43,3 +47,6 @@ def test_summarise_only_rebuilds_the_same_table_from_the_run(bench_run, tmp_path
     again, first = _read(output), _read(bench_run["quality"])
     assert again["models"] == first["models"]
     assert again["paired_vs_baselines"] == first["paired_vs_baselines"]
+    # A seed's wall time survives into a later merge (one seed per invocation, across sessions).
+    assert again["seconds"]["seed0"] == first["seconds"]["seed0"] > 0
+    assert again["budget"] == first["budget"]
