@@ -236,6 +236,11 @@ class PipelineOptions:
             if wrong:
                 raise OptionsError(f"KEEP_SAMD_TUNER.models: {wrong}: expected Keras models this run trains "
                                    f"({list(keras)})")
+        for name in self.tuned_models:  # imports the models' modules (TensorFlow): only with the Tuner on
+            try:
+                registry.get(name).search_space()
+            except ValueError as e:
+                raise OptionsError(f"KEEP_SAMD_TUNER: {e}") from None
 
     def _check_blessing(self):
         blessing = self.blessing

@@ -168,3 +168,17 @@ def test_without_a_tuner_the_trainer_records_no_hyperparameters(tmp_path):
     hp.Choice("embedding_dim", [8, 16], default=16)
     hp.values["embedding_dim"] = 8
     assert tuned_values(hp.get_config()) == {"embedding_dim": 8}
+
+
+def test_the_docs_name_what_each_model_searches():
+    import re
+
+    docs = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs",
+                        "models.md")
+    text = open(docs, encoding="utf-8").read()
+    section = text[text.index("## Tuning"):text.index("## Adding a model")]
+    listed = {m.group(1): set(re.findall(r"`(\w+)`", m.group(2)))
+              for m in re.finditer(r"^- `(\w+)`: (.*?)(?=^- |^\n)", section, re.M | re.S)}
+    assert set(listed) == set(KERAS_MODELS)
+    for name, fields in listed.items():
+        assert fields == set(registry.get(name).search_space()), name
