@@ -137,7 +137,7 @@ import tensorflow as tf
 import tf_keras
 
 from models import features as F
-from models.configs import FromDict
+from models.configs import DROPOUT, EMBEDDING_DIM, LEARNING_RATE, Choice, FromDict
 from models.multitask import TASKS, MultiTaskSteps
 
 ROUTING_INPUTS = ("scenario", "user", "instance")
@@ -427,6 +427,10 @@ class AdlModel(MultiTaskSteps, tf_keras.Model):
     """
 
     CONFIG_CLASS = ADLConfig
+    # The Tuner's: rate, width, dropout, the clusters K (paper: 3 industrial, 9 public) and the routing's
+    # softmax temperature (1.0: the paper's).
+    SEARCH_SPACE = {"learning_rate": LEARNING_RATE, "embedding_dim": EMBEDDING_DIM, "dropout": DROPOUT,
+                    "num_clusters": Choice(2, 3, 6, 9), "routing_temperature": Choice(0.1, 0.3, 1.0)}
 
     def __init__(self, config: ADLConfig, vocab_sizes: Mapping[str, int], **kwargs):
         super().__init__(**kwargs)

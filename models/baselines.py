@@ -25,7 +25,7 @@ import tensorflow as tf
 import tf_keras
 
 from models import features as F
-from models.configs import FromDict
+from models.configs import EMBEDDING_DIM, LEARNING_RATE, Choice, FromDict
 from models.multitask import TASKS, MultiTaskSteps, task_metrics
 from models.students import StudentInput
 
@@ -71,6 +71,9 @@ def _mlp(units, name):
 
 
 class SharedBottomModel(MultiTaskModel):
+    # The Tuner's: rate and width (BaselineConfig has no regulariser, its layer widths are tuples).
+    SEARCH_SPACE = {"learning_rate": LEARNING_RATE, "embedding_dim": EMBEDDING_DIM}
+
     def __init__(self, config: BaselineConfig, vocab_sizes, **kwargs):
         super().__init__(config, vocab_sizes, name=kwargs.pop("name", "shared_bottom"), **kwargs)
         self.inputs_layer = StudentInput(config.features, vocab_sizes, config.embedding_dim, name="inputs")
@@ -92,6 +95,8 @@ class SharedBottomModel(MultiTaskModel):
 
 
 class MMoEModel(MultiTaskModel):
+    SEARCH_SPACE = {**SharedBottomModel.SEARCH_SPACE, "num_experts": Choice(2, 4, 8)}
+
     def __init__(self, config: BaselineConfig, vocab_sizes, **kwargs):
         super().__init__(config, vocab_sizes, name=kwargs.pop("name", "mmoe"), **kwargs)
         self.inputs_layer = StudentInput(config.features, vocab_sizes, config.embedding_dim, name="inputs")

@@ -180,3 +180,58 @@ class FromDict:
     @classmethod
     def from_dict(cls, data: Optional[Mapping] = None, where: Optional[str] = None):
         return config_from_dict(cls, data, where)
+
+
+# ---- search spaces ---------------------------------------------------------------------------------------------
+# What the Tuner searches (trainers/tuner.py): a model class's `SEARCH_SPACE`, {config field: LogRange or
+# Choice}, next to its `CONFIG_CLASS`. Plain data here (no KerasTuner), so the space can be read and
+# checked without TensorFlow; trainers/tuner.py declares it to KerasTuner.
+
+
+@dataclasses.dataclass(frozen=True)
+class LogRange:
+    """A float searched on a log scale between `low` and `high`, both included."""
+
+    low: float
+    high: float
+
+    def __post_init__(self):
+        if not 0 < self.low < self.high:
+            raise ValueError(f"LogRange({self.low}, {self.high}): expected 0 < low < high")
+
+    def __contains__(self, value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Choice:
+    """One of `values`: numbers, strings or booleans of one type (what KerasTuner's Choice takes)."""
+
+    values: tuple
+
+    def __init__(self, *values):
+        if not values or len({type(v) for v in values}) != 1 or not isinstance(values[0], (int, float, str, bool)):
+            raise ValueError(f"Choice{values!r}: expected one or more values of one type: int, float, str or bool")
+        object.__setattr__(self, "values", tuple(values))
+
+    def __contains__(self, value) -> bool:
+        return any(value == v and type(value) is type(v) for v in self.values)
+
+
+def check_search_space(config, space: Mapping[str, Union[LogRange, Choice]], where: str) -> None:
+    """Raises ValueError unless each name of `space` is a field of the config dataclass `config` whose
+    default lies in its range (so the search can keep the default) and none is the batch, which the
+    equal budgets fix."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    for name, values in space.items():
+        if name not in fields or name == "batch_size":
+            raise ValueError(f"{where}: {name!r} is not a searchable field of {config.__name__}")
+        default = fields[name].default
+        if default not in values:
+            raise ValueError(f"{where}: {config.__name__}.{name}'s default {default!r} is outside its range {values}")
+
+
+# The ranges every deep model searches: learning rate, embedding width and dropout around the defaults.
+LEARNING_RATE = LogRange(1e-4, 1e-2)
+EMBEDDING_DIM = Choice(8, 16, 32)
+DROPOUT = Choice(0.0, 0.1, 0.2, 0.3)

@@ -107,7 +107,7 @@ import tf_keras
 
 from models import features as F
 from models.multitask import TASK_POPULATION, TASKS, MultiTaskSteps, task_metrics
-from models.configs import FromDict
+from models.configs import DROPOUT, EMBEDDING_DIM, LEARNING_RATE, Choice, FromDict
 
 ROUTINGS = ("token", "sentence", "task", "task_sentence")
 # Routings whose gate depends on the task: one unit per (sample, task) row.
@@ -467,6 +467,9 @@ class GRecModel(MultiTaskSteps, tf_keras.Model):
     """
 
     CONFIG_CLASS = GRecConfig
+    # The Tuner's: rate, width, dropout, the routing (section 3.3) and the experts E (top_k = 4 <= E).
+    SEARCH_SPACE = {"learning_rate": LEARNING_RATE, "embedding_dim": EMBEDDING_DIM, "dropout": DROPOUT,
+                    "routing": Choice(*ROUTINGS), "num_experts": Choice(4, 8, 16)}
 
     def __init__(self, config: GRecConfig, vocab_sizes: Mapping[str, int], **kwargs):
         super().__init__(**kwargs)

@@ -36,7 +36,7 @@ from typing import Mapping, Sequence, Tuple
 import tensorflow as tf
 import tf_keras
 
-from models.configs import FromDict
+from models.configs import DROPOUT, EMBEDDING_DIM, LEARNING_RATE, Choice, FromDict
 from models.multitask import TASKS, MultiTaskSteps, pointwise_loss  # noqa: F401 (TASKS re-exported)
 
 
@@ -148,6 +148,9 @@ class KeepModel(MultiTaskSteps, tf_keras.Model):
     """
 
     CONFIG_CLASS = KeepConfig
+    # The Tuner's: rate, width, dropout, and the weight of the pairwise term of the hybrid loss.
+    SEARCH_SPACE = {"learning_rate": LEARNING_RATE, "embedding_dim": EMBEDDING_DIM, "dropout": DROPOUT,
+                    "pairwise_alpha": Choice(0.1, 0.25, 0.5, 1.0)}
 
     def __init__(self, config: KeepConfig, vocab_sizes: Mapping[str, int], **kwargs):
         super().__init__(**kwargs)

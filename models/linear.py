@@ -35,7 +35,7 @@ import tf_keras
 
 from models import features as F
 from models.baselines import MultiTaskModel
-from models.configs import FromDict
+from models.configs import Choice, FromDict, LogRange
 from models.multitask import TASKS
 
 # Scalar id features with a vocabulary (or a small integer range): what can be one-hot.
@@ -160,6 +160,9 @@ class LogisticRegressionModel(MultiTaskModel):
     """
 
     CONFIG_CLASS = LinearConfig
+    # The Tuner's: rate, the L2 weight and the cross tables' rows (its weights are 1 wide: no width to search).
+    SEARCH_SPACE = {"learning_rate": LogRange(1e-3, 1e-1), "l2": LogRange(1e-8, 1e-4),
+                    "cross_buckets": Choice(2**16, 2**18, 2**20)}
 
     def __init__(self, config: LinearConfig, vocab_sizes: Mapping[str, int], **kwargs):
         super().__init__(config, vocab_sizes, name=kwargs.pop("name", "logistic_regression"), **kwargs)

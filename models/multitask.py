@@ -6,7 +6,7 @@ probabilities and `<task>_logit`s. It gives the model the multi-task loss
 clicked rows, summed, plus the layers' own losses), `train_step` / `test_step` (one
 optimizer over every trainable variable), the metrics `loss` and `auc_<task>` (gated as
 the loss is), and `get_config` / `from_config` through the model's `CONFIG_CLASS` (a
-frozen dataclass with `from_dict`). A model changes only what its paper defines:
+frozen dataclass with `from_dict`), and a `SEARCH_SPACE` of its config's fields for the Tuner. A model changes only what its paper defines:
 `task_loss` (KEEP adds its pairwise term), `task_weights` (GRec's upsampling).
 
 Example:
@@ -43,6 +43,9 @@ def task_metrics():
 
 class MultiTaskSteps:
     CONFIG_CLASS = None
+    # {config field: models.configs.LogRange or Choice}: what the Tuner searches (trainers/tuner.py); None:
+    # the model is not tuned.
+    SEARCH_SPACE = None
 
     def task_weights(self, features, task):
         """Row weights of `task`'s loss: None (every row) or its population's labels."""

@@ -65,7 +65,7 @@ import tf_keras
 
 from models import features as F
 from models.multitask import TASKS, MultiTaskSteps
-from models.configs import FromDict
+from models.configs import EMBEDDING_DIM, LEARNING_RATE, Choice, FromDict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,6 +236,10 @@ class PEPNetModel(MultiTaskSteps, tf_keras.Model):
     """
 
     CONFIG_CLASS = PEPNetConfig
+    # The Tuner's: both optimizers' rates, the width, and the gates' range gamma (no regulariser to search:
+    # the config has none).
+    SEARCH_SPACE = {"dense_learning_rate": LEARNING_RATE, "embedding_learning_rate": LEARNING_RATE,
+                    "embedding_dim": EMBEDDING_DIM, "gamma": Choice(1.0, 2.0, 3.0)}
 
     def __init__(self, config: PEPNetConfig, vocab_sizes: Mapping[str, int], **kwargs):
         super().__init__(**kwargs)

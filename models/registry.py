@@ -24,7 +24,7 @@ import dataclasses
 import importlib
 from typing import Dict, Literal, Optional, Tuple
 
-from models.configs import FromDict
+from models.configs import FromDict, check_search_space
 
 PREDICTIONS = ("click", "conversion", "cart")  # the tasks' probabilities every model serves
 Signatures = Tuple[Tuple[str, Tuple[str, ...]], ...]  # ((signature, its outputs), ...): hashable, JSON-able
@@ -58,10 +58,23 @@ class ModelEntry(FromDict):
         if self.role in ("general", "unified") and not (self.model and self.config):
             raise ValueError(f"model {self.name!r}: a {self.role} model names its `model` and `config` classes")
 
+    def make_config(self, overrides: Optional[Dict]):
+        """The model's config with the fields `overrides` (ConfigError names a bad one)."""
+        return load(self.config).from_dict(overrides or {}, f"{self.name} config")
+
     def build(self, overrides: Optional[Dict], vocab_sizes: Dict[str, int]):
         """(the Keras model, its config) with the config's fields `overrides` (ConfigError names a bad one)."""
-        config = load(self.config).from_dict(overrides or {}, f"{self.name} config")
+        config = self.make_config(overrides)
         return load(self.model)(config, vocab_sizes), config
+
+    def search_space(self) -> Dict:
+        """{config field: models.configs.LogRange or Choice}: what the Tuner searches (trainers/tuner.py), the
+        model class's SEARCH_SPACE, checked against the config (each default inside its range)."""
+        space = getattr(load(self.model), "SEARCH_SPACE", None) if self.model else None
+        if not space:
+            raise ValueError(f"model {self.name!r} declares no SEARCH_SPACE: it cannot be tuned")
+        check_search_space(load(self.config), space, f"model {self.name!r} SEARCH_SPACE")
+        return dict(space)
 
     @property
     def outputs(self) -> Dict[str, Tuple[str, ...]]:

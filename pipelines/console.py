@@ -328,6 +328,8 @@ def _figure(console: RunConsole, key: str, artifact) -> str:
         return _validation_auc(uri)
     if key == "model" and os.path.isfile(os.path.join(uri, "training.json")):
         return _training(_read_json(os.path.join(uri, "training.json")))
+    if key == "tuner_results" and os.path.isfile(os.path.join(uri, "tuner_results.json")):  # a Tuner
+        return _tuning(_read_json(os.path.join(uri, "tuner_results.json")))
     if key == "evaluation":
         record = _read_json(os.path.join(uri, "evaluation.json"))
         return _evaluation(console, record)
@@ -390,6 +392,16 @@ def _validation_auc(uri: str) -> str:
     if not scores:
         return ""
     return f"validation click AUC {max(scores):.3f} (best of {_epochs(len(scores))})"
+
+
+def _tuning(trials: List[Dict]) -> str:
+    """A Tuner's tuner_results.json ({trial_id, score, <hyperparameter>: value} per completed trial): the best."""
+    if not trials:
+        return "no trial completed"
+    best = max(trials, key=lambda t: t["score"])
+    values = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items()
+                       if k not in ("trial_id", "score"))
+    return f"validation click AUC {best['score']:.3f} (best of {len(trials)} trials: {values})"
 
 
 def _training(record: Dict) -> str:

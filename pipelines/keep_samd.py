@@ -2,7 +2,8 @@
 
 RawDataCheck -> CsvExampleGen (a TimeSplitExampleGen: train / validation / test by day)
 -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> ValidationGate -> Transform
-(analyzers fitted on train) -> Trainer (KEEP); then, unless disabled, SAMD:
+(analyzers fitted on train) -> Trainer (KEEP; with KEEP_SAMD_TUNER, after a Tuner whose best
+hyperparameters it trains with, as every Keras model's Trainer); then, unless disabled, SAMD:
 ScenarioSimilarity (Beam, on ExampleGen's train split) -> SamdTrainer (KEEP as the
 frozen teacher); and one Trainer per unified model and baseline (PEPNet, ADL,
 GRec, shared-bottom, MMoE, the logistic-regression floor), all with one batch size. Every trained model then goes through a
@@ -21,7 +22,7 @@ warm-started from the last pushed one when incremental) -> its evaluator and pus
 
 import dataclasses
 import os
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from tfx import v1 as tfx
 
@@ -43,6 +44,7 @@ from models.samd import SamdConfig
 from pipelines.options import PIPELINE_NAME, PipelineOptions, example_gen as make_example_gen
 
 GENERIC_RUN_FN = "trainers.generic.run_fn"  # the Trainer of every registered Keras model
+TUNER_FN = "trainers.tuner.tuner_fn"  # the Tuner of every registered Keras model (KEEP_SAMD_TUNER)
 
 
 def _head(options: PipelineOptions) -> Dict:
@@ -103,9 +105,10 @@ def create_pipeline(options: PipelineOptions, local: bool = True, imported=None)
     head = _head(options) if imported is None else _imported_head(options, imported)
     components = list(head["components"])
     general = registry.with_role("general")
-    keep = _keras_trainer(options, head, general.name)
+    nodes = _keras_model(options, head, general.name)
+    keep = nodes[-1]
     trained = {general.name: keep}  # model name -> its trainer
-    components.append(keep)
+    components += nodes
     samd = _samd(options, head, keep) if options.samd.enabled else None
     if samd:
         components += samd["components"]
@@ -115,8 +118,9 @@ def create_pipeline(options: PipelineOptions, local: bool = True, imported=None)
         components += downstream["components"]
         trained[registry.with_role("downstream").name] = downstream["trainer"]
     for name in options.unified_models:
-        trained[name] = _keras_trainer(options, head, name)
-        components.append(trained[name])
+        nodes = _keras_model(options, head, name)
+        trained[name] = nodes[-1]
+        components += nodes
     evaluations, pushers = _evaluate_and_push(options, head, trained, downstream)
     components += [*evaluations.values(), *pushers]
     report = EvaluationReport(
@@ -139,21 +143,43 @@ def create_pipeline(options: PipelineOptions, local: bool = True, imported=None)
     )
 
 
-def _keras_trainer(options: PipelineOptions, head: Dict, name: str, node_id: Optional[str] = None,
-                   model_name: Optional[str] = None, roles=None):
-    """The Trainer of the registered Keras model `name` (KEEP's or a unified one) on the transformed examples;
-    with `roles`, on those scenarios' rows only. Unified models train with their section's steps."""
+def _keras_model(options: PipelineOptions, head: Dict, name: str) -> List:
+    """[its Tuner, when the options tune it, and] the Trainer of the registered Keras model `name`."""
+    if name not in options.tuned_models:
+        return [_keras_trainer(options, head, name)]
+    tuner = tfx.components.Tuner(
+        tuner_fn=TUNER_FN, **_keras_inputs(options, head, name),
+        custom_config=options.keras_tuner_config(name).as_custom_config(),
+    ).with_id(f"{registry.get(name).title}Tuner")
+    return [tuner, _keras_trainer(options, head, name, hyperparameters=tuner.outputs["best_hyperparameters"])]
+
+
+def _keras_inputs(options: PipelineOptions, head: Dict, name: str) -> Dict:
+    """What a Keras model's Trainer and Tuner read: the transformed examples, fitted on `train`, early-stopped
+    (or scored) on `validation`. Unified models train with their section's steps."""
     entry = registry.get(name)
     steps = options.train_steps_of(options.unified) if entry.role == "unified" else options.train_steps
-    args = dict(
-        run_fn=GENERIC_RUN_FN,
+    return dict(
         examples=head["transformed"],
         transform_graph=head["graph"],
         schema=head["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=steps),
         eval_args=tfx.proto.EvalArgs(splits=["validation"], num_steps=options.eval_steps),
+    )
+
+
+def _keras_trainer(options: PipelineOptions, head: Dict, name: str, node_id: Optional[str] = None,
+                   model_name: Optional[str] = None, roles=None, hyperparameters=None):
+    """The Trainer of the registered Keras model `name` (KEEP's or a unified one) on the transformed examples;
+    with `roles`, on those scenarios' rows only; with `hyperparameters` (a Tuner's best), trained with them."""
+    entry = registry.get(name)
+    args = dict(
+        run_fn=GENERIC_RUN_FN,
+        **_keras_inputs(options, head, name),
         custom_config=options.keras_trainer_config(name, model_name, roles).as_custom_config(),
     )
+    if hyperparameters is not None:
+        args["hyperparameters"] = hyperparameters
     node_id = node_id or f"{entry.title}Trainer"
     if roles:  # the roles are read from the scenario table, an input artifact
         return ScenarioTrainer(scenario_table=head["scenarios"], **args).with_id(node_id)

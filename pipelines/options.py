@@ -26,8 +26,8 @@ from components.model_evaluator.blessing import BlessingConfig
 from components.time_split_example_gen.split import TimeSplit
 from models import registry
 from models.configs import ConfigError, FromDict, check_overrides, convert_field, convert_fields, describe
-from trainers.config import (CORRUPTIONS, DownstreamTrainerConfig, KerasTrainerConfig, KnowledgeCenterConfig,
-                             SamdTrainerConfig)
+from trainers.config import (CORRUPTIONS, DownstreamTrainerConfig, KerasTrainerConfig, KerasTunerConfig,
+                             KnowledgeCenterConfig, SamdTrainerConfig)
 
 PIPELINE_NAME = "keep_samd"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,6 +88,18 @@ class UnifiedOptions(FromDict):
     corrupt_labels: Dict[str, str] = option(
         dict, doc='{model: "shuffle" | "invert"}: a planted worse model, trained on corrupted labels (it must not '
                   'be blessed)')
+
+
+@dataclasses.dataclass(frozen=True)
+class TunerOptions(FromDict):
+    enabled: bool = option(False, doc="a TFX Tuner before each Keras model's Trainer (KEEP's and the unified models'): "
+                                      "a random search of the model's `SEARCH_SPACE`, each trial trained by the "
+                                      "Trainer's rule and scored on the validation day; the Trainer trains with the "
+                                      "best trial's values ([models](models.md#tuning))")
+    max_trials: int = option(8, minimum=1, doc="trials per model, the same for every model (the first: the config's "
+                                               "defaults)")
+    models: Optional[Tuple[str, ...]] = option(None, shown="every trained Keras model",
+                                               doc="tune these only: `keep_general` and unified models")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +177,8 @@ class PipelineOptions:
                                   doc="`models.keep.KeepConfig` overrides, e.g. `{\"batch_size\": 256}`")
     samd: SamdOptions = option(SamdOptions(), env="KEEP_SAMD_SAMD", doc="the SAMD run")
     unified: UnifiedOptions = option(UnifiedOptions(), env="KEEP_SAMD_UNIFIED", doc="the unified models and baselines")
+    tuner: TunerOptions = option(TunerOptions(), env="KEEP_SAMD_TUNER",
+                                 doc="hyperparameter search before training (off by default)")
     downstream: DownstreamOptions = option(DownstreamOptions(), env="KEEP_SAMD_DOWNSTREAM",
                                            doc="KEEP stage two: the General Knowledge Center and the downstream model "
                                                "of the sub-scenarios")
@@ -184,6 +198,7 @@ class PipelineOptions:
                 raise OptionsError(f"{where}: {e}") from None
             object.__setattr__(self, f.name, value)
         self._check_models()
+        self._check_tuner()
         self._check_blessing()
 
     def _check_models(self):
@@ -213,6 +228,19 @@ class PipelineOptions:
                     convert_fields(StudentSpec, fields, f"KEEP_SAMD_SAMD.students.{scenario}")
                 except ConfigError as e:
                     raise OptionsError(str(e)) from None
+
+    def _check_tuner(self):
+        if self.tuner.models is not None:
+            keras = self.keras_models
+            wrong = [m for m in self.tuner.models if m not in keras]
+            if wrong:
+                raise OptionsError(f"KEEP_SAMD_TUNER.models: {wrong}: expected Keras models this run trains "
+                                   f"({list(keras)})")
+        for name in self.tuned_models:  # imports the models' modules (TensorFlow): only with the Tuner on
+            try:
+                registry.get(name).search_space()
+            except ValueError as e:
+                raise OptionsError(f"KEEP_SAMD_TUNER: {e}") from None
 
     def _check_blessing(self):
         blessing = self.blessing
@@ -257,6 +285,18 @@ class PipelineOptions:
         return registry.names("unified") if self.unified.models is None else self.unified.models
 
     @property
+    def keras_models(self) -> Tuple[str, ...]:
+        """The models this run trains with the generic Keras Trainer: KEEP's general model, the unified ones."""
+        return registry.names("general") + self.unified_models
+
+    @property
+    def tuned_models(self) -> Tuple[str, ...]:
+        """The models whose Trainer gets a Tuner (none unless KEEP_SAMD_TUNER is enabled)."""
+        if not self.tuner.enabled:
+            return ()
+        return self.keras_models if self.tuner.models is None else self.tuner.models
+
+    @property
     def trained_models(self) -> Tuple[str, ...]:
         """The models this run trains, evaluates and (when blessed) pushes, in the pipeline's order."""
         enabled = {"general": True, "samd": self.samd.enabled, "downstream": self.downstream.enabled}
@@ -277,6 +317,12 @@ class PipelineOptions:
                 batch_size=self.unified.batch_size, corrupt_labels=self.unified.corrupt_labels.get(name))
         return KerasTrainerConfig(**self._trainer_fields(model_name or name, self.epochs), model=entry,
                                   config=self.keep, roles=tuple(roles) if roles else None)
+
+    def keras_tuner_config(self, name: str) -> KerasTunerConfig:
+        """The Tuner's config (trainers/tuner.py) of the registered model `name`: its Trainer's, and the trials."""
+        trainer = self.keras_trainer_config(name)
+        return KerasTunerConfig(**{f.name: getattr(trainer, f.name) for f in dataclasses.fields(trainer)},
+                                max_trials=self.tuner.max_trials)
 
     def samd_trainer_config(self) -> SamdTrainerConfig:
         return SamdTrainerConfig(**self._trainer_fields(registry.with_role("samd").name, self.epochs_of(self.samd)),

@@ -90,3 +90,11 @@ class KnowledgeCenterConfig(TrainerConfig):
     """trainers/knowledge_center.py: `knowledge` overrides `models.keep_cache.CacheableKnowledgeConfig`."""
 
     knowledge: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KerasTunerConfig(KerasTrainerConfig):
+    """trainers/tuner.py: the config of the Trainer whose model it tunes, and the trials of the search
+    (`max_trials`: one number for every model)."""
+
+    max_trials: int = dataclasses.field(metadata={"minimum": 1})

@@ -5,6 +5,10 @@ the model's registry entry (models/registry.py), which says what to build and wh
 SavedModel answers. The trainer reads the transformed examples, builds and compiles the
 model (`model.compile()`: the optimizer its config names), fits it and exports a
 standalone SavedModel (raw tf.Example in, probabilities out) through `models.export`.
+With a Tuner before it (trainers/tuner.py), the Tuner's best hyperparameters
+(`fn_args.hyperparameters`) override the config's fields, and `training.json` records
+them (`hyperparameters`). The Tuner trains its trials with this module's `fit_data`,
+`build_model` and `fit`: the same reading of the splits and the same epoch rule.
 
 Epochs follow every trainer's rule (trainers/epochs.py): one pass over the train split
 each (its rows counted once here, by the trainer's own reading of the split), at most
@@ -29,8 +33,10 @@ embedding tables of at least `min_shard_bytes` sharded); the global batch, and s
 budget, stays the same, and only the chief writes the outputs.
 """
 
+import dataclasses
 import os
 import time
+from typing import Any, Callable, Dict, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -103,23 +109,67 @@ def keras_model_dir(serving_model_dir: str) -> str:
 
 
 def run_fn(fn_args):
-    """Trains and exports under the strategy of the TF_CONFIG cluster (trainers.distribute; none: one process)."""
+    """Trains and exports under the strategy of the TF_CONFIG cluster (trainers.distribute; none: one process),
+    with the Tuner's best hyperparameters (`fn_args.hyperparameters`, when the pipeline has a Tuner) over the
+    trainer config's overrides."""
     config = KerasTrainerConfig.from_custom_config(fn_args.custom_config)
-    distribute.run_on_cluster(fn_args, lambda args, strategy: train_and_export(args, strategy, config),
+    hyperparameters = tuned_values(getattr(fn_args, "hyperparameters", None))
+    distribute.run_on_cluster(fn_args, lambda args, strategy: train_and_export(args, strategy, config, hyperparameters),
                               config.min_shard_bytes)
 
 
-def train_and_export(fn_args, strategy, trainer: KerasTrainerConfig):
-    seed_everything(trainer.seed)
-    entry = trainer.model
-    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+def tuned_values(hyperparameters: Optional[Dict]) -> Dict[str, Any]:
+    """{name: value} of the KerasTuner HyperParameters config TFX hands the Trainer ({} without one)."""
+    if not hyperparameters:
+        return {}
+    import keras_tuner  # only with a Tuner: it imports Keras 3 beside tf_keras
+
+    return dict(keras_tuner.HyperParameters.from_config(hyperparameters).values)
+
+
+def transform_output(fn_args):
+    """The Transform output a Trainer's or a Tuner's fn_args name (TFX sets `transform_output` for the Trainer
+    only; `transform_graph_path` for both)."""
+    return tft.TFTransformOutput(getattr(fn_args, "transform_graph_path", None) or fn_args.transform_output)
+
+
+def model_overrides(trainer: KerasTrainerConfig, hyperparameters: Optional[Dict] = None) -> Dict[str, Any]:
+    """The model config's fields a trainer sets: its config's overrides, its batch, then the tuned values."""
     overrides = dict(trainer.config)
     if trainer.batch_size is not None:
         overrides["batch_size"] = trainer.batch_size
+    return {**overrides, **(hyperparameters or {})}
+
+
+def build_model(entry, overrides: Dict, vocab_sizes: Dict[str, int], strategy):
+    """(the compiled model, its config): `entry`'s model with `overrides`, built under `strategy`."""
     with strategy.scope():
-        model, config = entry.build(overrides, all_vocab_sizes(tft_output))
+        model, config = entry.build(overrides, vocab_sizes)
         model.compile()  # the optimizer(s) its config names (models.multitask.MultiTaskSteps.compile)
-    batch = config.batch_size
+    return model, config
+
+
+@dataclasses.dataclass
+class FitData:
+    """What a Keras model trains on by every trainer's rule (trainers/epochs.py): the train input, the
+    validation input (the same rows after every epoch), and the epoch plan for `batch`. `batches(files, ...)`
+    reads a split as the trainer does (the scenarios of its roles only, its labels corrupted or not)."""
+
+    train: Any
+    validation: Any
+    validation_steps: Optional[int]
+    rows: int
+    batch: int
+    steps: int
+    epochs: int
+    batches: Callable
+
+
+def fit_data(fn_args, strategy, trainer: KerasTrainerConfig, tft_output, batch: int,
+             rows: Optional[int] = None) -> FitData:
+    """The train split (`rows` of it: counted here when not given) and the validation split of `fn_args`, in
+    batches of `batch`, as `model.fit` under `strategy` takes them."""
+    entry = trainer.model
     indices = None
     if trainer.roles:
         roles = read_roles(trainer.scenarios_csv)
@@ -151,33 +201,54 @@ def train_and_export(fn_args, strategy, trainer: KerasTrainerConfig):
     # stopped, and the early stop compared different rows.
     eval_steps = max(1, fn_args.eval_steps)
     if distribute.is_parameter_server(strategy):  # its workers need a repeating set
-        evaluation = distribute.fit_input(strategy, batches(fn_args.eval_files, shuffle=False), batch,
+        validation = distribute.fit_input(strategy, batches(fn_args.eval_files, shuffle=False), batch,
                                           fn_args.eval_files)
     else:
-        evaluation = distribute.fit_input(strategy, batches(fn_args.eval_files, shuffle=False, steps=eval_steps),
+        validation = distribute.fit_input(strategy, batches(fn_args.eval_files, shuffle=False, steps=eval_steps),
                                           batch, fn_args.eval_files)
-    rows = count_rows(batches(fn_args.train_files)(4096, num_epochs=1))
+    if rows is None:
+        rows = count_rows(batches(fn_args.train_files)(4096, num_epochs=1))
     steps, epochs = epoch_steps(rows, batch, fn_args.train_steps, trainer.epochs)
-    logging.info("training %s on %d rows: at most %d epochs of %d steps, batch %d; %s", entry.name, rows, epochs,
-                 steps, batch, config)
+    return FitData(train=train, validation=validation,
+                   validation_steps=eval_steps if distribute.is_parameter_server(strategy) else None,
+                   rows=rows, batch=batch, steps=steps, epochs=epochs, batches=batches)
+
+
+def fit(model, data: FitData, trainer: KerasTrainerConfig, callbacks=(), verbose: int = 2):
+    """`model.fit` on `data` by every trainer's rule: its epochs, each validated, stopped `trainer.patience`
+    epochs after the best validation click AUC, whose weights are kept. Returns the History."""
+    return model.fit(data.train, epochs=data.epochs, steps_per_epoch=data.steps, validation_data=data.validation,
+                     validation_steps=data.validation_steps, verbose=verbose,
+                     callbacks=[*callbacks, early_stopping(trainer.patience, verbose=1)])
+
+
+def train_and_export(fn_args, strategy, trainer: KerasTrainerConfig, hyperparameters: Optional[Dict] = None):
+    seed_everything(trainer.seed)
+    entry = trainer.model
+    tft_output = transform_output(fn_args)
+    hyperparameters = dict(hyperparameters or {})
+    if hyperparameters:
+        logging.info("training %s with the Tuner's hyperparameters %s", entry.name, hyperparameters)
+    model, config = build_model(entry, model_overrides(trainer, hyperparameters), all_vocab_sizes(tft_output),
+                                strategy)
+    data = fit_data(fn_args, strategy, trainer, tft_output, config.batch_size)
+    logging.info("training %s on %d rows: at most %d epochs of %d steps, batch %d; %s", entry.name, data.rows,
+                 data.epochs, data.steps, data.batch, config)
     t0 = time.time()
-    history = model.fit(
-        train, epochs=epochs, steps_per_epoch=steps, validation_data=evaluation,
-        validation_steps=eval_steps if distribute.is_parameter_server(strategy) else None, verbose=2,
-        callbacks=[tf_keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs")),
-                   early_stopping(trainer.patience, verbose=1)],
-    )
+    history = fit(model, data, trainer,
+                  [tf_keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "logs"))])
     seconds = time.time() - t0
+    batch, steps = data.batch, data.steps
     trained_steps = len(history.history["loss"]) * steps
     curves = learning_curves(history)
     write_json(os.path.join(fn_args.model_run_dir, "history.json"),
                {"model": entry.name, "train_seconds": seconds, "examples_per_second": trained_steps * batch / seconds,
                 "history": curves})
-    record = {"model": entry.name, "seconds": seconds, "train_rows": rows,
+    record = {"model": entry.name, "seconds": seconds, "train_rows": data.rows,
               **budget_record(model, history, batch, steps), "distribution": distribute.describe(strategy, model),
-              "history": curves}
+              "hyperparameters": hyperparameters, "history": curves}
     if hasattr(model, "training_report"):  # e.g. ADL: does training route a batch as serving does?
-        record.update(model.training_report(next(iter(batches(fn_args.eval_files)(batch)))))
+        record.update(model.training_report(next(iter(data.batches(fn_args.eval_files)(batch)))))
     write_training_record(fn_args.serving_model_dir, record)
     export.export_saved_model(model, tft_output, fn_args.serving_model_dir, outputs=entry.outputs,
                               model_name=trainer.model_name)

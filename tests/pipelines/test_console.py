@@ -200,6 +200,15 @@ def test_trainers_without_a_model_run_show_what_their_training_record_says(tmp_p
         "validation click AUC 0.630 (best of 2 epochs); warm-started (12 variables restored)"
 
 
+def test_a_tuner_shows_its_best_trial(tmp_path):
+    console, _ = _console(tmp_path, ["MmoeTuner"])
+    _write(str(tmp_path / "results" / "tuner_results.json"), [
+        {"trial_id": "0", "score": 0.61, "learning_rate": 0.001, "num_experts": 4},
+        {"trial_id": "1", "score": 0.6351, "learning_rate": 0.0003172, "num_experts": 8}])
+    assert C._figure(console, "tuner_results", _artifact(tmp_path / "results")) == \
+        "validation click AUC 0.635 (best of 2 trials: learning_rate=0.000317, num_experts=8)"
+
+
 def test_a_cached_step_says_so(tmp_path):
     console, out = _console(tmp_path, ["Transform", "Trainer"])
     absl = logging.getLogger("absl")

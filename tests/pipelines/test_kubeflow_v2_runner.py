@@ -216,3 +216,17 @@ def test_written_file_is_where_the_runner_wrote_the_spec(tmp_path):
     assert kubeflow_v2_runner.written_file(runner) == str(tmp_path / "out" / "p.json")
     spec = json.loads((tmp_path / "out" / "p.json").read_text())
     assert "ImportSchemaGen" in spec.get("pipelineSpec", spec)["root"]["dag"]["tasks"]
+
+
+def test_the_tuner_option_compiles_a_tuner_into_each_keras_trainer(tmp_path, monkeypatch):
+    out = tmp_path / "keep_samd_pipeline.json"
+    monkeypatch.setenv("KEEP_SAMD_TUNER", json.dumps({"enabled": True, "max_trials": 5}))
+    monkeypatch.setenv("KEEP_SAMD_UNIFIED", json.dumps({"models": ["mmoe"]}))
+    assert kubeflow_v2_runner.main(["--pipeline-file", str(out), "--data", "gs://bucket/data"]) == 0
+    spec = json.loads(out.read_text())
+    tasks = spec.get("pipelineSpec", spec)["root"]["dag"]["tasks"]
+    assert sorted(t for t in tasks if t.endswith("Tuner")) == ["KeepTuner", "MmoeTuner"]
+    for title in ("Keep", "Mmoe"):
+        source = tasks[f"{title}Trainer"]["inputs"]["artifacts"]["hyperparameters"]["taskOutputArtifact"]
+        assert source == {"producerTask": f"{title}Tuner", "outputArtifactKey": "best_hyperparameters"}
+        assert json.loads(_tasks(spec)[f"{title}Tuner"]["custom_config"])["max_trials"] == 5

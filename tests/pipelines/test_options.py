@@ -144,6 +144,9 @@ def test_sections_accept_dicts_and_replace_checks_again():
     ({"KEEP_SAMD_UNIFIED": '{"models": ["adl"], "corrupt_labels": {"pepnet": "invert"}}'},
      r"corrupt_labels: 'pepnet': 'invert': expected \{a trained unified model \['adl'\]"),
     ({"KEEP_SAMD_DOWNSTREAM": '{"spans": -1}'}, r"KEEP_SAMD_DOWNSTREAM.spans=-1: expected at least 0"),
+    ({"KEEP_SAMD_TUNER": '{"max_trials": 0}'}, r"KEEP_SAMD_TUNER.max_trials=0: expected at least 1"),
+    ({"KEEP_SAMD_TUNER": '{"enabled": "yes"}'}, r"KEEP_SAMD_TUNER.enabled='yes': expected boolean"),
+    ({"KEEP_SAMD_TUNER": '{"models": ["samd"]}'}, r"KEEP_SAMD_TUNER.models: \['samd'\]: expected Keras models"),
     ({"KEEP_SAMD_DOWNSTREAM": '{"knowledge": {"strategy": "x"}}'},
      r"KEEP_SAMD_DOWNSTREAM.knowledge: strategy 'x': one of"),
     ({"KEEP_SAMD_BLESSING": '{"models": {"pepnte": {}}}'}, r"KEEP_SAMD_BLESSING.models: unknown model\(s\) \['pepnte'\]"),
@@ -185,3 +188,25 @@ def test_the_pipeline_passes_each_trainer_its_epochs_and_steps(tmp_path):
     steps = {c.id: c.exec_properties.get("train_steps")
              for c in components(samd={"train_steps": 200}, downstream={"train_steps": 150})}
     assert (steps["SamdTrainer"], steps["KnowledgeCenter"], steps["DownstreamTrainer"]) == (200, 150, 150)
+
+
+def test_the_tuner_is_off_by_default_and_refuses_a_model_without_a_search_space():
+    from models import registry
+    from trainers.config import KerasTunerConfig
+
+    assert PipelineOptions().tuned_models == ()
+    options = PipelineOptions.from_env({"KEEP_SAMD_TUNER": '{"enabled": true, "max_trials": 4}',
+                                        "KEEP_SAMD_UNIFIED": '{"models": ["adl"], "configs": {"adl": {"dropout": 0.1}}}'})
+    assert options.tuned_models == ("keep_general", "adl")
+    config = options.keras_tuner_config("adl")
+    assert isinstance(config, KerasTunerConfig)
+    tuned = config.as_custom_config()  # the Trainer's config, and the trials
+    assert tuned.pop("max_trials") == 4 and tuned == options.keras_trainer_config("adl").as_custom_config()
+    registry.register(registry.ModelEntry("toy", "unified", "tests.pipelines.test_model_registry.ToyModel",
+                                          "tests.pipelines.test_model_registry.ToyConfig"))
+    try:
+        with pytest.raises(OptionsError, match="KEEP_SAMD_TUNER: model 'toy' declares no SEARCH_SPACE"):
+            PipelineOptions(tuner={"enabled": True})
+        assert PipelineOptions(tuner={"enabled": True, "models": ["adl"]}).tuned_models == ("adl",)
+    finally:
+        registry.unregister("toy")
