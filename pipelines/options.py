@@ -166,7 +166,7 @@ class PipelineOptions:
     eval_steps: int = option(100, minimum=1, env="KEEP_SAMD_EVAL_STEPS",
                              doc="validation steps after each epoch (its batches: enough rows that the early stop "
                                  "reads a trend, not noise)")
-    epochs: int = option(10, minimum=1, env="KEEP_SAMD_EPOCHS",
+    epochs: int = option(20, minimum=1, env="KEEP_SAMD_EPOCHS",
                          doc="every trainer's cap: at most this many epochs, each one pass over its train rows (less "
                              "when the train steps run out first) ending with a validation pass; one cap for all, so "
                              "an equal budget is an equal chance to converge")
