@@ -153,10 +153,29 @@ def test_sections_accept_dicts_and_replace_checks_again():
     ({"KEEP_SAMD_BLESSING": '{"baselines": {"pepnet": "adl", "adl": "pepnet"}}'}, r"cycle"),
     ({"KEEP_SAMD_BLESSING": '{"baselines": {"samd": "keep_general"}}', "KEEP_SAMD_SAMD": '{"enabled": false}'},
      r"baselines: 'samd' -> 'keep_general': both must be trained"),
+    ({"KEEP_SAMD_BLESSING": '{"floor": "logistic"}'},
+     r"KEEP_SAMD_BLESSING.floor='logistic': expected null or a model trained on every scenario, one of \[.*'pepnet'"),
+    ({"KEEP_SAMD_BLESSING": '{"floor": "samd"}'}, r"KEEP_SAMD_BLESSING.floor='samd': expected null or a model"),
+    ({"KEEP_SAMD_BLESSING": '{"floor": 3}'}, r"KEEP_SAMD_BLESSING.floor=3: expected string or null"),
+    ({"KEEP_SAMD_BLESSING": '{"baselines": {"logistic_regression": "pepnet"}}'},
+     r"'logistic_regression' is the floor \(KEEP_SAMD_BLESSING.floor\), blessed on its own"),
 ])
 def test_an_invalid_option_names_the_field_the_value_and_the_allowed_ones(env, message):
     with pytest.raises(OptionsError, match=message):
         PipelineOptions.from_env(env)
+
+
+def test_the_floor_is_evaluated_before_every_other_model_when_trained():
+    o = PipelineOptions(blessing={"baselines": {"pepnet": "shared_bottom"}})
+    assert o.blessing.floor == "logistic_regression" and o.blessing_floor == "logistic_regression"
+    order = o.evaluation_order(o.trained_models)
+    assert order[0] == "logistic_regression" and order.index("shared_bottom") < order.index("pepnet")
+    assert sorted(order) == sorted(o.trained_models)
+    # Not trained in the run, or off: nothing is compared with it.
+    assert PipelineOptions(unified={"models": ["pepnet"]}).blessing_floor is None
+    assert PipelineOptions(blessing={"floor": None}).blessing_floor is None
+    assert PipelineOptions(blessing={"floor": "keep_general"}).evaluation_order(("samd", "keep_general")) == (
+        "keep_general", "samd")
 
 
 def test_the_pipeline_passes_each_trainer_its_epochs_and_steps(tmp_path):
