@@ -223,17 +223,16 @@ def _evaluate_and_push(options: PipelineOptions, head: Dict, trained: Dict, down
     """({model: its ModelEvaluator}, [pushers]): evaluators, each after the baseline it must beat and the floor;
     then the pushers one after the other (one writer of models.config at a time), each pushing only a blessed model."""
     evaluations = {}
-    floor = options.blessing_floor
     for name in options.evaluation_order(list(trained)):
         node, entry = trained[name], registry.get(name)
-        base = options.blessing_baselines.get(name)
+        base, floor = options.blessing_baselines.get(name), options.blessing_floor(name)
         evaluations[name] = ModelEvaluator(
             examples=head["examples"], model=node.outputs["model"], model_name=name,
             scenario_table=head["scenarios"], serving_dir=options.serving_dir,
             blessing_config=options.blessing_config(name),
             baseline_evaluation=evaluations[base].outputs["evaluation"] if base else None,
             floor=options.blessing.floor,
-            floor_evaluation=evaluations[floor].outputs["evaluation"] if floor and name != floor else None,
+            floor_evaluation=evaluations[floor].outputs["evaluation"] if floor else None,
             knowledge=downstream["knowledge"] if downstream and entry.role == "downstream" else None,
         ).with_id(f"{entry.title}Evaluator")
     pushers = [downstream["pusher"]] if downstream else []

@@ -121,7 +121,8 @@ class BlessingOptions(FromDict):
     tolerance: Optional[float] = option(None, shown=f"`{json.dumps(BlessingConfig.tolerance)}`",
                                         doc="how far below the pushed version of the same model it may score")
     baselines: Dict[str, str] = option(dict, doc="{model: the trained model it must beat} (default baseline: chance)")
-    models: Dict[str, Dict[str, Any]] = option(dict, doc="{model: metric / margin / tolerance for that model}")
+    models: Dict[str, Dict[str, Any]] = option(dict, doc="{model: metric / margin / tolerance / floor (false: not "
+                                                         "compared with the floor) for that model}")
     floor: Optional[str] = option(
         "logistic_regression", doc="the floor: any other model (a SAMD student on its scenario's rows) is refused "
                                    "when its metric is below the floor's on the same test rows, the paired 95% "
@@ -325,17 +326,16 @@ class PipelineOptions:
         """{model: the model it must beat}; a baseline is a trained model of this run."""
         return dict(self.blessing.baselines)
 
-    @property
-    def blessing_floor(self) -> Optional[str]:
-        """The floor when this run trains it, else None (nothing is compared with it)."""
-        return self.blessing.floor if self.blessing.floor in self.trained_models else None
+    def blessing_floor(self, model: str) -> Optional[str]:
+        """The floor `model` is compared with: None when this run does not train it, or not for this model."""
+        floor = self.blessing.floor if self.blessing.floor in self.trained_models else None
+        return floor if floor != model and BlessingConfig.from_dict(self.blessing_config(model)).floor else None
 
     def evaluation_order(self, models: Sequence[str]) -> Tuple[str, ...]:
         """`models` ordered so that each model's baseline, and the floor, are evaluated before it."""
-        floor = self.blessing.floor if self.blessing.floor in models else None
-
         def waits_for(m):
-            return {self.blessing.baselines.get(m), floor if m != floor else None} - {None}
+            floor = self.blessing_floor(m)
+            return {self.blessing.baselines.get(m), floor if floor in models else None} - {None}
 
         pending, done = list(models), []
         while pending:

@@ -31,6 +31,7 @@ class BlessingConfig(FromDict):
     metric: str = "auc_click"
     margin: float = 0.01
     tolerance: float = 0.01
+    floor: bool = True  # compared with the floor, when one is evaluated in the run
 
     def __post_init__(self):
         self.split_metric()
@@ -46,16 +47,13 @@ class BlessingConfig(FromDict):
         return per_slice.get(slice_name, {}).get(task, {}).get(metric)
 
 
-Interval = Tuple[float, float, float]  # (value, low, high)
-
-
 @dataclasses.dataclass(frozen=True)
 class Floor:
     """A model against the floor on the model's own test rows; `skipped` says why it was not compared."""
     model: str
     value: Optional[float] = None  # the floor's metric on those rows
     rows: int = 0
-    difference: Optional[Interval] = None  # (model - floor, low, high), paired 95%; None: not computable
+    difference: Optional[Tuple[float, float, float]] = None  # (model - floor, low, high), paired 95%
     skipped: Optional[str] = None
 
     @property

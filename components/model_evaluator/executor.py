@@ -216,17 +216,20 @@ def evaluate_model(model_dir: str, rows, table, roles: Dict[str, str], model_nam
     previous = _previous_values(config, serving_dir, students, source, table, knowledge_dir)
     floor_name = floor["model_name"] if floor else floor_name
     fallback = model_name == floor_name
-    if floor_name and not floor and not fallback:
+    if floor_name and not floor and not fallback and config.floor:
         logging.info("the floor %s is not trained in this run: %s is not compared with it", floor_name, model_name)
     blessings = {}
     for name, (_, slice_name, mask) in students.items():
         base = config.value(baseline["metrics"], slice_name) if baseline else None
         value, task = config.value(per_slice, slice_name), config.split_metric()[1]
         against = None  # no floor, this is the floor, or no metric (refused anyway)
-        if floor_name and not fallback and not floor:
-            against = Floor(floor_name, skipped="not trained in this run")
-        elif floor and not fallback and value is not None:
-            against = against_floor(config, table, pred, mask & covered[task], floor)
+        if floor_name and not fallback:
+            if not config.floor:
+                against = Floor(floor_name, skipped="off for this model")
+            elif not floor:
+                against = Floor(floor_name, skipped="not trained in this run")
+            elif value is not None:
+                against = against_floor(config, table, pred, mask & covered[task], floor)
         blessed, reason = decide(config, value, base, previous[name], floor=against, fallback=fallback,
                                  baseline_name=baseline["model_name"] if baseline else "chance")
         blessings[name] = {"blessed": blessed, "reason": reason, "slice": slice_name, "previous": previous[name],

@@ -358,6 +358,8 @@ def test_a_model_is_refused_below_the_floor_on_the_same_rows_and_blessed_otherwi
     assert by_users["floor"]["difference"] == pytest.approx(M.paired_gauc_difference(
         table["user"], table["click"], M.clipped(noisy["predictions"]["click"]),
         M.clipped(oracle["predictions"]["click"])))
+    _, off = judged("noisy", oracle, c=BlessingConfig(margin=0.02, floor=False))  # off for this model
+    assert off["blessed"] and "floor logistic_regression not checked: off for this model" in off["reason"]
     # A floor that is not trained in this run: not compared, and the reason says so.
     skipped = evaluate_model(_save("noisy", tmp_path / "skip"), rows, table, ROLES, "pepnet", serving, config,
                              floor_name="logistic_regression")["blessings"]["pepnet"]

@@ -189,6 +189,7 @@ def test_blessing_options_pick_baselines_and_fail_early(tmp_path):
         else:
             assert floor is not None and floor.producer_component_id == "LogisticRegressionEvaluator", node
     assert not [n for n, c in pipeline(floor=None).items() if c.inputs.get("floor_evaluation") is not None]
+    assert pipeline(models={"samd": {"floor": False}})["SamdEvaluator"].inputs.get("floor_evaluation") is None
     assert nodes["AdlEvaluator"].exec_properties["blessing_config"] == '{"margin": 0.0}'
     with pytest.raises(ValueError, match="'pepnet' -> 'dcn'"):
         pipeline(baselines={"pepnet": "dcn"})
