@@ -9,8 +9,9 @@ GRec, shared-bottom, MMoE, the logistic-regression floor), all with one batch si
 ModelEvaluator (metrics per scenario and task on the raw test split, and a
 blessing; the floor's evaluator runs first, the others compare with it) and a
 pusher that pushes it only when blessed: KEEP and the unified models as one TF
-Serving model each, SAMD as one model `samd_<scenario>` per student; each push rewrites <output>/serving/models.config. EvaluationReport
-ends the run: report.md/.html, PNG plots and metrics.json.
+Serving model each, SAMD as one model `samd_<scenario>` per student; each push
+rewrites <output>/serving/models.config. EvaluationReport ends the run:
+report.md/.html, PNG plots and metrics.json.
 
 KEEP stage two, unless disabled: KnowledgeCenter (the cacheable knowledge heads and
 their cache) -> KnowledgePusher (`keep_knowledge`, a version per run, the newest 5
