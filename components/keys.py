@@ -9,6 +9,7 @@ executor: a key defined in component.py would be a circular import.
 
 # Artifacts.
 BASELINE_EVALUATION_KEY = "baseline_evaluation"
+FLOOR_EVALUATION_KEY = "floor_evaluation"
 KNOWLEDGE_KEY = "knowledge"  # the KnowledgeCenter's cache (a Model)
 REPORT_KEY = "report"
 SCENARIO_TABLE_KEY = "scenario_table"
@@ -24,6 +25,7 @@ ALPHA_KEY = "alpha"
 BLESSING_CONFIG_KEY = "blessing_config"
 DATA_ROOT_KEY = "data_root"
 EVAL_STEPS_KEY = "eval_steps"
+FLOOR_KEY = "floor"  # the floor model's name (ModelEvaluator)
 INPUT_FINGERPRINT_KEY = "input_fingerprint"
 MODEL_NAME_KEY = "model_name"
 RELAIMPR_BASE_KEY = "relaimpr_base"

@@ -150,7 +150,7 @@ class RunConsole:
         if progress_seconds is None:
             progress_seconds = float(os.environ.get(PROGRESS_ENV) or 60)
         self.progress_seconds = progress_seconds
-        self.evaluations: Dict[str, Dict] = {}  # served model name -> {"auc": x, "blessed": b}
+        self.evaluations: Dict[str, Dict] = {}  # served model name -> {"auc": x, "blessed": b, "reason": why}
         self.pushed: Dict[str, str] = {}  # served model name -> version
         self.report_dir = None
         self._current = None  # (node id, start time, execution id)
@@ -275,6 +275,10 @@ class RunConsole:
                 blessed = {True: "yes", False: "no"}.get(e.get("blessed"), "-")
                 lines.append(f"  {name:<{width}}  {auc:>8}  {blessed:<7}  {self.pushed.get(name, 'not pushed')}")
             lines.append("")
+            refused = [(n, self.evaluations[n].get("reason")) for n in names
+                       if self.evaluations.get(n, {}).get("blessed") is False]
+            if refused:
+                lines += ["  not blessed:"] + [f"    {n}: {why or '-'}" for n, why in refused] + [""]
         lines.append(f"  served models: {os.path.join(self.output_dir, 'serving')}")
         if self.report_dir:
             lines.append(f"  report: {os.path.join(self.report_dir, 'report.html')} "
@@ -423,15 +427,19 @@ def _evaluation(console: RunConsole, record: Dict) -> str:
     aucs = []
     for name, blessing in record.get("blessings", {}).items():
         auc = (record.get("metrics", {}).get(blessing.get("slice", "ALL"), {}).get("click") or {}).get("auc")
-        console.evaluations[name] = {"auc": auc, "blessed": bool(blessing.get("blessed"))}
+        console.evaluations[name] = {"auc": auc, "blessed": bool(blessing.get("blessed")),
+                                     "reason": blessing.get("reason")}
         aucs.append((name, auc, bool(blessing.get("blessed"))))
     if len(aucs) == 1:
         name, auc, blessed = aucs[0]
-        return (f"test click AUC {auc:.3f}, " if auc is not None else "") + ("blessed" if blessed else "NOT blessed")
+        return (f"test click AUC {auc:.3f}, " if auc is not None else "") + (
+            "blessed" if blessed else f"NOT blessed: {console.evaluations[name]['reason']}")
     scored = [a for _, a, _ in aucs if a is not None]
     blessed = sum(b for _, _, b in aucs)
     span = f"test click AUC {min(scored):.3f}-{max(scored):.3f}, " if scored else ""
-    return f"{len(aucs)} models, {span}{blessed}/{len(aucs)} blessed"
+    refused = [name for name, _, b in aucs if not b]
+    return f"{len(aucs)} models, {span}{blessed}/{len(aucs)} blessed" + (
+        f" (not: {', '.join(refused)})" if refused else "")
 
 
 def _pushed(console: RunConsole, artifact) -> str:

@@ -8,10 +8,11 @@ ScenarioSimilarity (Beam, on ExampleGen's train split) -> SamdTrainer (KEEP as t
 frozen teacher); and one Trainer per unified model and baseline (PEPNet, ADL,
 GRec, shared-bottom, MMoE, the logistic-regression floor), all with one batch size. Every trained model then goes through a
 ModelEvaluator (metrics per scenario and task on the raw test split, and a
-blessing) and a pusher that pushes it only when blessed: KEEP and the unified
-models as one TF Serving model each, SAMD as one model `samd_<scenario>` per
-student; each push rewrites <output>/serving/models.config. EvaluationReport
-ends the run: report.md/.html, PNG plots and metrics.json.
+blessing; the floor's evaluator runs first, the others compare with it) and a
+pusher that pushes it only when blessed: KEEP and the unified models as one TF
+Serving model each, SAMD as one model `samd_<scenario>` per student; each push
+rewrites <output>/serving/models.config. EvaluationReport ends the run:
+report.md/.html, PNG plots and metrics.json.
 
 KEEP stage two, unless disabled: KnowledgeCenter (the cacheable knowledge heads and
 their cache) -> KnowledgePusher (`keep_knowledge`, a version per run, the newest 5
@@ -246,17 +247,19 @@ def _downstream(options: PipelineOptions, head: Dict) -> Dict:
 
 
 def _evaluate_and_push(options: PipelineOptions, head: Dict, trained: Dict, downstream):
-    """({model: its ModelEvaluator}, [pushers]): evaluators, each after the baseline it must beat; then
-    the pushers one after the other (one writer of models.config at a time), each pushing only a blessed model."""
+    """({model: its ModelEvaluator}, [pushers]): evaluators, each after the baseline it must beat and the floor;
+    then the pushers one after the other (one writer of models.config at a time), each pushing only a blessed model."""
     evaluations = {}
     for name in options.evaluation_order(list(trained)):
         node, entry = trained[name], registry.get(name)
-        base = options.blessing_baselines.get(name)
+        base, floor = options.blessing_baselines.get(name), options.blessing_floor(name)
         evaluations[name] = ModelEvaluator(
             examples=head["examples"], model=node.outputs["model"], model_name=name,
             scenario_table=head["scenarios"], serving_dir=options.serving_dir,
             blessing_config=options.blessing_config(name),
             baseline_evaluation=evaluations[base].outputs["evaluation"] if base else None,
+            floor=options.blessing.floor,
+            floor_evaluation=evaluations[floor].outputs["evaluation"] if floor else None,
             knowledge=downstream["knowledge"] if downstream and entry.role == "downstream" else None,
         ).with_id(f"{entry.title}Evaluator")
     pushers = [downstream["pusher"]] if downstream else []

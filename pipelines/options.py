@@ -133,7 +133,14 @@ class BlessingOptions(FromDict):
     tolerance: Optional[float] = option(None, shown=f"`{json.dumps(BlessingConfig.tolerance)}`",
                                         doc="how far below the pushed version of the same model it may score")
     baselines: Dict[str, str] = option(dict, doc="{model: the trained model it must beat} (default baseline: chance)")
-    models: Dict[str, Dict[str, Any]] = option(dict, doc="{model: metric / margin / tolerance for that model}")
+    models: Dict[str, Dict[str, Any]] = option(dict, doc="{model: metric / margin / tolerance / floor (false: not "
+                                                         "compared with the floor) for that model}")
+    floor: Optional[str] = option(
+        "logistic_regression", doc="the floor: any other model (a SAMD student on its scenario's rows) is refused "
+                                   "when its metric is below the floor's on the same test rows, the paired 95% "
+                                   "interval of the difference entirely below 0; the floor itself is blessed whenever "
+                                   "its metric can be computed (the fallback). Not checked when not trained in the "
+                                   "run; null: off")
 
     def config_of(self, model: str) -> Dict:
         """The blessing rule's fields given for one model: the section's, then its `models` entry."""
@@ -257,6 +264,14 @@ class PipelineOptions:
                 raise OptionsError(str(e)) from None
             except ValueError as e:
                 raise OptionsError(f"KEEP_SAMD_BLESSING for {model or 'every model'}: {e}") from None
+        if blessing.floor is not None:
+            allowed = [n for n in registry.names() if registry.get(n).role in ("general", "unified")]
+            if blessing.floor not in allowed:  # the floor must have scored every row a model is judged on
+                raise OptionsError(f"KEEP_SAMD_BLESSING.floor={blessing.floor!r}: expected null or a model trained "
+                                   f"on every scenario, one of {allowed}")
+            if blessing.floor in blessing.baselines:
+                raise OptionsError(f"KEEP_SAMD_BLESSING.baselines: {blessing.floor!r} is the floor "
+                                   "(KEEP_SAMD_BLESSING.floor), blessed on its own: it takes no baseline")
         if blessing.baselines:
             trained = self.trained_models
             for model, base in blessing.baselines.items():
@@ -361,11 +376,20 @@ class PipelineOptions:
         """{model: the model it must beat}; a baseline is a trained model of this run."""
         return dict(self.blessing.baselines)
 
+    def blessing_floor(self, model: str) -> Optional[str]:
+        """The floor `model` is compared with: None when this run does not train it, or not for this model."""
+        floor = self.blessing.floor if self.blessing.floor in self.trained_models else None
+        return floor if floor != model and BlessingConfig.from_dict(self.blessing_config(model)).floor else None
+
     def evaluation_order(self, models: Sequence[str]) -> Tuple[str, ...]:
-        """`models` ordered so that each model's baseline is evaluated before it."""
+        """`models` ordered so that each model's baseline, and the floor, are evaluated before it."""
+        def waits_for(m):
+            floor = self.blessing_floor(m)
+            return {self.blessing.baselines.get(m), floor if floor in models else None} - {None}
+
         pending, done = list(models), []
         while pending:
-            ready = [m for m in pending if self.blessing.baselines.get(m) in (None, *done)]
+            ready = [m for m in pending if waits_for(m) <= set(done)]
             if not ready:
                 raise OptionsError(f"KEEP_SAMD_BLESSING baselines form a cycle among {pending}")
             done += ready

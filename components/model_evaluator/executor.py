@@ -8,8 +8,14 @@ for SAMD, one SavedModel per scenario in sub-folders: each student is scored on
 its own scenario's rows only, and blessed on its own. Blessing of students:
 ModelBlessing's `blessed` is 1 when at least one student is blessed, and
 blessing.json lists which, for SamdPusher.
+
+The floor (blessing.py): the floor model's evaluator runs first and its
+predictions.npz is this evaluator's `floor_evaluation`; each served model is
+compared with the floor's predictions on the same rows, which must be the same test
+split in the same order (checked).
 """
 
+import io
 import json
 import os
 from typing import Dict, Optional
@@ -22,11 +28,11 @@ from tfx.types import artifact_utils
 from tfx.types.standard_component_specs import BLESSING_KEY, EVALUATION_KEY, EXAMPLES_KEY, MODEL_KEY
 from tfx.utils import path_utils
 
-from components.keys import (BASELINE_EVALUATION_KEY, BLESSING_CONFIG_KEY, KNOWLEDGE_KEY, MODEL_NAME_KEY, SCENARIOS_KEY,
-                             SCENARIO_TABLE_KEY, SERVING_DIR_KEY)
+from components.keys import (BASELINE_EVALUATION_KEY, BLESSING_CONFIG_KEY, FLOOR_EVALUATION_KEY, FLOOR_KEY,
+                             KNOWLEDGE_KEY, MODEL_NAME_KEY, SCENARIOS_KEY, SCENARIO_TABLE_KEY, SERVING_DIR_KEY)
 from models import artifact_io
 from components.model_evaluator import metrics as M
-from components.model_evaluator.blessing import BlessingConfig, decide
+from components.model_evaluator.blessing import BlessingConfig, Floor, decide
 from schemas.scenarios import read_scenario_table, roles as scenario_roles
 
 EVALUATION_FILE = "evaluation.json"
@@ -107,6 +113,48 @@ def _previous_values(config, serving_dir, students, source, table, knowledge_dir
     return values
 
 
+def read_floor(evaluation_uri: str) -> Dict:
+    """The floor's name and per-row test predictions, as its evaluator wrote them."""
+    path = os.path.join(evaluation_uri, PREDICTIONS_FILE)
+    record = artifact_io.read_json(os.path.join(evaluation_uri, EVALUATION_FILE))
+    return {"model_name": record["model_name"], "path": path,
+            "predictions": dict(np.load(io.BytesIO(artifact_io.read_bytes(path))))}
+
+
+def check_aligned(floor: Dict, table, split: str) -> None:
+    """Raises unless the floor's predictions are of `table`'s rows in the same order: a paired
+    comparison of misaligned rows would be silently wrong."""
+    saved, n = floor["predictions"], len(table["scenario"])
+    problem = None
+    if len(saved["scenario"]) != n:
+        problem = f"{len(saved['scenario'])} rows against {n}"
+    else:
+        for column, key in (("user", "user"), ("scenario", "scenario"), *((t, f"{t}_label") for t in M.TASKS)):
+            differ = np.flatnonzero(np.asarray(saved[key]).astype(str) != np.asarray(table[column]).astype(str))
+            if len(differ):
+                problem = f"{column} differs at {len(differ)} rows (first: row {differ[0]})"
+                break
+    if problem:
+        raise ValueError(f"the floor's predictions {floor['path']} and the test split {split} do not align: "
+                         f"{problem}; both evaluators must read the same test split in the same order")
+
+
+def against_floor(config: BlessingConfig, table, pred, rows, floor: Dict) -> Floor:
+    """The model's metric against the floor's on `rows` (the model's, as its metric is scored), paired."""
+    metric, task = config.split_metric()
+    chosen = M.task_rows(table, rows, task)
+    saved = floor["predictions"]
+    if task not in saved or not saved[f"{task}_covered"][chosen].all():
+        raise ValueError(f"the floor {floor['model_name']} ({floor['path']}) did not score {task} on every row "
+                         "it is compared on")
+    y, ours, theirs = table[task][chosen], M.clipped(pred[task][chosen]), M.clipped(saved[task][chosen])
+    if metric == "auc":
+        return Floor(floor["model_name"], M.auc(y, theirs), int(chosen.sum()), M.paired_auc_difference(y, ours, theirs))
+    users = table["user"][chosen]
+    return Floor(floor["model_name"], M.gauc(users, y, theirs), int(chosen.sum()),
+                 M.paired_gauc_difference(users, y, ours, theirs))
+
+
 def cluster_by_scenario(model_dir, rows, table) -> Dict[str, list]:
     """{scenario: examples routed to each cluster} from a `routing` signature (ADL), else {}."""
     import tensorflow as tf
@@ -126,13 +174,17 @@ def cluster_by_scenario(model_dir, rows, table) -> Dict[str, list]:
 
 def evaluate_model(model_dir: str, rows, table, roles: Dict[str, str], model_name: str, serving_dir: str,
                    config: BlessingConfig, baseline: Optional[Dict] = None, knowledge_dir: Optional[str] = None,
-                   scenarios: Optional[list] = None, predictions: Optional[Dict] = None) -> Dict:
+                   scenarios: Optional[list] = None, predictions: Optional[Dict] = None,
+                   floor_name: Optional[str] = None, floor: Optional[Dict] = None) -> Dict:
     """The evaluation record: metrics, group means and one blessing per served model.
 
     `rows`: the split's serialized examples, an `metrics.ExampleSource` (streamed) or an array;
     `scenarios`: score only these scenarios' rows (a model of some scenarios only);
     `knowledge_dir`: the knowledge cache a KEEP-plugged model's input is looked up in;
-    `predictions`: a dict that receives {task: predictions, f"{task}_covered": mask} per row.
+    `predictions`: a dict that receives {task: predictions, f"{task}_covered": mask} per row;
+    `floor`: the floor's `read_floor`, aligned with `table`, each served model is compared with;
+    `floor_name`: the floor model, when no `floor` is given: this model itself (then blessed
+    whenever its metric can be computed) or one not trained in this run (not compared).
     """
     source = M.ExampleSource.of(rows)
     n = len(source)
@@ -162,12 +214,26 @@ def evaluate_model(model_dir: str, rows, table, roles: Dict[str, str], model_nam
             predictions[t], predictions[f"{t}_covered"] = pred[t].astype(np.float32), covered[t]
     per_slice = M.evaluate(table, pred, ordered, covered=covered)
     previous = _previous_values(config, serving_dir, students, source, table, knowledge_dir)
+    floor_name = floor["model_name"] if floor else floor_name
+    fallback = model_name == floor_name
+    if floor_name and not floor and not fallback and config.floor:
+        logging.info("the floor %s is not trained in this run: %s is not compared with it", floor_name, model_name)
     blessings = {}
     for name, (_, slice_name, mask) in students.items():
         base = config.value(baseline["metrics"], slice_name) if baseline else None
-        blessed, reason = decide(config, config.value(per_slice, slice_name), base, previous[name],
+        value, task = config.value(per_slice, slice_name), config.split_metric()[1]
+        against = None  # no floor, this is the floor, or no metric (refused anyway)
+        if floor_name and not fallback:
+            if not config.floor:
+                against = Floor(floor_name, skipped="off for this model")
+            elif not floor:
+                against = Floor(floor_name, skipped="not trained in this run")
+            elif value is not None:
+                against = against_floor(config, table, pred, mask & covered[task], floor)
+        blessed, reason = decide(config, value, base, previous[name], floor=against, fallback=fallback,
                                  baseline_name=baseline["model_name"] if baseline else "chance")
-        blessings[name] = {"blessed": blessed, "reason": reason, "slice": slice_name, "previous": previous[name]}
+        blessings[name] = {"blessed": blessed, "reason": reason, "slice": slice_name, "previous": previous[name],
+                           "floor": against.as_dict() if against else None, "fallback": fallback}
         logging.info("%s: %s (%s)", name, "BLESSED" if blessed else "NOT BLESSED", reason)
     routing = {}
     if M.ALL in {sl for _, sl, _ in students.values()}:
@@ -217,19 +283,22 @@ class Executor(base_executor.BaseExecutor):
         if input_dict.get(KNOWLEDGE_KEY):
             knowledge_dir = path_utils.serving_model_path(artifact_utils.get_single_uri(input_dict[KNOWLEDGE_KEY]))
         training = training_record(artifact_utils.get_single_uri(input_dict[MODEL_KEY]))
+        floor = None
+        if input_dict.get(FLOOR_EVALUATION_KEY):
+            floor = read_floor(artifact_utils.get_single_uri(input_dict[FLOOR_EVALUATION_KEY]))
+            check_aligned(floor, table, os.path.join(examples, f"Split-{TEST_SPLIT}"))
         predictions = {}
         record = evaluate_model(model_dir, rows, table, roles, exec_properties[MODEL_NAME_KEY],
                                 exec_properties[SERVING_DIR_KEY], config, baseline, knowledge_dir=knowledge_dir,
-                                scenarios=self._scenarios(exec_properties, training), predictions=predictions)
+                                scenarios=self._scenarios(exec_properties, training), predictions=predictions,
+                                floor_name=exec_properties.get(FLOOR_KEY) or None, floor=floor)
         # The budget it was trained with, for equal-budget comparisons in the report.
         keys = ("examples_seen", "epochs", "best_epoch", "batch_size", "parameters", "optimizer", "history")
         record["budget"] = {**{k: training.get(k) for k in keys}, "exported_bytes": exported_bytes(model_dir)}
 
         evaluation = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])
         artifact_io.write_json(os.path.join(evaluation.uri, EVALUATION_FILE), record)
-        # Paired comparisons (bench/quality.py) need each model's predictions on the same rows.
-        import io
-
+        # Paired comparisons (the floor's, bench/quality.py) need each model's predictions on the same rows.
         buffer = io.BytesIO()
         np.savez_compressed(buffer, user=table["user"].astype(str), scenario=table["scenario"].astype(str),
                             **{f"{t}_label": table[t] for t in M.TASKS}, **predictions)

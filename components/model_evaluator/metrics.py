@@ -388,9 +388,18 @@ def paired_gauc_difference(users, labels, scores_a, scores_b, level: float = 0.9
     return _percentile_interval(a - b, boot[:, 0] - boot[:, 1], level)
 
 
+def task_rows(table, mask, task) -> np.ndarray:
+    """The rows of `mask` a task is scored on: click over impressions, the others over clicks."""
+    return mask if task == "click" else mask & (table["click"] == 1)
+
+
+def clipped(predictions) -> np.ndarray:
+    return np.clip(predictions, 1e-7, 1 - 1e-7)
+
+
 def slice_metrics(table, pred, mask, task) -> Dict:
-    m = mask if task == "click" else mask & (table["click"] == 1)
-    y, p = table[task][m], np.clip(pred[task][m], 1e-7, 1 - 1e-7)
+    m = task_rows(table, mask, task)
+    y, p = table[task][m], clipped(pred[task][m])
     positives = int(y.sum())
     negatives = len(y) - positives
     auc_ci, gauc_ci = auc_interval(y, p), gauc_interval(table["user"][m], y, p)

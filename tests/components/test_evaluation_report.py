@@ -64,6 +64,17 @@ def test_every_output_has_the_cells_and_the_legend(tmp_path):
     assert saved["new"]["metrics"]["ALL"]["click"]["auc_ci"] == [0.701, 0.723]
 
 
+def test_the_blessing_table_says_why_a_model_was_refused(tmp_path):
+    evaluations = _evaluations()
+    reason = ("auc_click 0.700 is below the floor new 0.712 on the same 1,000 rows: difference -0.012 "
+              "[-0.020, -0.004] (paired 95%)")
+    evaluations["old"]["blessings"]["old"] = {"blessed": False, "reason": reason, "slice": "ALL"}
+    files = write_report(evaluations, str(tmp_path), base=None)
+    md, txt, page = (open(files[k]).read() for k in ("markdown", "text", "html"))
+    assert f"| old | NO | {reason} |" in md and reason in txt and html.escape(reason) in page
+    assert md.count(LEGEND) == len(M.TASKS) + 1  # the reason's interval does not put the legend under it
+
+
 def test_records_without_intervals_render_as_before(tmp_path):
     evaluations = {"old": _evaluations()["old"]}
     files = write_report(evaluations, str(tmp_path), base=None)

@@ -9,8 +9,8 @@ from sklearn.metrics import roc_auc_score
 
 from components.evaluation_report.report import write_report
 from components.model_evaluator import metrics as M
-from components.model_evaluator.blessing import BlessingConfig, decide
-from components.model_evaluator.executor import evaluate_model, latest_version
+from components.model_evaluator.blessing import BlessingConfig, Floor, decide
+from components.model_evaluator.executor import check_aligned, evaluate_model, latest_version
 
 ROLES = {"home": "super", "feed_a": "homogeneous", "feed_b": "homogeneous", "pay": "heterogeneous",
          "tiny": "minor"}
@@ -194,6 +194,32 @@ def test_blessing_rule():
         BlessingConfig(metric="logloss_click")
 
 
+def test_blessing_refuses_only_a_model_whose_paired_interval_is_entirely_below_the_floor():
+    c = BlessingConfig(metric="auc_click", margin=0.01)
+    below = Floor("logistic_regression", 0.648, 2345, (-0.036, -0.048, -0.024))
+    blessed, why = decide(c, 0.612, floor=below)
+    assert not blessed
+    assert why == ("auc_click 0.612 is below the floor logistic_regression 0.648 on the same 2,345 rows: "
+                   "difference -0.036 [-0.048, -0.024] (paired 95%)")
+    # Below the floor's value but not surely: no difference, blessed; the reason still names the interval.
+    blessed, why = decide(c, 0.640, floor=Floor("logistic_regression", 0.648, 2345, (-0.008, -0.020, 0.004)))
+    assert blessed and "not below the floor logistic_regression 0.648" in why and "[-0.020, +0.004]" in why
+    assert decide(c, 0.640, floor=Floor("lr", 0.640, 10, (0.0, -0.01, 0.0)))[0]  # an interval touching 0
+    assert decide(c, 0.700, floor=Floor("lr", 0.648, 2345, (0.052, 0.040, 0.064)))[0]
+    assert decide(c, 0.640, floor=Floor("lr", None, 30, None))[0]  # too few rows of a class to compare
+    blessed, why = decide(c, 0.612, floor=Floor("logistic_regression", skipped="not trained in this run"))
+    assert blessed and "floor logistic_regression not checked: not trained in this run" in why
+    # The floor check is besides the others: chance's margin still refuses first.
+    assert "chance" in decide(c, 0.505, floor=Floor("lr", 0.5, 9, (0.005, -0.1, 0.11)))[1]
+
+
+def test_the_floor_is_blessed_whenever_its_metric_can_be_computed():
+    c = BlessingConfig(metric="auc_click", margin=0.05, tolerance=0.01)
+    blessed, why = decide(c, 0.52, previous=0.70, fallback=True)  # below the margin and regressing: the fallback
+    assert blessed and "the floor" in why and "0.7000" in why
+    assert not decide(c, None, fallback=True)[0]
+
+
 # A tiny test split and SavedModels that score it: "oracle" predicts the true probability,
 # "noisy" mixes it with a per-row noise column, "reversed" predicts its complement.
 def _example(row):
@@ -294,6 +320,81 @@ def test_evaluator_scores_blesses_and_refuses_regressions(eval_split, tmp_path):
     assert again["blessings"]["x"]["blessed"] and again["baseline"] == "oracle"
 
 
+def _floor(tmp_path, kind, rows, table, name="logistic_regression"):
+    """A floor as the evaluator reads it (`read_floor`): a `kind` model's predictions on the split."""
+    saved = {}
+    record = evaluate_model(_save(kind, tmp_path / f"floor_{kind}"), rows, table, ROLES, name,
+                            str(tmp_path / "serving"), BlessingConfig(margin=0.5), predictions=saved, floor_name=name)
+    assert record["blessings"][name]["blessed"] and record["blessings"][name]["fallback"]  # despite the margin
+    return {"model_name": name, "path": f"{kind}/predictions.npz", "predictions": saved}
+
+
+def test_a_model_is_refused_below_the_floor_on_the_same_rows_and_blessed_otherwise(eval_split, tmp_path):
+    rows, table = eval_split
+    config, serving = BlessingConfig(metric="auc_click", margin=0.02), str(tmp_path / "serving")
+    oracle, noisy = _floor(tmp_path, "oracle", rows, table), _floor(tmp_path, "noisy", rows, table)
+
+    def judged(kind, floor, name="pepnet", c=config):
+        record = evaluate_model(_save(kind, tmp_path / f"{name}_{kind}"), rows, table, ROLES, name, serving, c,
+                                floor=floor)
+        return record, record["blessings"][name]
+
+    record, below = judged("noisy", oracle)
+    value = record["metrics"]["ALL"]["click"]["auc"]
+    assert value > 0.5 + config.margin  # it beats chance: the floor alone refuses it
+    assert not below["blessed"] and below["reason"].startswith(
+        f"auc_click {value:.3f} is below the floor logistic_regression {below['floor']['value']:.3f} "
+        "on the same 3,000 rows: difference -")
+    expected = M.paired_auc_difference(table["click"], M.clipped(noisy["predictions"]["click"]),
+                                       M.clipped(oracle["predictions"]["click"]))
+    assert below["floor"]["difference"] == pytest.approx(expected) and expected[2] < 0
+    assert below["floor"]["value"] == pytest.approx(record["metrics"]["ALL"]["click"]["auc"] - expected[0])
+    _, same = judged("oracle", oracle)  # no difference
+    assert same["blessed"] and same["floor"]["difference"] == pytest.approx((0.0, 0.0, 0.0))
+    _, above = judged("oracle", noisy)
+    assert above["blessed"] and above["floor"]["difference"][1] > 0
+    # GAUC: the paired bootstrap over users.
+    _, by_users = judged("noisy", oracle, c=BlessingConfig(metric="gauc_click", margin=0.0))
+    assert by_users["floor"]["difference"] == pytest.approx(M.paired_gauc_difference(
+        table["user"], table["click"], M.clipped(noisy["predictions"]["click"]),
+        M.clipped(oracle["predictions"]["click"])))
+    _, off = judged("noisy", oracle, c=BlessingConfig(margin=0.02, floor=False))  # off for this model
+    assert off["blessed"] and "floor logistic_regression not checked: off for this model" in off["reason"]
+    # A floor that is not trained in this run: not compared, and the reason says so.
+    skipped = evaluate_model(_save("noisy", tmp_path / "skip"), rows, table, ROLES, "pepnet", serving, config,
+                             floor_name="logistic_regression")["blessings"]["pepnet"]
+    assert skipped["blessed"] and "floor logistic_regression not checked: not trained in this run" in skipped["reason"]
+
+
+def test_a_student_is_compared_with_the_floor_on_its_own_scenario(eval_split, tmp_path):
+    rows, table = eval_split
+    students = tmp_path / "students"
+    _save("oracle", students / "feed_a")
+    _save("noisy", students / "pay")
+    floor = _floor(tmp_path, "oracle", rows, table)
+    record = evaluate_model(str(students), rows, table, ROLES, "samd", str(tmp_path / "serving"),
+                            BlessingConfig(margin=-1.0), floor=floor)
+    pay = table["scenario"] == "pay"
+    b = record["blessings"]
+    assert b["samd_pay"]["floor"]["rows"] == int(pay.sum()) and not b["samd_pay"]["blessed"]
+    assert b["samd_pay"]["floor"]["value"] == pytest.approx(M.auc(table["click"][pay], floor["predictions"]["click"][pay]))
+    assert "below the floor" in b["samd_pay"]["reason"]
+    assert b["samd_feed_a"]["blessed"] and b["samd_feed_a"]["floor"]["rows"] == int((table["scenario"] == "feed_a").sum())
+
+
+def test_misaligned_floor_predictions_raise_naming_both_files(eval_split, tmp_path):
+    rows, table = eval_split
+    floor = _floor(tmp_path, "oracle", rows, table)
+    saved = {"user": table["user"], "scenario": table["scenario"], **{f"{t}_label": table[t] for t in M.TASKS}}
+    check_aligned({**floor, "predictions": saved}, table, "examples/Split-test")  # aligned: nothing raised
+    order = np.random.default_rng(0).permutation(len(table["user"]))
+    with pytest.raises(ValueError, match=r"floor's predictions oracle/predictions.npz and the test split "
+                                         r"examples/Split-test do not align: user differs"):
+        check_aligned({**floor, "predictions": {k: v[order] for k, v in saved.items()}}, table, "examples/Split-test")
+    with pytest.raises(ValueError, match="2999 rows against 3000"):
+        check_aligned({**floor, "predictions": {k: v[1:] for k, v in saved.items()}}, table, "examples/Split-test")
+
+
 def test_students_are_scored_and_blessed_on_their_own_scenario(eval_split, tmp_path):
     rows, table = eval_split
     students = tmp_path / "students"
@@ -363,6 +464,43 @@ def test_report_has_every_model_table_and_png(eval_split, tmp_path):
     assert "<img src=\"auc_click.png\">" in open(files["html"]).read()
 
 
+def _write_split_and_scenarios(eval_split, tmp_path):
+    """ExampleGen's three splits of `eval_split` (test: its rows 1000 on) and the scenario table, in tmp_path."""
+    rows, _ = eval_split
+    for split, chosen in (("train", rows[:700]), ("validation", rows[700:1000]), ("test", rows[1000:])):
+        os.makedirs(tmp_path / "examples" / f"Split-{split}")
+        with tf.io.TFRecordWriter(str(tmp_path / "examples" / f"Split-{split}" / "data.gz"), options="GZIP") as w:
+            for r in chosen:
+                w.write(r)
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / "scenarios.csv").write_text(
+        "scenario_id,role,exposure_position,business_type,item_family\n" + "".join(
+            f"{s},{r},top,feed,general\n" for s, r in ROLES.items()))
+
+
+def _do(place, out, name, model, extra_inputs=None, **exec_properties):
+    """Executor.Do of a ModelEvaluator on the `examples` and `scenarios` folders (placed by `place`):
+    (evaluation, blessing) artifacts, written under `out`(folder name)."""
+    from tfx.types import standard_artifacts
+    from tfx.types.standard_component_specs import BLESSING_KEY, EVALUATION_KEY, EXAMPLES_KEY, MODEL_KEY
+
+    from components.artifacts import ScenarioTable
+    from components.keys import BLESSING_CONFIG_KEY, MODEL_NAME_KEY, SCENARIO_TABLE_KEY, SERVING_DIR_KEY
+    from components.model_evaluator import executor as E
+    from tests.components import artifact
+
+    evaluation = artifact(standard_artifacts.ModelEvaluation, out(f"{name}_evaluation"))
+    blessing = artifact(standard_artifacts.ModelBlessing, out(f"{name}_blessing"))
+    E.Executor().Do({EXAMPLES_KEY: [artifact(standard_artifacts.Examples, place("examples"),
+                                             ["train", "validation", "test"])],
+                     MODEL_KEY: [artifact(standard_artifacts.Model, place(model))],
+                     SCENARIO_TABLE_KEY: [artifact(ScenarioTable, place("scenarios"))], **(extra_inputs or {})},
+                    {EVALUATION_KEY: [evaluation], BLESSING_KEY: [blessing]},
+                    {MODEL_NAME_KEY: name, SERVING_DIR_KEY: out("serving"), BLESSING_CONFIG_KEY: "{}",
+                     **exec_properties})
+    return evaluation, blessing
+
+
 @pytest.mark.parametrize("filesystem", ["local", "ram"])
 def test_executor_scores_the_test_split_only_and_records_budget_and_predictions(eval_split, tmp_path, filesystem):
     """Executor.Do on an artifact with all three splits: only Split-test rows are scored; on ram:// too."""
@@ -370,37 +508,18 @@ def test_executor_scores_the_test_split_only_and_records_budget_and_predictions(
     import json as _json
 
     from tfx.dsl.io import fileio
-    from tfx.types import standard_artifacts
-    from tfx.types.standard_component_specs import BLESSING_KEY, EVALUATION_KEY, EXAMPLES_KEY, MODEL_KEY
 
-    from components.artifacts import ScenarioTable
-    from components.keys import BLESSING_CONFIG_KEY, MODEL_NAME_KEY, SCENARIO_TABLE_KEY, SERVING_DIR_KEY
     from components.model_evaluator import executor as E
-    from tests.components import artifact, ram_dir, to_ram
+    from tests.components import ram_dir, to_ram
 
-    rows, table = eval_split
-    for split, chosen in (("train", rows[:700]), ("validation", rows[700:1000]), ("test", rows[1000:])):
-        os.makedirs(tmp_path / "examples" / f"Split-{split}")
-        with tf.io.TFRecordWriter(str(tmp_path / "examples" / f"Split-{split}" / "data.gz"), options="GZIP") as w:
-            for r in chosen:
-                w.write(r)
+    _, table = eval_split
+    _write_split_and_scenarios(eval_split, tmp_path)
     _save("oracle", tmp_path / "model" / "Format-Serving")
     (tmp_path / "model" / "training.json").write_text(_json.dumps({"examples_seen": 5120, "epochs": 2,
                                                                    "parameters": 99, "optimizer": "Adam(0.001)"}))
-    (tmp_path / "scenarios").mkdir()
-    (tmp_path / "scenarios" / "scenarios.csv").write_text(
-        "scenario_id,role,exposure_position,business_type,item_family\n" + "".join(
-            f"{s},{r},top,feed,general\n" for s, r in ROLES.items()))
     place = (lambda name: to_ram(str(tmp_path / name))) if filesystem == "ram" else (lambda name: str(tmp_path / name))
     out = (lambda name: ram_dir(name)) if filesystem == "ram" else (lambda name: str(tmp_path / name))
-    examples = artifact(standard_artifacts.Examples, place("examples"), ["train", "validation", "test"])
-    model = artifact(standard_artifacts.Model, place("model"))
-    evaluation = artifact(standard_artifacts.ModelEvaluation, out("evaluation"))
-    blessing = artifact(standard_artifacts.ModelBlessing, out("blessing"))
-    E.Executor().Do({EXAMPLES_KEY: [examples], MODEL_KEY: [model],
-                     SCENARIO_TABLE_KEY: [artifact(ScenarioTable, place("scenarios"))]},
-                    {EVALUATION_KEY: [evaluation], BLESSING_KEY: [blessing]},
-                    {MODEL_NAME_KEY: "m", SERVING_DIR_KEY: out("serving"), BLESSING_CONFIG_KEY: "{}"})
+    evaluation, blessing = _do(place, out, "m", "model")
     with fileio.open(os.path.join(evaluation.uri, E.EVALUATION_FILE)) as f:
         record = _json.loads(f.read())
     assert record["test_rows"] == 2000  # the test split's rows, none of train's or validation's
@@ -413,6 +532,41 @@ def test_executor_scores_the_test_split_only_and_records_budget_and_predictions(
     assert saved["click_covered"].all()
     assert fileio.exists(os.path.join(blessing.uri, "BLESSED" if blessing.get_int_custom_property("blessed")
                                       else "NOT_BLESSED"))
+
+
+def test_executor_refuses_a_planted_model_below_the_floor_and_blesses_the_floor(eval_split, tmp_path):
+    """The floor's evaluation, as its evaluator wrote it, is the input of another model's evaluator."""
+    import io
+
+    from components.keys import FLOOR_EVALUATION_KEY, FLOOR_KEY
+    from components.model_evaluator import executor as E
+    from models import artifact_io
+
+    _write_split_and_scenarios(eval_split, tmp_path)
+    _save("oracle", tmp_path / "floor" / "Format-Serving")
+    _save("noisy", tmp_path / "planted" / "Format-Serving")
+    def here(name):
+        return str(tmp_path / name)
+
+    floor = {FLOOR_KEY: "logistic_regression"}
+    floor_evaluation, floor_blessing = _do(here, here, "logistic_regression", "floor", **floor)
+    assert floor_blessing.get_int_custom_property("blessed") == 1
+    assert os.path.exists(os.path.join(floor_blessing.uri, "BLESSED"))
+    _, blessing = _do(here, here, "pepnet", "planted", {FLOOR_EVALUATION_KEY: [floor_evaluation]}, **floor)
+    assert blessing.get_int_custom_property("blessed") == 0
+    assert os.path.exists(os.path.join(blessing.uri, "NOT_BLESSED"))
+    verdict = artifact_io.read_json(os.path.join(blessing.uri, E.BLESSING_FILE))["pepnet"]
+    assert "below the floor logistic_regression" in verdict["reason"] and "on the same 2,000 rows" in verdict["reason"]
+    assert verdict["floor"]["difference"][2] < 0
+    # The floor's predictions of other rows (here: in another order) stop the evaluator, naming both.
+    path = os.path.join(floor_evaluation.uri, E.PREDICTIONS_FILE)
+    saved = dict(np.load(path))
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: v[::-1] for k, v in saved.items()})
+    artifact_io.write_bytes(path, buffer.getvalue())
+    with pytest.raises(ValueError, match=f"{path} and the test split {tmp_path / 'examples' / 'Split-test'} "
+                                         "do not align"):
+        _do(here, here, "pepnet", "planted", {FLOOR_EVALUATION_KEY: [floor_evaluation]}, **floor)
 
 
 def test_read_split_streams_columns_and_tolerates_a_feature_without_values(tmp_path):

@@ -148,6 +148,10 @@ def _write(path, doc):
         json.dump(doc, f)
 
 
+FLOOR_REASON = ("auc_click 0.550 is below the floor logistic_regression 0.600 on the same 812 rows: "
+                "difference -0.050 [-0.080, -0.020] (paired 95%)")
+
+
 def test_key_figures_feed_the_summary_table(tmp_path):
     console, out = _console(tmp_path, ["KeepEvaluator", "SamdEvaluator", "KeepPusher", "SamdPusher", "MmoePusher"])
     keep = tmp_path / "keep_eval"
@@ -158,9 +162,16 @@ def test_key_figures_feed_the_summary_table(tmp_path):
     _write(str(samd / "evaluation.json"), {
         "metrics": {"banner": {"click": {"auc": 0.6}}, "home_feed": {"click": {"auc": 0.55}}},
         "blessings": {"samd_banner": {"blessed": True, "slice": "banner"},
-                      "samd_home_feed": {"blessed": False, "slice": "home_feed"}}})
+                      "samd_home_feed": {"blessed": False, "slice": "home_feed", "reason": FLOOR_REASON}}})
+    mmoe = tmp_path / "mmoe_eval"
+    _write(str(mmoe / "evaluation.json"), {
+        "metrics": {"ALL": {"click": {"auc": 0.43}}},
+        "blessings": {"mmoe": {"blessed": False, "slice": "ALL", "reason": "auc_click 0.4300 does not beat chance"}}})
     assert C._figure(console, "evaluation", _artifact(keep)) == "test click AUC 0.712, blessed"
-    assert C._figure(console, "evaluation", _artifact(samd)) == "2 models, test click AUC 0.550-0.600, 1/2 blessed"
+    assert C._figure(console, "evaluation", _artifact(samd)) == \
+        "2 models, test click AUC 0.550-0.600, 1/2 blessed (not: samd_home_feed)"
+    assert C._figure(console, "evaluation", _artifact(mmoe)) == \
+        "test click AUC 0.430, NOT blessed: auc_click 0.4300 does not beat chance"
     pushed = _artifact(tmp_path / "push", pushed=1, pushed_version="17",
                        pushed_destination=str(tmp_path / "serving" / "keep_general" / "17"))
     assert C._figure(console, "pushed_model", pushed) == "pushed keep_general version 17"
@@ -172,10 +183,14 @@ def test_key_figures_feed_the_summary_table(tmp_path):
     assert C._figure(console, "model_run", _artifact(tmp_path / "run")) == \
         "validation click AUC 0.650 (best of 3 epochs)"
 
-    rows = {line.split()[0]: line.split()[1:] for line in console.summary()[3:] if line.startswith("  samd_")
-            or line.startswith("  keep_")}
+    summary = console.summary()
+    rows = {line.split()[0]: line.split()[1:] for line in summary[3:] if line.startswith("  samd_")
+            or line.startswith("  keep_") or line.startswith("  mmoe")}
     assert rows == {"keep_general": ["0.712", "yes", "17"], "samd_banner": ["0.600", "yes", "18"],
-                    "samd_home_feed": ["0.550", "no", "not", "pushed"]}
+                    "samd_home_feed": ["0.550", "no", "not", "pushed"], "mmoe": ["0.430", "no", "not", "pushed"]}
+    # Under the table, each refused model with its reason.
+    refused = summary[summary.index("  not blessed:") + 1:]
+    assert refused[:2] == [f"    samd_home_feed: {FLOOR_REASON}", "    mmoe: auc_click 0.4300 does not beat chance"]
 
 
 def test_pipeline_create_is_recognised_as_compiling_only():

@@ -178,6 +178,18 @@ def test_blessing_options_pick_baselines_and_fail_early(tmp_path):
     nodes = pipeline(baselines={"pepnet": "shared_bottom", "samd": "keep_general"}, margin=0.0)
     assert "SharedBottomEvaluator" in {u.id for u in nodes["PepnetEvaluator"].upstream_nodes}
     assert "KeepEvaluator" in {u.id for u in nodes["SamdEvaluator"].upstream_nodes}
+    # The floor's evaluation is every other evaluator's input; the floor's evaluator has none.
+    evaluators = [n for n in nodes if n.endswith("Evaluator")]
+    assert len(evaluators) == len(PipelineOptions().trained_models)
+    for node in evaluators:
+        floor = nodes[node].inputs.get("floor_evaluation")
+        assert nodes[node].exec_properties["floor"] == "logistic_regression", node
+        if node == "LogisticRegressionEvaluator":
+            assert floor is None
+        else:
+            assert floor is not None and floor.producer_component_id == "LogisticRegressionEvaluator", node
+    assert not [n for n, c in pipeline(floor=None).items() if c.inputs.get("floor_evaluation") is not None]
+    assert pipeline(models={"samd": {"floor": False}})["SamdEvaluator"].inputs.get("floor_evaluation") is None
     assert nodes["AdlEvaluator"].exec_properties["blessing_config"] == '{"margin": 0.0}'
     with pytest.raises(ValueError, match="'pepnet' -> 'dcn'"):
         pipeline(baselines={"pepnet": "dcn"})

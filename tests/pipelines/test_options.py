@@ -21,7 +21,7 @@ E2E_ENV = {
     "KEEP_SAMD_SAMD": json.dumps({"train_steps": 200, "epochs": 2, "samd": {"batch_size": 64}}),
     "KEEP_SAMD_UNIFIED": json.dumps({"train_steps": 150, "corrupt_labels": {"mmoe": "invert"}}),
     "KEEP_SAMD_BLESSING": json.dumps({"metric": "auc_click", "margin": 0.03, "models": {
-        "samd": {"margin": -1.0}, "keep_downstream": {"tolerance": 1.0}}}),
+        "samd": {"margin": -1.0}, "keep_downstream": {"tolerance": 1.0, "floor": False}}}),
     "KEEP_SAMD_DOWNSTREAM": json.dumps({"spans": 1, "train_steps": 150, "knowledge_train_steps": 150, "epochs": 2,
                                         "downstream": {"batch_size": 256}, "knowledge": {"batch_size": 256}}),
 }
@@ -94,6 +94,7 @@ def test_the_environment_interface_gives_typed_sections_and_the_trainers_their_c
     assert configs[0].config == o.keep and configs[0].model.name == "keep_general"
     assert o.blessing_config("samd") == {"metric": "auc_click", "margin": -1.0}
     assert o.blessing_config("pepnet") == {"metric": "auc_click", "margin": 0.03}
+    assert o.blessing_floor("pepnet") == "logistic_regression" and o.blessing_floor("keep_downstream") is None
     assert o.unified.corrupt_labels == {"mmoe": "invert"}
     # the second e2e run: SAMD and the unified models off, their blessing entries still allowed
     second = PipelineOptions.from_env({**E2E_ENV, "KEEP_SAMD_SAMD": '{"enabled": false}',
@@ -151,15 +152,39 @@ def test_sections_accept_dicts_and_replace_checks_again():
      r"KEEP_SAMD_DOWNSTREAM.knowledge: strategy 'x': one of"),
     ({"KEEP_SAMD_BLESSING": '{"models": {"pepnte": {}}}'}, r"KEEP_SAMD_BLESSING.models: unknown model\(s\) \['pepnte'\]"),
     ({"KEEP_SAMD_BLESSING": '{"models": {"grec": {"margn": 0}}}'},
-     r"unknown KEEP_SAMD_BLESSING.models.grec field\(s\): \['margn'\]; allowed: \['margin', 'metric', 'tolerance'\]"),
+     r"unknown KEEP_SAMD_BLESSING.models.grec field\(s\): \['margn'\]; allowed: \['floor', 'margin', 'metric', "
+     r"'tolerance'\]"),
     ({"KEEP_SAMD_BLESSING": '{"metric": "auc_ctr"}'}, r"KEEP_SAMD_BLESSING for every model: .*'auc_ctr': expected"),
     ({"KEEP_SAMD_BLESSING": '{"baselines": {"pepnet": "adl", "adl": "pepnet"}}'}, r"cycle"),
     ({"KEEP_SAMD_BLESSING": '{"baselines": {"samd": "keep_general"}}', "KEEP_SAMD_SAMD": '{"enabled": false}'},
      r"baselines: 'samd' -> 'keep_general': both must be trained"),
+    ({"KEEP_SAMD_BLESSING": '{"floor": "logistic"}'},
+     r"KEEP_SAMD_BLESSING.floor='logistic': expected null or a model trained on every scenario, one of \[.*'pepnet'"),
+    ({"KEEP_SAMD_BLESSING": '{"floor": "samd"}'}, r"KEEP_SAMD_BLESSING.floor='samd': expected null or a model"),
+    ({"KEEP_SAMD_BLESSING": '{"floor": 3}'}, r"KEEP_SAMD_BLESSING.floor=3: expected string or null"),
+    ({"KEEP_SAMD_BLESSING": '{"baselines": {"logistic_regression": "pepnet"}}'},
+     r"'logistic_regression' is the floor \(KEEP_SAMD_BLESSING.floor\), blessed on its own"),
 ])
 def test_an_invalid_option_names_the_field_the_value_and_the_allowed_ones(env, message):
     with pytest.raises(OptionsError, match=message):
         PipelineOptions.from_env(env)
+
+
+def test_the_floor_is_evaluated_before_every_other_model_when_trained():
+    o = PipelineOptions(blessing={"baselines": {"pepnet": "shared_bottom"}})
+    assert o.blessing.floor == "logistic_regression" and o.blessing_floor("pepnet") == "logistic_regression"
+    assert o.blessing_floor("logistic_regression") is None  # the floor is compared with nothing
+    order = o.evaluation_order(o.trained_models)
+    assert order[0] == "logistic_regression" and order.index("shared_bottom") < order.index("pepnet")
+    assert sorted(order) == sorted(o.trained_models)
+    # Not trained in the run, or off (for every model, or for one): nothing is compared with it.
+    assert PipelineOptions(unified={"models": ["pepnet"]}).blessing_floor("pepnet") is None
+    assert PipelineOptions(blessing={"floor": None}).blessing_floor("pepnet") is None
+    one_off = PipelineOptions(blessing={"models": {"samd": {"floor": False}}})
+    assert one_off.blessing_floor("samd") is None and one_off.blessing_floor("pepnet") == "logistic_regression"
+    assert one_off.evaluation_order(("samd", "logistic_regression")) == ("samd", "logistic_regression")
+    assert PipelineOptions(blessing={"floor": "keep_general"}).evaluation_order(("samd", "keep_general")) == (
+        "keep_general", "samd")
 
 
 def test_the_pipeline_passes_each_trainer_its_epochs_and_steps(tmp_path):

@@ -26,6 +26,7 @@ from tests.pipelines import (BIN, CLI_QUIET, PLANTED, PROGRESS_SECONDS, REPO, TF
                              pipeline_env as _env, read_json as _read_json, run_command as _run)
 
 pytestmark = pytest.mark.e2e
+FLOOR = "logistic_regression"  # KEEP_SAMD_BLESSING.floor's default, on in the module's run
 
 
 Run = collections.namedtuple("Run", "tmp create run")
@@ -109,10 +110,13 @@ def test_run_console_shows_each_component_once_started_and_once_done_then_a_summ
     assert rest[0].startswith("keep_samd: run finished in "), rest
     assert rest[1].split() == ["model", "test", "AUC", "blessed", "pushed", "version"], rest
     table = {row.split()[0]: row.split()[1:] for row in rest[2:] if not row.strip().endswith(")") and ":" not in row}
-    keep = _read_json(_one(os.path.join(tmp, "runs", "pipelines", "keep_samd", "KeepEvaluator", "evaluation", "*",
-                                        "evaluation.json")))
-    assert table["keep_general"] == [f"{keep['metrics']['ALL']['click']['auc']:.3f}", "yes",
-                                     os.path.basename(_latest(tmp, "keep_general"))]
+    keep = _evaluation(tmp, "KeepEvaluator")
+    assert table["keep_general"][0] == f"{keep['metrics']['ALL']['click']['auc']:.3f}"
+    blessings = _blessings(tmp)
+    for name, b in blessings.items():  # blessed and pushed, or neither and the reason under the table
+        assert table[name][1:] == (["yes", os.path.basename(_latest(tmp, name))] if b["blessed"]
+                                   else ["no", "not", "pushed"]), (name, b)
+        assert (f"    {name}: {b['reason']}" in rest) == (not b["blessed"]), name
     assert table[PLANTED][1:] == ["no", "not", "pushed"]
     assert len([name for name in table if name.startswith("samd_")]) == 8
     report = next(row for row in rest if row.strip().startswith("report: ")).split()[1]
@@ -122,9 +126,10 @@ def test_run_console_shows_each_component_once_started_and_once_done_then_a_summ
     with open(log) as f:
         logged = f.read()
     assert "Component KeepTrainer is running" in logged and "Epoch 1/" in logged
-def test_pipeline_pushes_a_servable_keep_model(pipeline_run):
+def test_pipeline_pushes_a_servable_model_the_floor_always(pipeline_run):
     tmp = pipeline_run.tmp
-    saved_model = _one(os.path.join(tmp, "runs", "serving", "keep_general", "*", "saved_model.pb"))
+    # The floor is pushed whatever the others do (KEEP only when not below it: not on this tiny data).
+    saved_model = _one(os.path.join(tmp, "runs", "serving", FLOOR, "*", "saved_model.pb"))
     # Root, metadata and pushed models live under the output folder, none in the source tree.
     assert os.path.exists(os.path.join(tmp, "runs", "metadata", "keep_samd", "metadata.sqlite"))
     assert os.path.isdir(os.path.join(tmp, "runs", "pipelines", "keep_samd", "Transform"))
@@ -134,7 +139,7 @@ def test_pipeline_pushes_a_servable_keep_model(pipeline_run):
     with open(os.path.join(tmp, "runs", "serving", "models.config")) as f:
         config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
     listed = {c.name: c.base_path for c in config.model_config_list.config}
-    assert listed["keep_general"] == os.path.join(tmp, "runs", "serving", "keep_general")
+    assert listed[FLOOR] == os.path.join(tmp, "runs", "serving", FLOOR)
     pushed = {d for d in os.listdir(os.path.join(tmp, "runs", "serving"))
               if os.path.isdir(os.path.join(tmp, "runs", "serving", d))}
     assert set(listed) == pushed  # every pushed model, SAMD students and unified models included
@@ -142,12 +147,12 @@ def test_pipeline_pushes_a_servable_keep_model(pipeline_run):
     assert os.path.getsize(os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")) > 0
 
 
-def test_pushed_model_predicts_in_a_fresh_process_that_imports_nothing_from_the_repo(pipeline_run, reports_dir,
+def test_keep_export_predicts_in_a_fresh_process_that_imports_nothing_from_the_repo(pipeline_run, reports_dir,
                                                                                      record_property):
     from tests.conftest import KEEP_E2E_PROPERTY
 
     tmp = pipeline_run.tmp
-    report = _standalone(tmp, _latest(tmp, "keep_general"))
+    report = _standalone(tmp, _export(tmp, "keep_general"))
     assert report["knowledge_width"] == 48 + 3 * 16 + 3 * 64
     overall = report["scenarios"]["ALL"]
     with open(os.path.join(reports_dir, "keep_e2e.json"), "w") as f:
@@ -186,15 +191,28 @@ def _dir_size(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
+def _trained(tmp, trainer):
+    """A trainer's exported model (pushed or not: a model below the floor is not)."""
+    return _one(os.path.join(tmp, "runs", "pipelines", "keep_samd", trainer, "model", "*", "Format-Serving"))
+
+
+def _export(tmp, name):
+    """A model's pushed version when it was blessed, else its trainer's export (the same SavedModel)."""
+    from models import registry
+
+    if _blessings(tmp)[name]["blessed"]:
+        return _latest(tmp, name)
+    return _trained(tmp, f"{registry.get(name).title}Trainer")
+
+
 def test_every_scenario_gets_a_standalone_samd_student(pipeline_run):
     tmp = pipeline_run.tmp
     with open(os.path.join(tmp, "data", "scenarios.csv")) as f:
         scenarios = [line.split(",")[0] for line in f.read().split("\n")[1:] if line]
-    teacher = _latest(tmp, "keep_general")
+    teacher, students = _trained(tmp, "KeepTrainer"), _trained(tmp, "SamdTrainer")
     for sid in scenarios:
-        student = _latest(tmp, f"samd_{sid}")
-        assert _dir_size(student) < 0.5 * _dir_size(teacher), sid
-    report = _standalone(tmp, _latest(tmp, "samd_payment_page"))
+        assert _dir_size(os.path.join(students, sid)) < 0.5 * _dir_size(teacher), sid
+    report = _standalone(tmp, os.path.join(students, "payment_page"))
     assert report["tasks"] == ["click", "conversion", "cart"]  # an MMoE student
     assert report["scenarios"]["payment_page"]["click"]["auc"] is not None
     forbidden = ("teacher", "meta", "representation", "cluster", "student_projections", "attention")
@@ -213,14 +231,11 @@ def test_every_unified_model_and_baseline_is_pushed_and_predicts_standalone(pipe
 
     tmp = pipeline_run.tmp
     for name in registry.names("unified"):
-        if name == PLANTED:  # not pushed (see below): its trained SavedModel still exports and predicts
-            model = _one(os.path.join(tmp, "runs", "pipelines", "keep_samd", "MmoeTrainer", "model", "*",
-                                      "Format-Serving"))
-            report = _standalone(tmp, model)
-            assert report["tasks"] == ["click", "conversion", "cart"]
-            continue
-        report = _standalone(tmp, _latest(tmp, name))
+        # One not blessed (the planted one; one below the floor) is not pushed: its export still predicts.
+        report = _standalone(tmp, _export(tmp, name))
         assert report["tasks"] == ["click", "conversion", "cart"], name
+        if name == PLANTED:
+            continue
         overall = report["scenarios"]["ALL"]
         assert overall["rows"] > 1000 and 0.0 < overall["click"]["mean_prediction"] < 1.0, name
         assert overall["click"]["auc"] > 0.5, (name, overall["click"])
@@ -231,25 +246,87 @@ def _evaluation(tmp, component):
                                         "evaluation.json")))
 
 
-def test_planted_worse_model_is_not_blessed_and_not_pushed(pipeline_run):
+def _evaluations(tmp):
+    """{evaluator: its evaluation.json} of every evaluator of the run."""
+    paths = glob.glob(os.path.join(tmp, "runs", "pipelines", "keep_samd", "*Evaluator", "evaluation", "*",
+                                   "evaluation.json"))
+    return {path.split(os.sep)[-4]: _read_json(path) for path in paths}
+
+
+def _blessings(tmp):
+    """{served model: its blessing} of every evaluator of the run."""
+    return {name: b for record in _evaluations(tmp).values() for name, b in record["blessings"].items()}
+
+
+def _failed_checks(record, b):
+    """What the blessing rule refuses a served model for, in the evaluator's order, from what it recorded: a
+    metric that cannot be computed; then (not for the floor, blessed on that alone) chance's margin, a
+    regression from the pushed version, and a paired interval entirely below the floor's."""
+    config = record["blessing_config"]
+    metric, _, task = config["metric"].partition("_")
+    value = record["metrics"].get(b["slice"], {}).get(task, {}).get(metric)
+    if value is None or b["fallback"]:
+        return ["cannot be computed"] if value is None else []
+    assert record["baseline"] == "chance"  # no KEEP_SAMD_BLESSING.baselines in this run
+    checks = (("does not beat chance", value < 0.5 + config["margin"]),
+              ("regresses", b["previous"] is not None and value < b["previous"] - config["tolerance"]),
+              (f"{config['metric']} {value:.3f} is below the floor {FLOOR}",
+               b["floor"]["difference"] is not None and b["floor"]["difference"][2] < 0))
+    return [phrase for phrase, failed in checks if failed]
+
+
+def test_each_model_is_blessed_and_pushed_by_the_rule_and_the_floor_always(pipeline_run):
+    import numpy as np
+
+    from components.model_evaluator import metrics as M
+    from models import registry
+
     tmp = pipeline_run.tmp
     planted = _evaluation(tmp, "MmoeEvaluator")
     verdict = planted["blessings"][PLANTED]
     assert not verdict["blessed"] and "does not beat chance" in verdict["reason"], verdict
     assert planted["metrics"]["ALL"]["click"]["auc"] < 0.5
-    assert not os.path.exists(os.path.join(tmp, "runs", "serving", PLANTED))
     with open(os.path.join(tmp, "runs", "serving", "models.config")) as f:
-        assert f'name: "{PLANTED}"' not in f.read()
-    # Every other model was evaluated, blessed and pushed.
-    for component, name in (("KeepEvaluator", "keep_general"), ("PepnetEvaluator", "pepnet"),
-                            ("SharedBottomEvaluator", "shared_bottom")):
-        record = _evaluation(tmp, component)
-        assert record["blessings"][name]["blessed"], record["blessings"]
-        assert os.path.isdir(os.path.join(tmp, "runs", "serving", name))
+        config = f.read()
+    floor = _evaluation(tmp, "LogisticRegressionEvaluator")["blessings"][FLOOR]
+    assert floor["blessed"] and floor["fallback"] and f'name: "{FLOOR}"' in config
+    evaluations = _evaluations(tmp)
+    assert set(evaluations) == {f"{registry.get(n).title}Evaluator" for n in registry.names()}
+    for record in evaluations.values():
+        for name, b in record["blessings"].items():
+            failed = _failed_checks(record, b)
+            assert b["blessed"] == (not failed), (name, failed, b)
+            assert not failed or failed[0] in b["reason"], (name, failed, b)  # the reason names what refused it
+            assert os.path.isdir(os.path.join(tmp, "runs", "serving", name)) == b["blessed"], name  # pushed iff
+            assert (f'name: "{name}"' in config) == b["blessed"], name
+            if b["fallback"] or b["floor"] is None:
+                continue
+            # Compared with the floor on its own rows (a student: its scenario's); the downstream model is not.
+            click = record["metrics"][b["slice"]]["click"]
+            assert b["floor"]["model"] == FLOOR, name
+            if b["floor"]["skipped"]:
+                assert (name, b["floor"]["skipped"]) == ("keep_downstream", "off for this model")
+                continue
+            assert b["floor"]["rows"] == click["rows"], name
+            if b["floor"]["difference"] is not None:
+                assert b["floor"]["difference"][0] == pytest.approx(click["auc"] - b["floor"]["value"]), name
+    # The recorded interval is the paired one on the same rows of both evaluators' saved predictions.
+    saved = {e: dict(np.load(_one(os.path.join(tmp, "runs", "pipelines", "keep_samd", e, "evaluation", "*",
+                                               "predictions.npz"))))
+             for e in ("LogisticRegressionEvaluator", "KeepEvaluator", "SamdEvaluator")}
+    lr = saved["LogisticRegressionEvaluator"]
+    for evaluator, name, rows in (("KeepEvaluator", "keep_general", slice(None)),
+                                  ("SamdEvaluator", "samd_banner", lr["scenario"] == "banner")):
+        ours = saved[evaluator]
+        assert (ours["user"] == lr["user"]).all() and (ours["click_label"] == lr["click_label"]).all()
+        expected = M.paired_auc_difference(lr["click_label"][rows], M.clipped(ours["click"][rows]),
+                                           M.clipped(lr["click"][rows]))
+        assert evaluations[evaluator]["blessings"][name]["floor"]["difference"] == pytest.approx(expected), name
+    for component in ("KeepEvaluator", "PepnetEvaluator", "SharedBottomEvaluator"):
+        record = evaluations[component]
         assert set(record["metrics"]) == {"ALL", *record["roles"]}
         assert record["metrics"]["ALL"]["click"]["gauc"] is not None
-    students = _evaluation(tmp, "SamdEvaluator")["blessings"]
-    assert len(students) == 8 and all(b["blessed"] for b in students.values())
+    assert len(evaluations["SamdEvaluator"]["blessings"]) == 8
     # ADL routes a sample by the stored centres in training as in serving.
     adl = _one(os.path.join(tmp, "runs", "pipelines", "keep_samd", "AdlTrainer", "model", "*", "training.json"))
     assert _read_json(adl)["routing"]["train_serve_agreement"] == 1.0
@@ -276,8 +353,9 @@ def test_every_pushed_model_uses_only_stock_tensorflow_ops(pipeline_run):
     tmp = pipeline_run.tmp
     models = [d for d in os.listdir(os.path.join(tmp, "runs", "serving"))
               if os.path.isdir(os.path.join(tmp, "runs", "serving", d))]
-    # KEEP, the students, the unified models but the planted one, the knowledge cache and the downstream model
-    assert len(models) >= 1 + 8 + 4 + 2
+    # Every blessed model (the floor always) and the knowledge cache
+    assert set(models) == {n for n, b in _blessings(tmp).items() if b["blessed"]} | {"keep_knowledge"}
+    assert FLOOR in models
     for model in models:
         assert unsupported_ops(_latest(tmp, model)) == set(), model
 
@@ -288,9 +366,11 @@ def test_pushed_models_answer_grpc_and_rest_like_in_process(pipeline_run):
     from serving.client import ServingClient
 
     tmp = pipeline_run.tmp
+    # The floor (always pushed) and a pushed student
+    student = min(n for n, b in _blessings(tmp).items() if n.startswith("samd_") and b["blessed"])
     with _server(tmp) as ports:
         examples = _eval_examples(tmp, 16)
-        for model, task in (("keep_general", "cart"), ("samd_banner", "click")):
+        for model, task in ((FLOOR, "cart"), (student, "click")):
             expected = tf.saved_model.load(_latest(tmp, model)).signatures["serving_default"](
                 examples=tf.constant(examples))[task].numpy()
             with ServingClient(host="127.0.0.1", port=int(ports["grpc_port"])) as client:
