@@ -210,8 +210,8 @@ def render_quality(d: dict) -> List[str]:
     data = d.get("data", {})
     out = [f"Data: the `{data.get('preset')}` preset, {num(data.get('rows'))} rows over {data.get('days')} days, "
            f"{num(data.get('users'))} users, {num(data.get('items'))} items; split by day "
-           f"{json.dumps(data.get('split_days'))}. Seeds {d.get('seeds')}, {d.get('train_steps')} training steps "
-           f"({d.get('samd_steps')} for SAMD). AUC mean ± std over the seeds, on the test day.", ""]
+           f"{json.dumps(data.get('split_days'))}. Seeds {d.get('seeds')}, {training(d)}. AUC mean ± std over "
+           f"the seeds, on the test day.", ""]
     floor = d.get("paired_click_vs_floor_on_all", {}).get("auc", {})
     groups = d.get("group_mean_auc", {})
     models = d.get("models", {})
@@ -249,11 +249,28 @@ def render_quality(d: dict) -> List[str]:
         out += table(("model", *(f"vs {name(b)}" for b in sorted(baselines))), rows)
     budget = d.get("budget") or {}
     if budget:
-        rows = [[name(m), b[0].get("examples_seen"), b[0].get("batch_size"), b[0].get("parameters"),
-                 b[0].get("optimizer")] for m in order for b in [budget.get(m)] if b]
-        out += ["Training budget (first seed):", ""]
-        out += table(("model", "examples seen", "batch", "parameters", "optimizer"), rows)
+        rows = [[name(m), b[0].get("examples_seen"), b[0].get("epochs"), best_epoch(b[0].get("best_epoch")),
+                 b[0].get("batch_size"), b[0].get("parameters"), b[0].get("optimizer")]
+                for m in order for b in [budget.get(m)] if b]
+        out += ["Training budget (first seed): examples seen, epochs run, the best (restored) epoch:", ""]
+        out += table(("model", "examples seen", "epochs", "best epoch", "batch", "parameters", "optimizer"), rows)
     return out
+
+
+def training(d: dict) -> str:
+    """How the quality table's models were trained: fixed steps (older results) or the epoch rule."""
+    if d.get("train_steps") is None:
+        return "every model trained by the pipeline's epoch rule (passes up to the epoch cap, early-stopped on " \
+               "the validation day's click AUC, best epoch restored)"
+    return f"{d.get('train_steps')} training steps ({d.get('samd_steps')} for SAMD)"
+
+
+def best_epoch(value) -> str:
+    """An int, or SAMD's {student: epoch} as its range."""
+    if isinstance(value, dict):
+        epochs = sorted(value.values())
+        return f"{epochs[0]}-{epochs[-1]} (per student)" if epochs else ""
+    return "" if value is None else str(value)
 
 
 # ---------------------------------------------------------------------------------------------- SAMD
