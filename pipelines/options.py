@@ -83,8 +83,9 @@ class UnifiedOptions(FromDict):
                                                doc="the unified models and baselines trained")
     configs: Dict[str, Dict[str, Any]] = option(dict, doc="{model: overrides of its config dataclass}")
     train_steps: Optional[int] = option(None, minimum=1, shown="`KEEP_SAMD_TRAIN_STEPS`", doc="each one's steps")
-    batch_size: int = option(512, minimum=1, doc="every one's batch, for equal budgets (a `configs` batch_size "
-                                                 "wins)")
+    batch_size: Optional[int] = option(None, minimum=1, shown="each model's config",
+                                       doc="one batch for every one (a `configs` batch_size wins); by default each "
+                                           "model's own: the epoch rule, not the batch, makes budgets equal")
     corrupt_labels: Dict[str, str] = option(
         dict, doc='{model: "shuffle" | "invert"}: a planted worse model, trained on corrupted labels (it must not '
                   'be blessed)')

@@ -134,10 +134,11 @@ def transform_output(fn_args):
 
 
 def model_overrides(trainer: KerasTrainerConfig, hyperparameters: Optional[Dict] = None) -> Dict[str, Any]:
-    """The model config's fields a trainer sets: its config's overrides, its batch, then the tuned values."""
+    """The model config's fields a trainer sets: its config's overrides (or else its batch), then the tuned
+    values."""
     overrides = dict(trainer.config)
     if trainer.batch_size is not None:
-        overrides["batch_size"] = trainer.batch_size
+        overrides.setdefault("batch_size", trainer.batch_size)
     return {**overrides, **(hyperparameters or {})}
 
 

@@ -120,8 +120,33 @@ def test_a_user_by_category_cross_learns_what_one_hot_ids_cannot():
     assert without < 0.6, without
 
 
+def test_l2_is_scikit_learns_uniform_penalty_scaled_to_each_tasks_rows():
+    """l2 x the sum of all a task's squared weights, divided for conversion and cart by the batch's share of
+    clicked rows: 1/(2 C n_t) in mean-loss form."""
+    f = batch(8)
+    plain = LogisticRegressionModel(dataclasses.replace(SMALL, l2=0.0), VOCAB)
+    model = LogisticRegressionModel(dataclasses.replace(SMALL, l2=0.01), VOCAB)
+    model(f), plain(f)
+    randomize(model)
+    plain.set_weights(model.get_weights())
+    share = float(np.mean(f["click"].numpy()))
+    assert 0 < share < 1
+    squares = {t: sum(float(np.sum(np.square(v.numpy()))) for k, table in model.linear.tables.items()
+                      if k.startswith(f"{t}/") for v in [table.embeddings]) for t in ("click", "conversion", "cart")}
+    expected = 0.01 * (squares["click"] + (squares["conversion"] + squares["cart"]) / share)
+    got = float(model.compute_losses(f, model(f))) - float(plain.compute_losses(f, plain(f)))
+    assert got == pytest.approx(expected, rel=1e-4)
+    # Every weight is shrunk, also those no row of the batch looks up (unlike the cross-entropy).
+    with tf.GradientTape() as tape:
+        total = model.compute_losses(f, model(f))
+    table = model.linear.tables["click/item_id"].embeddings
+    grad = tf.convert_to_tensor(tape.gradient(total, table)).numpy()[:, 0]
+    unseen = np.setdiff1d(np.arange(table.shape[0]), f["item_id"].numpy())
+    np.testing.assert_allclose(grad[unseen], 2 * 0.01 * table.numpy()[unseen, 0], rtol=1e-4)
+
+
 def test_conversion_and_cart_ignore_unclicked_rows_in_loss_and_gradients():
-    model = LogisticRegressionModel(dataclasses.replace(SMALL, l2=0.1), VOCAB)
+    model = LogisticRegressionModel(dataclasses.replace(SMALL, l2=0.0), VOCAB)
     f = batch(8)
     randomize(model)
     clicked = f["click"].numpy() == 1
@@ -130,7 +155,7 @@ def test_conversion_and_cart_ignore_unclicked_rows_in_loss_and_gradients():
     assert float(model.compute_losses(flipped, model(flipped))) == pytest.approx(loss, abs=0)
     changed = {**f, "conversion": tf.constant(np.where(clicked, 1 - f["conversion"].numpy(), f["conversion"]))}
     assert float(model.compute_losses(changed, model(changed))) != pytest.approx(loss, rel=1e-3)
-    # Gradient (cross-entropy and l2) of the conversion and cart item weights: zero at items only unclicked rows hold.
+    # Gradient (cross-entropy) of the conversion and cart item weights: zero at items only unclicked rows hold.
     f["item_id"] = tf.constant(np.where(clicked, 1, 2 + np.arange(8)), tf.int64)
     tables = [model.linear.tables[f"{t}/item_id"].embeddings for t in ("conversion", "cart")]
     with tf.GradientTape() as tape:
@@ -221,7 +246,6 @@ def test_the_unified_trainer_builds_it_from_its_registry_entry():
     assert (entry.model, entry.config) == ("models.linear.LogisticRegressionModel", "models.linear.LinearConfig")
     model, config = entry.build({"cross_buckets": 128}, {**VOCAB, "hist_item_ids": 40, "pay_channel": 6})
     assert isinstance(model, LogisticRegressionModel) and config == LinearConfig(cross_buckets=128)
-    assert config.learning_rate == 0.01 and config.batch_size == 512
     out = model(batch())
     assert {f"{t}{s}" for t in TASKS for s in ("", "_logit")} == set(out)
     per_task = sum(VOCAB.values()) + 3 * 128 + 1

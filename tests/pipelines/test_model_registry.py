@@ -71,7 +71,7 @@ def test_a_registered_toy_model_is_trained_evaluated_pushed_and_reported(toy_reg
     (training,) = glob.glob(os.path.join(root, "ToyTrainer", "model", "*", "training.json"))
     with open(training) as f:
         record = json.load(f)
-    assert record["model"] == "toy" and record["batch_size"] == options.unified.batch_size
+    assert record["model"] == "toy" and record["batch_size"] == ToyConfig.batch_size  # its own: no unified batch
     assert record["epochs"] >= 1 and record["examples_seen"] > 0
     (pushed,) = glob.glob(os.path.join(options.serving_model_dir("toy"), "*", "saved_model.pb"))
     served = tf.saved_model.load(os.path.dirname(pushed)).signatures["serving_default"]
