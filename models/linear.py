@@ -23,8 +23,8 @@ task's rows plus 1/(2 C n_t) x the sum of all its squared weights, n_t the task'
 rows. `l2` is 1/(2 C n) for all rows n; a task over clicked rows divides it by the
 batch's share of clicked rows (n_t / n). So every weight is shrunk alike, the rare
 cross weights included (a penalty on the looked-up weights only, as before, left rare ids
-almost unregularised and fell short of scikit-learn's fit). A large batch keeps Adam's
-noise below the differences that matter here.
+almost unregularised and fell short of scikit-learn's fit). A batch of 1,024 keeps Adam's
+noise low and still gives small data sets enough steps an epoch (bench/results/floor.json).
 
 Example:
     model = LogisticRegressionModel(LinearConfig(), vocab_sizes)
@@ -60,7 +60,7 @@ class LinearConfig(FromDict):
     # 1/(2 C n) at the C scikit-learn picks on the rich preset's validation day (bench/results/floor.json)
     l2: float = 5e-7
     learning_rate: float = 0.01  # a linear model wants a larger rate than the deep ones
-    batch_size: int = 4096
+    batch_size: int = 1024
 
     def __post_init__(self):
         used = set(self.features) | {n for pair in self.crosses for n in pair}
