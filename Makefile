@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUTPUT ?= runs
 DATA ?= data/default
-ROWS ?= 40000
+# The `default` preset (synthetic/generate.py); ROWS=N overrides its rows.
+ROWS ?=
 export TF_USE_LEGACY_KERAS := 1
 export KEEP_SAMD_OUTPUT := $(abspath $(OUTPUT))
 export KEEP_SAMD_DATA := $(abspath $(DATA))
@@ -23,7 +24,7 @@ $(VENV)/.installed: requirements.lock setup.py
 setup: $(VENV)/.installed
 
 $(DATA)/truth.json: | $(VENV)/.installed
-	$(PY) -m synthetic.generate --output $(DATA) --rows $(ROWS)
+	$(PY) -m synthetic.generate --output $(DATA) --preset default $(if $(ROWS),--rows $(ROWS))
 
 data: $(DATA)/truth.json
 

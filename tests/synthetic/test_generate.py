@@ -187,8 +187,16 @@ def test_rich_preset_users_have_hundreds_of_train_day_impressions(seed):
     assert np.mean(expected >= 100) > 0.75
 
 
-def test_presets_are_frozen_and_the_default_preset_is_the_old_default():
-    assert G.PRESETS["default"] == G.GeneratorConfig()
+def test_default_preset_users_have_enough_train_day_history_for_make_run_to_learn_from():
+    """make run's data: days 0-2 train; the rich preset's scenario weights."""
+    cfg = G.PRESETS["default"].resolved()
+    assert cfg.rows * (cfg.days - 2) / cfg.days / cfg.users >= 150
+    assert cfg.rows * (cfg.days - 2) / cfg.days / cfg.items >= 75
+    assert cfg.scenarios == G.RICH_SCENARIOS
+    assert G.GeneratorConfig().resolved().users == 1000  # without a preset: users scale with rows
+
+
+def test_presets_are_frozen():
     with pytest.raises(TypeError):
         G.PRESETS["rich"] = G.GeneratorConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
