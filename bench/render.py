@@ -470,8 +470,17 @@ def readme_rows(r: Dict[str, dict]) -> List[List[str]]:
         return (", ".join(f"{name(m).replace(' (floor)', ' floor')} {_auc(q, m)['mean']:.3f}" for m in models)
                 + f" (std over seeds at most {worst:.3f}; oracle {q['oracle']['ALL']['click']:.3f})")
 
-    row(["quality"], "Click AUC on all test rows, rich preset, 3 training seeds, equal budgets", quality_all,
-        "python -m bench.quality --seeds 0 1 2")
+    def seeds(file):
+        n = len(r[file].get("seeds") or [])
+        return f"{n} training seed{'s' if n != 1 else ''}"
+
+    if "quality" in r:
+        q = r["quality"]
+        how = ("each model at its best validation epoch" if q.get("train_steps") is None
+               else f"{q['train_steps']} steps each")
+        row(["quality"], f"Click AUC on all test rows, {q.get('data', {}).get('preset', 'rich')} preset, "
+                         f"{seeds('quality')}, {how}", quality_all,
+            r["quality"].get("command", "python -m bench.quality"))
 
     def vs_baselines():
         q = r["quality"]
@@ -484,7 +493,7 @@ def readme_rows(r: Dict[str, dict]) -> List[List[str]]:
         return "cells above / below a baseline: " + ", ".join(parts)
 
     row(["quality"], "Unified models against shared-bottom and MMoE, every task and role group, over the seeds",
-        vs_baselines, "python -m bench.quality --seeds 0 1 2")
+        vs_baselines, r.get("quality", {}).get("command", "python -m bench.quality"))
 
     def against_floor(file, model, rows=""):
         def figure():
@@ -508,7 +517,7 @@ def readme_rows(r: Dict[str, dict]) -> List[List[str]]:
 
     row(["quality"], "KEEP's knowledge-plugged downstream model, click AUC",
         against_floor("quality", "keep_downstream", " on the sub-scenarios"),
-        "python -m bench.quality --seeds 0 1 2")
+        r.get("quality", {}).get("command", "python -m bench.quality"))
 
     def adl():
         a = r["adl_speed"]
