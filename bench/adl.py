@@ -200,10 +200,9 @@ def pipeline_speed(a) -> dict:
 
     from bench.quality import finished_transform
     from models import registry
-    from pipelines.options import UnifiedOptions
     from trainers.generic import all_vocab_sizes
 
-    batch_size = UnifiedOptions().batch_size  # the pipeline's equal budget
+    batch_size = a.batch
 
     head = finished_transform(os.path.join(a.base, "transform"))
     if head is None:
@@ -294,6 +293,7 @@ def main(argv=None) -> int:
     q.add_argument("--models", nargs="+", default=["shared_bottom", "adl", "mmoe"])
     q.add_argument("--steps", type=int, default=300)
     q.add_argument("--repeats", type=int, default=3)
+    q.add_argument("--batch", type=int, default=512, help="one batch for every model: examples/s compare alike")
     k = sub.add_parser("sweep-k")
     k.add_argument("--clusters", type=int, nargs="+", default=[1, 3, 9])
     k.add_argument("--seed", type=int, default=0)
