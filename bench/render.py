@@ -220,7 +220,7 @@ def render_quality(d: dict) -> List[str]:
              f"{d['oracle']['ALL']['conversion']:.3f}", f"{d['oracle']['ALL']['cart']:.3f}", ""]]
     for m in order:
         all_ = models[m]["ALL"]
-        vs = floor.get(m, {}).get("over_seeds")
+        vs = paired(floor.get(m, {}))
         rows.append([name(m), mean_std(all_["click"]["auc"]), mean_std(all_["click"]["gauc"])]
                     + [mean_std(groups.get(m, {}).get(g, {}).get("click")) for g in GROUPS]
                     + [mean_std(all_.get(t, {}).get("auc")) for t in ("conversion", "cart")]
@@ -236,7 +236,7 @@ def render_quality(d: dict) -> List[str]:
         for m in order:
             row = [name(m)]
             for base in sorted(baselines):
-                cells = [c["over_seeds"] for c in baselines[base].get(m, {}).values() if c.get("over_seeds")]
+                cells = [paired(c) for c in baselines[base].get(m, {}).values() if paired(c)]
                 if not cells:
                     row.append("")
                     continue
@@ -450,8 +450,16 @@ def _auc(d, model):
     return d["models"][model]["ALL"]["click"]["auc"]
 
 
+def paired(cell: dict):
+    """A paired difference's interval over the seeds; with one seed, that seed's own (DeLong on its rows)."""
+    if cell.get("over_seeds"):
+        return cell["over_seeds"]
+    per_seed = cell.get("per_seed") or []
+    return per_seed[0] if len(per_seed) == 1 else None
+
+
 def _over(d, model):
-    return d["paired_click_vs_floor_on_all"]["auc"][model]["over_seeds"]
+    return paired(d["paired_click_vs_floor_on_all"]["auc"][model])
 
 
 def readme_rows(r: Dict[str, dict]) -> List[List[str]]:
@@ -487,7 +495,7 @@ def readme_rows(r: Dict[str, dict]) -> List[List[str]]:
         base = q["paired_vs_baselines"]
         parts = []
         for m in ("pepnet", "adl", "grec"):
-            cells = [c["over_seeds"] for b in base.values() for c in b.get(m, {}).values() if c.get("over_seeds")]
+            cells = [paired(c) for b in base.values() for c in b.get(m, {}).values() if paired(c)]
             above, below = sum(c["low"] > 0 for c in cells), sum(c["high"] < 0 for c in cells)
             parts.append(f"{name(m)} {above} / {below} of {len(cells)}")
         return "cells above / below a baseline: " + ", ".join(parts)
