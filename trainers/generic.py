@@ -201,17 +201,15 @@ def fit_data(fn_args, strategy, trainer: KerasTrainerConfig, tft_output, batch: 
     # restarts it each epoch; a repeating, shuffled set was read on from where the last epoch
     # stopped, and the early stop compared different rows.
     eval_steps = max(1, fn_args.eval_steps)
-    if distribute.is_parameter_server(strategy):  # its workers need a repeating set
-        validation = distribute.fit_input(strategy, batches(fn_args.eval_files, shuffle=False), batch,
-                                          fn_args.eval_files)
-    else:
-        validation = distribute.fit_input(strategy, batches(fn_args.eval_files, shuffle=False, steps=eval_steps),
-                                          batch, fn_args.eval_files)
+    repeating = distribute.is_parameter_server(strategy)  # its workers need a repeating set
+    validation = distribute.fit_input(
+        strategy, batches(fn_args.eval_files, shuffle=False, steps=None if repeating else eval_steps), batch,
+        fn_args.eval_files)
     if rows is None:
         rows = count_rows(batches(fn_args.train_files)(4096, num_epochs=1))
     steps, epochs = epoch_steps(rows, batch, fn_args.train_steps, trainer.epochs)
     return FitData(train=train, validation=validation,
-                   validation_steps=eval_steps if distribute.is_parameter_server(strategy) else None,
+                   validation_steps=eval_steps if repeating else None,
                    rows=rows, batch=batch, steps=steps, epochs=epochs, batches=batches)
 
 
