@@ -72,6 +72,18 @@ def _rank(item) -> int:
     return 1 if item.get_closest_marker("slow") else 2
 
 
+@pytest.fixture(autouse=True)
+def seeded_random_generators():
+    """Every test starts from the same Python, NumPy and TF random state.
+
+    tf_keras initializers without a seed draw theirs from Python's `random`, which
+    `tf.random.set_seed` does not reset: without this, a model's initial weights depend on
+    which tests ran before it in the same xdist worker."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+
+
 @pytest.fixture(scope="session")
 def transformed(tmp_path_factory):
     """(data root, TransformResult) of a small generated data set (slow: one Transform run, once per
