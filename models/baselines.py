@@ -41,7 +41,7 @@ class BaselineConfig(FromDict):
     bottom_units: Tuple[int, ...] = (128, 64)  # shared bottom / each expert
     tower_units: Tuple[int, ...] = (32,)
     num_experts: int = 4  # MMoE
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3  # bench/results/learning_rate.json
     batch_size: int = 512
 
 

@@ -135,7 +135,7 @@ class GRecConfig(FromDict):
     task_upsampling: bool = False  # section 4.2, as loss weights per (scenario, task)
     max_upsampling: float = 10.0  # cap of an upsampling factor (paper: none)
     dropout: float = 0.0
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3  # bench/results/learning_rate.json
     batch_size: int = 512
     # Features (transformed names).
     scenario_feature: str = "scenario_id"

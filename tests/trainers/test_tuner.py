@@ -112,7 +112,8 @@ def test_the_tuner_trains_each_trial_by_the_trainers_rule_and_keeps_the_best(sea
     trials = sorted(search["tuner"].oracle.trials.values(), key=lambda t: t.trial_id)
     assert [t.status for t in trials] == ["COMPLETED"] * 2
     first, second = (t.hyperparameters.values for t in trials)
-    assert first == {"learning_rate": 1e-3, "embedding_dim": 16}  # the config's defaults come first
+    defaults = registry.get(TUNED).make_config({})
+    assert first == {"learning_rate": defaults.learning_rate, "embedding_dim": defaults.embedding_dim}  # defaults first
     assert second != first and set(second) == set(first)  # batch and the configured layers are not searched
     # every trial: a pass over the train rows an epoch, at most `epochs`; scored by its best validation epoch
     assert len(search["fits"]) == 2
