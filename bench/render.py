@@ -436,8 +436,24 @@ def render_scale(d: dict) -> List[str]:
     return out
 
 
+def render_learning_rate(d: dict) -> List[str]:
+    rule = d.get("rule", {})
+    out = [f"Best validation click AUC (mean over seeds) and its epoch; at most {rule.get('epochs')} epochs, "
+           f"patience {rule.get('patience')}, {rule.get('eval_steps')} validation batches.", ""]
+    groups: Dict[tuple, List[dict]] = {}
+    for r in d.get("runs", []):
+        groups.setdefault((r["data"], r["model"], r["rate"]), []).append(r)
+    rows = []
+    for (data, model, rate), runs in groups.items():
+        mean = sum(r["best_val_auc_click"] for r in runs) / len(runs)
+        rows.append([data, name(model), f"{rate:g}", f"{mean:.4f}", ", ".join(str(r["best_epoch"]) for r in runs),
+                     len(runs)])
+    return out + table(("data", "model", "Adam rate", "validation click AUC", "best epoch", "seeds"), rows)
+
+
 RENDERERS: Dict[str, Callable[[dict], List[str]]] = {
-    "adl_speed": render_adl_speed, "keep_plugin": render_keep_plugin, "quality": render_quality,
+    "adl_speed": render_adl_speed, "keep_plugin": render_keep_plugin, "learning_rate": render_learning_rate,
+    "quality": render_quality,
     "quality_samd": render_quality, "quality_unified": render_quality, "samd": render_samd,
     "samd_super_teacher": render_samd, "scale": render_scale, "serving": render_serving,
     "unified": render_unified,

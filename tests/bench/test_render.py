@@ -77,3 +77,16 @@ def test_a_bench_module_says_what_its_file_measures():
                                          (6.8e-16, "6.80e-16"), (None, "n/a"), (True, "yes")])
 def test_numbers_have_one_format(value, text):
     assert render.num(value) == text
+
+
+def test_learning_rate_rows_average_the_seeds_of_each_model_and_rate():
+    from bench.render import render_learning_rate
+
+    runs = [{"data": "d", "model": "keep_general", "rate": 0.003, "seed": s, "best_val_auc_click": auc,
+             "best_epoch": e} for s, auc, e in ((0, 0.74, 7), (1, 0.76, 9))]
+    runs.append({"data": "d", "model": "keep_general", "rate": 0.001, "seed": 0, "best_val_auc_click": 0.73,
+                 "best_epoch": 12})
+    lines = render_learning_rate({"runs": runs, "rule": {"epochs": 20, "patience": 2, "eval_steps": 100}})
+    rows = [line for line in lines if line.startswith("| d ")]
+    assert rows == ["| d | KEEP | 0.003 | 0.7500 | 7, 9 | 2 |", "| d | KEEP | 0.001 | 0.7300 | 12 | 1 |"]
+    assert "at most 20 epochs, patience 2" in lines[0]
