@@ -18,7 +18,7 @@ import argparse
 import os
 import platform
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,23 +29,21 @@ SPLITS = ("train", "validation", "test")  # the transformed splits' folder names
 DEFAULT_CS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 
 
-def load_splits(base: str) -> Tuple[Dict[str, Dict[str, np.ndarray]], object]:
-    """{split: {feature: array}} of the transformed examples under `base`, and the transform output."""
+def load_splits(base: str, splits: Sequence[str] = SPLITS,
+                columns: Optional[Sequence[str]] = None) -> Tuple[Dict[str, Dict[str, np.ndarray]], object]:
+    """({split: {feature: array}} of the transformed examples under `base` (`columns` only, when given),
+    the transform output)."""
     import tensorflow_transform as tft
 
     from bench.quality import finished_transform
-    from models.linear import LinearConfig
-    from models.multitask import TASKS
     from trainers.transformed_data import load_transformed
 
     head = finished_transform(os.path.join(base, "transform"))
     if head is None:
         raise FileNotFoundError(f"{base}/transform: no finished Transform (run bench.quality there first)")
     tft_output = tft.TFTransformOutput(head.transform_graph)
-    config = LinearConfig()
-    columns = sorted({*config.features, *(n for pair in config.crosses for n in pair), *TASKS})
     return {s: load_transformed(os.path.join(head.transformed_examples, f"Split-{s}", "*"), tft_output, columns)
-            for s in SPLITS}, config
+            for s in splits}, tft_output
 
 
 def design(splits: Dict[str, Dict[str, np.ndarray]], features: Sequence[str],
@@ -107,10 +105,13 @@ def main(argv=None) -> int:
     p.add_argument("--output", default=RESULTS)
     a = p.parse_args(argv)
 
+    from models.linear import LinearConfig
     from models.multitask import TASK_POPULATION, TASKS
 
     t0 = time.time()
-    splits, config = load_splits(a.base)
+    config = LinearConfig()
+    splits, _ = load_splits(a.base, columns=sorted({*config.features, *(n for pair in config.crosses for n in pair),
+                                                     *TASKS}))
     x_all = design(splits, config.features, config.crosses)
     tasks = {}
     for task in TASKS:

@@ -35,21 +35,6 @@ def rate_fields(entry) -> List[str]:
     return sorted(n for n in entry.search_space() if n.endswith("learning_rate"))
 
 
-def load(base: str):
-    """({split: {feature: array}} of the train and validation days under `base`, the transform output)."""
-    import tensorflow_transform as tft
-
-    from bench.quality import finished_transform
-    from trainers.transformed_data import load_transformed
-
-    head = finished_transform(os.path.join(base, "transform"))
-    if head is None:
-        raise FileNotFoundError(f"{base}/transform: no finished Transform (run bench.quality there first)")
-    tft_output = tft.TFTransformOutput(head.transform_graph)
-    return {s: load_transformed(os.path.join(head.transformed_examples, f"Split-{s}", "*"), tft_output)
-            for s in ("train", "validation")}, tft_output
-
-
 def train_one(name: str, rate: float, seed: int, splits: Dict, vocab_sizes: Dict[str, int], options) -> Dict:
     """One model at one rate: {best validation click AUC, its epoch, epochs run, seconds, the curves}."""
     import tensorflow as tf
@@ -82,8 +67,8 @@ def train_one(name: str, rate: float, seed: int, splits: Dict, vocab_sizes: Dict
             "epoch_cap": epochs, "seconds": round(time.time() - t0, 1), "history": curves}
 
 
-def key(run: Dict, data: str) -> str:
-    return f"{data}|{run['model']}|{run['rate']:g}|{run['seed']}"
+def key(run: Dict) -> str:
+    return f"{run['data']}|{run['model']}|{run['rate']:g}|{run['seed']}"
 
 
 def summary(runs: Sequence[Dict]) -> Dict[str, Dict[str, Dict[str, float]]]:
@@ -107,6 +92,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=RESULTS)
     args = parser.parse_args(argv)
 
+    from bench.floor import load_splits
     from models import registry
     from pipelines.options import PipelineOptions
     from trainers.generic import all_vocab_sizes
@@ -118,18 +104,18 @@ def main(argv=None) -> int:
     options = PipelineOptions.from_env({})
     if args.epochs is not None:
         options = dataclasses.replace(options, epochs=args.epochs)
-    splits, tft_output = load(args.base)
+    splits, tft_output = load_splits(args.base, ("train", "validation"))
     vocab_sizes = all_vocab_sizes(tft_output)
     previous = {}
     if os.path.exists(args.output):
         with open(args.output) as f:
             previous = json.load(f)
-    runs = {key(r, r["data"]): r for r in previous.get("runs", [])}
+    runs = {key(r): r for r in previous.get("runs", [])}
     for seed in args.seeds:
         for name in args.models:
             for rate in args.rates:
                 run = {"data": data, **train_one(name, rate, seed, splits, vocab_sizes, options)}
-                runs[key(run, data)] = run
+                runs[key(run)] = run
                 print(f"{data} {name} rate {rate:g} seed {seed}: best validation click AUC "
                       f"{run['best_val_auc_click']:.4f} at epoch {run['best_epoch']}/{run['epochs']} "
                       f"({run['seconds']:.0f} s)", flush=True)
