@@ -48,6 +48,7 @@ import tensorflow as tf
 from bench import record
 from bench.quality import version_of
 from components.model_evaluator import metrics as M
+from models import registry
 from pipelines.options import PipelineOptions
 from trainers import samd as samd_trainer
 
@@ -81,7 +82,7 @@ VARIANTS = {
     "uniform_sampling": {**DISTILL, "sampling": "uniform"},
     "response": {**DISTILL, "response_weight": 1.0},  # beyond the paper
 }
-KEEP_EVALUATORS = {"keep_general": "KeepEvaluator", "keep_downstream": "DownstreamEvaluator"}
+KEEP_EVALUATORS = {e.name: f"{e.title}Evaluator" for e in map(registry.with_role, ("general", "downstream"))}
 
 
 TEACHERS = {"general": "KeepTrainer", "super": "SamdTeacherTrainer"}
