@@ -9,14 +9,19 @@ sub-scenarios trained without knowledge (base) and with knowledge from
   cache built from the train days only; training rows joined point in time (each
   key as of the day before the row's), validation and test rows looked up in the
   cache by raw ids, as the pipeline serves them.
-Every variant: the same rows, steps and seeds; early stopping on the validation split;
-click GAUC (and AUC) per sub-scenario on the test split (the last day), averaged over seeds.
+Every variant: the same rows and seeds, trained by the pipeline's epoch rule (trainers.epochs:
+passes over the train rows up to the epoch cap, the best validation epoch restored); click
+GAUC (and AUC) per sub-scenario on the test split (the last day), averaged over seeds, and
+each knowledge variant's paired click-AUC difference against `base` on the same test rows:
+per seed (DeLong) and over the seeds (components.model_evaluator.metrics).
 
 Latency, on the run's pushed models (in-process, and over gRPC to the embedded server
 in its own process): a SAMD student's one Predict vs the plugged path (knowledge
 lookup + downstream Predict; over gRPC also the client's version call).
 
-    .venv/bin/python -m bench.keep_plugin --run runs --data data/default [--steps 300] [--seeds 3] [--scenario banner]
+    .venv/bin/python -m bench.keep_plugin --run runs --data data/default [--seeds 3] [--scenario banner]
+    # a bench.quality seed (its Transform imported):
+    .venv/bin/python -m bench.keep_plugin --run $Q/seed0 --data $Q/data --transform $Q/transform
 
 Writes bench/results/keep_plugin.json.
 """
@@ -34,6 +39,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench import record  # noqa: E402
+from trainers.records import seed_everything  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("base", "full", "decomposition", "degeneration", "both")
@@ -57,7 +63,7 @@ def _knowledge_full(keras_dir, rows, batch=4096):
     return np.concatenate(out)
 
 
-def _knowledge_cached(strategy, tft_output, train_all, validation_all, steps, train, others):
+def _knowledge_cached(strategy, tft_output, train_all, validation_all, steps, epochs, train, others):
     """Trains the strategy's heads on the train split and caches the train days; K̂ of `train`'s
     rows point in time (as of the day before each), of each of `others` by cache lookup."""
     from models import features as F
@@ -67,9 +73,9 @@ def _knowledge_cached(strategy, tft_output, train_all, validation_all, steps, tr
     from trainers.transformed_data import raw_ids
     from pipelines.options import PipelineOptions
 
-    tf.random.set_seed(0)
+    seed_everything(0)
     heads = KC.train(CacheableKnowledgeConfig(strategy=strategy), tft_output, train_all, validation_all, steps,
-                     PipelineOptions().epochs, PipelineOptions().patience)  # the pipeline's
+                     epochs, PipelineOptions().patience)  # the pipeline's rule
     daily = daily_tables(heads, KC.knowledge_batches(heads, tft_output, train_all))
     cache = KnowledgeCache(strategy, latest_tables(daily))
 
@@ -85,10 +91,23 @@ def _knowledge_cached(strategy, tft_output, train_all, validation_all, steps, tr
     return out
 
 
-def quality(run_dir, data_root, steps, seeds, knowledge_steps):
+def _transform(root, transform):
+    """(transformed examples folder, transform graph folder): the run's Transform's, or the finished
+    pipelines.transform_only folder `transform` the run imported (bench.quality)."""
+    if not transform:
+        return _latest(root, "Transform", "transformed_examples"), _latest(root, "Transform", "transform_graph")
+    from bench.quality import finished_transform
+
+    head = finished_transform(transform)
+    if head is None:
+        raise SystemExit(f"{transform}: no finished Transform")
+    return head.transformed_examples, head.transform_graph
+
+
+def quality(run_dir, data_root, steps, seeds, knowledge_steps, epochs, transform=None):
     import tensorflow_transform as tft
 
-    from components.model_evaluator.metrics import auc, gauc
+    from components.model_evaluator import metrics as M
     from trainers import downstream as D
     from models import features as F
     from models.keep_plugin import KNOWLEDGE, DownstreamConfig
@@ -97,8 +116,8 @@ def quality(run_dir, data_root, steps, seeds, knowledge_steps):
     from trainers.transformed_data import load_transformed, raw_ids, select, transformed_index
 
     root = os.path.join(run_dir, "pipelines", "keep_samd")
-    examples = _latest(root, "Transform", "transformed_examples")
-    tft_output = tft.TFTransformOutput(_latest(root, "Transform", "transform_graph"))
+    examples, graph = _transform(root, transform)
+    tft_output = tft.TFTransformOutput(graph)
     train_all = load_transformed(os.path.join(examples, "Split-train", "*"), tft_output)
     validation_all = load_transformed(os.path.join(examples, "Split-validation", "*"), tft_output)
     test_all = load_transformed(os.path.join(examples, "Split-test", "*"), tft_output)
@@ -108,6 +127,7 @@ def quality(run_dir, data_root, steps, seeds, knowledge_steps):
     validation = select(validation_all, np.isin(validation_all["scenario_id"], sub_index))
     test = select(test_all, np.isin(test_all["scenario_id"], sub_index))
     test_scenario = raw_ids(tft_output, "scenario_id", test["scenario_id"])
+    patience = PipelineOptions().patience
 
     knowledge = {"base": (None, None, None)}
     t = time.perf_counter()
@@ -115,36 +135,64 @@ def quality(run_dir, data_root, steps, seeds, knowledge_steps):
     knowledge["full"] = tuple(_knowledge_full(keras_dir, rows) for rows in (train, validation, test))
     for strategy in ("decomposition", "degeneration", "both"):
         knowledge[strategy] = tuple(_knowledge_cached(strategy, tft_output, train_all, validation_all,
-                                                      knowledge_steps, train, (validation, test)))
+                                                      knowledge_steps, epochs, train, (validation, test)))
     print(f"keep_plugin: knowledge computed in {time.perf_counter() - t:.0f} s", flush=True)
 
     vocab_sizes = {n: F.vocab_size(tft_output, n) for n in DownstreamConfig().id_features}
-    results = {}
+    results, predictions, best_epochs = {}, {}, {}
     for variant in VARIANTS:
         k_train, k_validation, k_test = knowledge[variant]
         tr, va, te = dict(train), dict(validation), dict(test)
         if k_train is not None:
             tr[KNOWLEDGE], va[KNOWLEDGE], te[KNOWLEDGE] = k_train, k_validation, k_test
-        per_seed = []
+        per_seed, predictions[variant], best_epochs[variant] = [], [], []
         for seed in range(seeds):
-            tf.random.set_seed(seed)
+            seed_everything(seed)
             config = DownstreamConfig(knowledge_width=0 if k_train is None else int(k_train.shape[1]))
             model = D.build_model(config, vocab_sizes, tr)
-            D.fit(model, tr, va, steps, epochs=3, patience=PipelineOptions().patience, verbose=0)
+            history = D.fit(model, tr, va, steps, epochs=epochs, patience=patience, verbose=0)
+            curve = history.history["val_auc_click"]
+            best_epochs[variant].append(int(np.argmax(curve)) + 1)
             pred = D.predict(model, te)
-            scores = {"ALL": {"auc": auc(te["click"], pred), "gauc": gauc(te["user_id"], te["click"], pred)}}
+            predictions[variant].append(pred)
+            scores = {"ALL": {"auc": M.auc(te["click"], pred), "gauc": M.gauc(te["user_id"], te["click"], pred)}}
             for s in sub:
                 m = test_scenario == s
-                scores[s] = {"auc": auc(te["click"][m], pred[m]), "gauc": gauc(te["user_id"][m], te["click"][m], pred[m])}
+                scores[s] = {"auc": M.auc(te["click"][m], pred[m]),
+                             "gauc": M.gauc(te["user_id"][m], te["click"][m], pred[m])}
             per_seed.append(scores)
         results[variant] = {s: {**{m: _mean([r[s][m] for r in per_seed]) for m in ("auc", "gauc")},
                                 **{f"{m}_std": _std([r[s][m] for r in per_seed]) for m in ("auc", "gauc")}}
                             for s in per_seed[0]}
         print(f"keep_plugin: {variant:<13} click GAUC ALL {results[variant]['ALL']['gauc']:.4f} "
-              f"± {results[variant]['ALL']['gauc_std'] or 0:.4f} AUC {results[variant]['ALL']['auc']:.4f}", flush=True)
+              f"± {results[variant]['ALL']['gauc_std'] or 0:.4f} AUC {results[variant]['ALL']['auc']:.4f} "
+              f"best epochs {best_epochs[variant]}", flush=True)
     return {"train_rows": int(len(train["click"])), "validation_rows": int(len(validation["click"])),
             "test_rows": int(len(test["click"])), "scenarios": sub,
-            "steps": steps, "seeds": seeds, "knowledge_steps": knowledge_steps, "click": results}
+            "steps": steps, "epochs": epochs, "patience": patience, "seeds": seeds,
+            "knowledge_steps": knowledge_steps, "best_epochs": best_epochs, "click": results,
+            "paired_click_auc_vs_base": paired_vs_base(test["click"], predictions)}
+
+
+def paired_vs_base(labels, predictions):
+    """{variant: {"per_seed": [(diff, low, high)], "over_seeds": (mean, low, high) or None, "verdict"}}: each
+    knowledge variant against `base` (the same downstream model without knowledge) on the same test rows,
+    seed s against seed s."""
+    from components.model_evaluator import metrics as M
+
+    out = {}
+    for variant, preds in predictions.items():
+        if variant == "base":
+            continue
+        pairs = list(zip(preds, predictions["base"]))
+        per_seed = [M.paired_auc_difference(labels, a, b) for a, b in pairs]
+        over = M.paired_auc_difference_over_seeds(labels, pairs)
+        deciding = over or (per_seed[0] if len(per_seed) == 1 else None)
+        verdict = ("no difference" if deciding is None or deciding[1] <= 0 <= deciding[2]
+                   else "above base" if deciding[1] > 0 else "below base")
+        out[variant] = {"per_seed": [None if d is None else [round(x, 4) for x in d] for d in per_seed],
+                        "over_seeds": None if over is None else [round(x, 4) for x in over], "verdict": verdict}
+    return out
 
 
 def _mean(values):
@@ -221,11 +269,19 @@ def latency(run_dir, scenario, seconds, batches=(1, 64)):
 
 
 def main(argv=None):
+    from pipelines.options import PipelineOptions
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", default="runs", help="a pipeline run's output folder (KEEP_SAMD_OUTPUT)")
     p.add_argument("--data", default="data/default", help="the run's data folder (its scenarios.csv)")
-    p.add_argument("--steps", type=int, default=300, help="downstream training steps per variant and seed")
-    p.add_argument("--knowledge_steps", type=int, default=300, help="training steps of each strategy's heads")
+    defaults = PipelineOptions()
+    p.add_argument("--steps", type=int, default=defaults.train_steps,
+                   help="cap on each downstream training's steps (default: the pipeline's; epochs decide)")
+    p.add_argument("--knowledge_steps", type=int, default=defaults.train_steps,
+                   help="cap on each strategy's heads' training steps (default: the pipeline's)")
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="epoch cap (default: the pipeline's)")
+    p.add_argument("--transform", default=None,
+                   help="the pipelines.transform_only folder the run imported (a bench.quality seed's)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--scenario", default="banner", help="the SAMD student the plugged path is compared with")
     p.add_argument("--seconds", type=float, default=3.0, help="per latency setting")
@@ -235,7 +291,7 @@ def main(argv=None):
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                       f"TF {tf.__version__}", "run": os.path.abspath(a.run)}
     if not a.skip_quality:
-        out["quality"] = quality(a.run, a.data, a.steps, a.seeds, a.knowledge_steps)
+        out["quality"] = quality(a.run, a.data, a.steps, a.seeds, a.knowledge_steps, a.epochs, a.transform)
     out["latency"] = latency(a.run, a.scenario, a.seconds)
     record.write(a.output, out)
 

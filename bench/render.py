@@ -388,10 +388,23 @@ def render_keep_plugin(d: dict) -> List[str]:
     if q:
         variants = q["click"]
         slices = list(next(iter(variants.values())))
-        out += [f"{num(q['train_rows'])} training rows, {num(q['eval_rows'])} scored; {q['steps']} steps, "
-                f"{q['seeds']} seeds. Click GAUC per sub-scenario (AUC on ALL in the last column):", ""]
-        out += table(("knowledge", *slices, "AUC ALL"),
-                     [[v] + [num(per[s]["gauc"]) for s in slices] + [num(per["ALL"]["auc"])]
+        paired = q.get("paired_click_auc_vs_base", {})
+        budget = (f"at most {q['epochs']} epochs (best validation epoch)" if "epochs" in q
+                  else f"{q['steps']} steps")
+        out += [f"{num(q['train_rows'])} training rows, {num(q.get('test_rows', q.get('eval_rows')))} test rows; "
+                f"{budget}, {q['seeds']} seeds. Click GAUC per sub-scenario, AUC on ALL, and the paired AUC "
+                "difference with the same model without knowledge (over the seeds, or seed 0's alone):", ""]
+
+        def against_base(v):
+            p = paired.get(v)
+            if not p:
+                return ""
+            d = p["over_seeds"] or p["per_seed"][0]
+            return f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] {p['verdict']}" if d else ""
+
+        out += table(("knowledge", *slices, "AUC ALL", "AUC vs base [95%]", "best epochs"),
+                     [[v] + [num(per[s]["gauc"]) for s in slices] + [num(per["ALL"]["auc"]), against_base(v),
+                                                                     cell(q.get("best_epochs", {}).get(v, ""))]
                       for v, per in variants.items()])
     return out + render_any(d, skip=("quality", "run"))
 
