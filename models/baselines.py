@@ -41,6 +41,9 @@ class BaselineConfig(FromDict):
     bottom_units: Tuple[int, ...] = (128, 64)  # shared bottom / each expert
     tower_units: Tuple[int, ...] = (32,)
     num_experts: int = 4  # MMoE
+    # DLRM's pairwise dot products of the embedded fields after the embeddings (models.students.StudentInput);
+    # the papers' baselines have none (docs/models.md: why they are on here).
+    dot_interaction: bool = True
     learning_rate: float = 3e-3  # bench/results/learning_rate.json
     batch_size: int = 512
 
@@ -76,7 +79,8 @@ class SharedBottomModel(MultiTaskModel):
 
     def __init__(self, config: BaselineConfig, vocab_sizes, **kwargs):
         super().__init__(config, vocab_sizes, name=kwargs.pop("name", "shared_bottom"), **kwargs)
-        self.inputs_layer = StudentInput(config.features, vocab_sizes, config.embedding_dim, name="inputs")
+        self.inputs_layer = StudentInput(config.features, vocab_sizes, config.embedding_dim, config.dot_interaction,
+                                         name="inputs")
         self.bottom = _mlp(config.bottom_units, "bottom")
         self.towers = {t: _mlp(config.tower_units, f"tower_{t}") + [tf_keras.layers.Dense(1, name=f"logit_{t}")]
                        for t in TASKS}
@@ -99,7 +103,8 @@ class MMoEModel(MultiTaskModel):
 
     def __init__(self, config: BaselineConfig, vocab_sizes, **kwargs):
         super().__init__(config, vocab_sizes, name=kwargs.pop("name", "mmoe"), **kwargs)
-        self.inputs_layer = StudentInput(config.features, vocab_sizes, config.embedding_dim, name="inputs")
+        self.inputs_layer = StudentInput(config.features, vocab_sizes, config.embedding_dim, config.dot_interaction,
+                                         name="inputs")
         self.experts = [_mlp(config.bottom_units, f"expert_{e}") for e in range(config.num_experts)]
         self.gates = {t: tf_keras.layers.Dense(config.num_experts, activation="softmax", name=f"gate_{t}")
                       for t in TASKS}

@@ -92,37 +92,57 @@ class StudentInput(tf_keras.layers.Layer):
 
     Sequences are mean-pooled over non-padded positions (students are small and fast;
     target attention is the teacher's) and share their target's embedding table.
+    With `dot_interaction`, DLRM's pairwise dot products of the embedded fields (ids and
+    pooled sequences; TFRS's DotInteraction, i < j) follow the embeddings: an MLP over
+    concatenated embeddings learns a user-item dot product only slowly, and on a few
+    hundred thousand rows not at all (docs/models.md).
+
+    Args:
+        feature_names: the transformed features, in the order their blocks are concatenated.
+        vocab_sizes: {feature: embedding-table size}.
+        embedding_dim: every id field's width.
+        dot_interaction: append the fields' pairwise dot products.
+    Shapes: {name: [B] or [B, L]} -> [B, sum of the blocks' widths (+ F (F - 1) / 2 for F fields)].
     """
 
-    def __init__(self, feature_names: Sequence[str], vocab_sizes: Mapping[str, int], embedding_dim: int, **kwargs):
+    def __init__(self, feature_names: Sequence[str], vocab_sizes: Mapping[str, int], embedding_dim: int,
+                 dot_interaction: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.feature_names = tuple(feature_names)
         self.vocab_sizes = {n: int(vocab_sizes[n]) for n in self.feature_names if n not in F.DENSE_FEATURES}
         self.embedding_dim = embedding_dim
+        self.dot_interaction = bool(dot_interaction)
         # Keyed by vocabulary: a history shares its target's table (hist_item_ids -> item_id).
         self.embeddings = {}
         for n, size in self.vocab_sizes.items():
             table = F.VOCABULARY.get(n, n)
             if table not in self.embeddings:
                 self.embeddings[table] = tf_keras.layers.Embedding(size, embedding_dim, name=f"embedding_{table}")
+        self.dot = (tfrs.layers.feature_interaction.DotInteraction(name="dot_interaction")
+                    if self.dot_interaction else None)
 
     def call(self, features):
-        parts = []
+        parts, fields = [], []
         for n in self.feature_names:
             if n in F.DENSE_FEATURES:
                 parts.append(tf.reshape(tf.cast(features[n], tf.float32), [-1, 1]))
-            elif n in F.SEQUENCE_FEATURES:
+                continue
+            if n in F.SEQUENCE_FEATURES:
                 ids = features[n]
                 mask = tf.cast(ids > 0, tf.float32)[..., None]
                 pooled = tf.reduce_sum(self.embeddings[F.VOCABULARY[n]](ids) * mask, 1)
-                parts.append(pooled / tf.maximum(tf.reduce_sum(mask, 1), 1.0))
+                field = pooled / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
             else:
-                parts.append(self.embeddings[F.VOCABULARY.get(n, n)](features[n]))
+                field = self.embeddings[F.VOCABULARY.get(n, n)](features[n])
+            parts.append(field)
+            fields.append(field)
+        if self.dot is not None and len(fields) > 1:
+            parts.append(self.dot(fields))
         return tf.concat(parts, axis=-1)
 
     def get_config(self):
         return {**super().get_config(), "feature_names": self.feature_names, "vocab_sizes": self.vocab_sizes,
-                "embedding_dim": self.embedding_dim}
+                "embedding_dim": self.embedding_dim, "dot_interaction": self.dot_interaction}
 
 
 class Student(tf_keras.Model):

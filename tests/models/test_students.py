@@ -59,3 +59,21 @@ def test_default_specs_cover_every_scenario_and_accept_overrides():
         S.StudentSpec("x", "transformer", S.SUPER_FEATURES)
     with pytest.raises(ValueError, match="unknown scenario"):
         S.default_student_specs(roles, {"nope": {}})
+
+
+def test_dot_interaction_appends_each_pair_of_embedded_fields_dot_product_once():
+    names = ("user_id", "item_id", "item_price", "hist_item_ids")  # 3 embedded fields, 1 numeric
+    plain = S.StudentInput(names, VOCAB, 4)
+    dot = S.StudentInput(names, VOCAB, 4, dot_interaction=True)
+    f = batch()
+    plain(f), dot(f)
+    assert [w.shape for w in plain.weights] == [w.shape for w in dot.weights]  # the products add no weight
+    for a, b in zip(plain.weights, dot.weights):
+        a.assign(b)  # same tables: the blocks before the products agree
+    x, y = plain(f).numpy(), dot(f).numpy()
+    assert x.shape == (B, 3 * 4 + 1) and y.shape == (B, 3 * 4 + 1 + 3)
+    np.testing.assert_allclose(y[:, :13], x)
+    user, item, hist = x[:, 0:4], x[:, 4:8], x[:, 9:13]
+    want = {float(v) for v in np.round([(user * item).sum(1)[0], (user * hist).sum(1)[0], (item * hist).sum(1)[0]], 5)}
+    assert {float(v) for v in np.round(y[0, 13:], 5)} == want
+    assert S.StudentInput.from_config(dot.get_config()).dot_interaction
