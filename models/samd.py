@@ -156,7 +156,7 @@ class SamdConfig(FromDict):
     teacher_embeddings: bool = True  # beyond the paper: shared id tables start from the teacher's (PCA)
     meta_objective: str = "lookahead"  # what the meta parameters minimise: "lookahead" or "distill" (L_fd, literal)
     null_transfer: bool = True  # W_T gets a "no transfer" column (with "lookahead" only)
-    learning_rate: float = 1e-3  # the students' (paper: 1e-4 on far larger data)
+    learning_rate: float = 3e-3  # the students' (paper: 1e-4 on far larger data); 1e-3 ran into the epoch cap
     meta_learning_rate: float = 1e-4  # T, the clusters, g and W_d (paper: 1e-4)
     batch_size: int = 256  # per scenario per step, on average over the scenarios (paper: 512)
     sampling: str = "sqrt"  # per-scenario batch ∝ sqrt(rows); "uniform": one equal batch each
