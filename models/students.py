@@ -94,8 +94,7 @@ class StudentInput(tf_keras.layers.Layer):
     target attention is the teacher's) and share their target's embedding table.
     With `dot_interaction`, DLRM's pairwise dot products of the embedded fields (ids and
     pooled sequences; TFRS's DotInteraction, i < j) follow the embeddings: an MLP over
-    concatenated embeddings learns a user-item dot product only slowly, and on a few
-    hundred thousand rows not at all (docs/models.md).
+    concatenated embeddings learns a user-item dot product only slowly (docs/models.md).
 
     Args:
         feature_names: the transformed features, in the order their blocks are concatenated.

@@ -42,8 +42,8 @@ Presets (`PRESETS`, `--preset NAME`; flags given explicitly override the preset)
 * `default` (what `make run` trains on): 120,000 rows over 5 days, 200 users, 400 items,
   the rich preset's scenario weights: 360 impressions a user and 180 an item on the three
   train days, at least the rich preset's, so users' tastes are learnable at a size `make
-  run` trains in minutes. At half the rows (72,000 train rows fewer), a model with the
-  structure to learn them led the fitted floor by no more than the test day's interval. Without a preset
+  run` trains in minutes (at half the rows, no model led a fitted floor by more than the
+  test day's interval). Without a preset
   (`GeneratorConfig()`), users and items scale with rows (rows // 40, at least 500): about
   40 impressions a user, where little beyond popularity is learnable (the tests' data).
 * `rich`: a quality benchmark that must tell recommendation methods apart. 510,000
@@ -167,7 +167,7 @@ RICH_SCENARIOS = tuple(
 PRESETS: Mapping[str, GeneratorConfig] = types.MappingProxyType({
     # make run's data: users with a few hundred impressions, as the product is for (at 40
     # impressions a user, little beyond popularity was learnable and the floor won); 5 days
-    # (train 0-2) and the rich preset's minor weights (~365 test-day rows each, not ~140).
+    # (train 0-2) and the rich preset's minor weights (~800 test-day rows each, not ~340).
     # 120,000 x 3/5 / 200 = 360 impressions a user on the train days, / 400 = 180 an item.
     "default": GeneratorConfig(rows=120_000, days=5, users=200, items=400, scenarios=RICH_SCENARIOS),
     # 3,000 x 1.15 x 5 days x 1.03 / 0.035 = 507,643 -> 510,000 rows: >= 3,466 expected
