@@ -178,6 +178,7 @@ def paired_vs_base(labels, predictions):
     """{variant: {"per_seed": [(diff, low, high)], "over_seeds": (mean, low, high) or None, "verdict"}}: each
     knowledge variant against `base` (the same downstream model without knowledge) on the same test rows,
     seed s against seed s."""
+    from bench.render import verdict
     from components.model_evaluator import metrics as M
 
     out = {}
@@ -188,10 +189,10 @@ def paired_vs_base(labels, predictions):
         per_seed = [M.paired_auc_difference(labels, a, b) for a, b in pairs]
         over = M.paired_auc_difference_over_seeds(labels, pairs)
         deciding = over or (per_seed[0] if len(per_seed) == 1 else None)
-        verdict = ("no difference" if deciding is None or deciding[1] <= 0 <= deciding[2]
-                   else "above base" if deciding[1] > 0 else "below base")
+        side = "no difference" if deciding is None else verdict(deciding[1], deciding[2])
+        verdict_text = side if side == "no difference" else f"{side} base"
         out[variant] = {"per_seed": [None if d is None else [round(x, 4) for x in d] for d in per_seed],
-                        "over_seeds": None if over is None else [round(x, 4) for x in over], "verdict": verdict}
+                        "over_seeds": None if over is None else [round(x, 4) for x in over], "verdict": verdict_text}
     return out
 
 

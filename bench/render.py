@@ -388,12 +388,11 @@ def render_keep_plugin(d: dict) -> List[str]:
     if q:
         variants = q["click"]
         slices = list(next(iter(variants.values())))
-        paired = q.get("paired_click_auc_vs_base", {})
-        budget = (f"at most {q['epochs']} epochs (best validation epoch)" if "epochs" in q
-                  else f"{q['steps']} steps")
-        out += [f"{num(q['train_rows'])} training rows, {num(q.get('test_rows', q.get('eval_rows')))} test rows; "
-                f"{budget}, {q['seeds']} seeds. Click GAUC per sub-scenario, AUC on ALL, and the paired AUC "
-                "difference with the same model without knowledge (over the seeds, or seed 0's alone):", ""]
+        paired = q["paired_click_auc_vs_base"]
+        out += [f"{num(q['train_rows'])} training rows, {num(q['test_rows'])} test rows; at most {q['epochs']} "
+                f"epochs (best validation epoch), {q['seeds']} seeds. Click GAUC per sub-scenario, AUC on ALL, and "
+                "the paired AUC difference with the same model without knowledge (over the seeds, or seed 0's "
+                "alone):", ""]
 
         def against_base(v):
             p = paired.get(v)
@@ -404,7 +403,7 @@ def render_keep_plugin(d: dict) -> List[str]:
 
         out += table(("knowledge", *slices, "AUC ALL", "AUC vs base [95%]", "best epochs"),
                      [[v] + [num(per[s]["gauc"]) for s in slices] + [num(per["ALL"]["auc"]), against_base(v),
-                                                                     cell(q.get("best_epochs", {}).get(v, ""))]
+                                                                     cell(q["best_epochs"].get(v, ""))]
                       for v, per in variants.items()])
     return out + render_any(d, skip=("quality", "run"))
 
