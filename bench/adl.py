@@ -198,15 +198,13 @@ def pipeline_speed(a) -> dict:
     import tf_keras
     from tfx_bsl.public import tfxio
 
-    from bench.quality import finished_transform
+    from bench.quality import required_transform
     from models import registry
     from trainers.generic import all_vocab_sizes
 
     batch_size = a.batch
 
-    head = finished_transform(os.path.join(a.base, "transform"))
-    if head is None:
-        raise FileNotFoundError(f"{a.base}/transform: no finished Transform (bench/quality.py makes one)")
+    head = required_transform(os.path.join(a.base, "transform"))
     tft_output = tft.TFTransformOutput(head.transform_graph)
     files = os.path.join(head.transformed_examples, "Split-train", "*")
     if not globlib.glob(files):

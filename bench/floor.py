@@ -35,12 +35,10 @@ def load_splits(base: str, splits: Sequence[str] = SPLITS,
     the transform output)."""
     import tensorflow_transform as tft
 
-    from bench.quality import finished_transform
+    from bench.quality import required_transform
     from trainers.transformed_data import load_transformed
 
-    head = finished_transform(os.path.join(base, "transform"))
-    if head is None:
-        raise FileNotFoundError(f"{base}/transform: no finished Transform (run bench.quality there first)")
+    head = required_transform(os.path.join(base, "transform"))
     tft_output = tft.TFTransformOutput(head.transform_graph)
     return {s: load_transformed(os.path.join(head.transformed_examples, f"Split-{s}", "*"), tft_output, columns)
             for s in splits}, tft_output

@@ -96,11 +96,9 @@ def _transform(root, transform):
     pipelines.transform_only folder `transform` the run imported (bench.quality)."""
     if not transform:
         return _latest(root, "Transform", "transformed_examples"), _latest(root, "Transform", "transform_graph")
-    from bench.quality import finished_transform
+    from bench.quality import required_transform
 
-    head = finished_transform(transform)
-    if head is None:
-        raise SystemExit(f"{transform}: no finished Transform")
+    head = required_transform(transform)
     return head.transformed_examples, head.transform_graph
 
 

@@ -41,6 +41,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from bench import record
+from bench.render import verdict
 from components.model_evaluator import metrics as M
 from models import registry
 
@@ -112,6 +113,15 @@ def finished_transform(workdir: str):
                            transform_seconds=None)
 
 
+def required_transform(workdir: str):
+    """finished_transform(workdir), or FileNotFoundError naming the folder (bench.quality makes one)."""
+    head = finished_transform(workdir)
+    if head is None:
+        raise FileNotFoundError(f"{workdir}: no finished Transform (python -m bench.quality --base <folder> makes "
+                                "one in <folder>/transform)")
+    return head
+
+
 def evaluations(out: str) -> Dict[str, str]:
     """{model: its evaluator's latest output folder} of a pipeline run under `out`."""
     root = os.path.join(out, "pipelines", "keep_samd")
@@ -166,10 +176,10 @@ def _paired(loaded, name, kind, base=FLOOR, task="click", rows_of=None):
         if kind == "auc" and d:
             pairs.append((rows, mine[f"{task}_label"], mine[task], other[task]))
     valid = [p for p in per_seed if p]
-    verdict = (f"above {base}" if valid and all(p["low"] > 0 for p in valid) else
-               f"below {base}" if valid and all(p["high"] < 0 for p in valid) else
-               "no difference (an interval contains 0)" if valid else "n/a")
-    return {"per_seed": per_seed, "mean_diff": _stats([p["diff"] for p in valid]), "verdict": verdict,
+    # Every seed must agree: its interval's low is the lowest low, its high the highest high.
+    side = verdict(min(p["low"] for p in valid), max(p["high"] for p in valid)) if valid else "n/a"
+    verdict_text = {"n/a": "n/a", "no difference": "no difference (an interval contains 0)"}.get(side, f"{side} {base}")
+    return {"per_seed": per_seed, "mean_diff": _stats([p["diff"] for p in valid]), "verdict": verdict_text,
             "over_seeds": _over_seeds(pairs, base)}
 
 
@@ -183,8 +193,9 @@ def _over_seeds(pairs, base) -> Optional[Dict]:
     d = M.paired_auc_difference_over_seeds(pairs[0][1][rows], [(a[rows], b[rows]) for _, _, a, b in pairs])
     if d is None:
         return None
-    verdict = f"above {base}" if d[1] > 0 else f"below {base}" if d[2] < 0 else "no difference"
-    return {"diff": d[0], "low": d[1], "high": d[2], "rows": int(rows.sum()), "seeds": len(pairs), "verdict": verdict}
+    side = verdict(d[1], d[2])
+    return {"diff": d[0], "low": d[1], "high": d[2], "rows": int(rows.sum()), "seeds": len(pairs),
+            "verdict": side if side == "no difference" else f"{side} {base}"}
 
 
 def paired_against(loaded, names, baselines, roles) -> Dict:

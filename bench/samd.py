@@ -7,18 +7,19 @@ predictions), e.g. one seed of bench/quality.py on the rich preset:
     .venv/bin/python -m bench.samd --run /tmp/keep_samd_quality/seed0 \
         --data /tmp/keep_samd_quality/data --transform /tmp/keep_samd_quality/transform \
         --seeds 0 1 2 --variants samd alone \
-        [--workdir /tmp/samd_bench] [--steps 300] [--epochs 5] [--summarise-only] [--separate]
+        [--workdir /tmp/samd_bench] [--steps N] [--epochs N] [--summarise-only] [--separate]
         [--scenarios banner ...]
 
 Each (variant, seed) is one trainers.samd.run (the SamdTrainer's own code: train
-split, early stopping on validation) whose exported students are scored on the test
-day's raw examples; predictions are kept under --workdir, so runs can be added later
-and the table rebuilt. Variants are SamdConfig overrides (VARIANTS); "alone" is the
-same students with no teacher (distill_weight 0, no embedding transfer): the paper's
-trained-alone baseline with the same steps, batches and early stopping. "samd_paper" is
-the default without the embedding transfer (SamdConfig.teacher_embeddings, beyond the
-paper) and "alone_teacher_embeddings" the embedding transfer without distillation; runs
-saved before the embedding transfer existed are "samd_paper" and the ablations.
+split, early stopping on validation; --steps, --epochs and --eval-steps default to the
+pipeline's) whose exported students are scored on the test day's raw examples;
+predictions are kept under --workdir, so runs can be added later and the table rebuilt.
+Variants are SamdConfig overrides (VARIANTS); "alone" is the same students with no
+teacher (distill_weight 0, no embedding transfer): the paper's trained-alone baseline
+with the same steps, batches and early stopping. "samd_paper" is the default without the
+embedding transfer (SamdConfig.teacher_embeddings, beyond the paper) and
+"alone_teacher_embeddings" the embedding transfer without distillation; runs saved
+before the embedding transfer existed are "samd_paper" and the ablations.
 
 Reported (bench/results/samd.json): click AUC per scenario and role group (mean ± std
 over seeds); per seed, the paired DeLong 95% interval of each variant minus "alone"
@@ -46,7 +47,8 @@ import numpy as np
 import tensorflow as tf
 
 from bench import record
-from bench.quality import version_of
+from bench.quality import required_transform, version_of
+from bench.render import verdict
 from components.model_evaluator import metrics as M
 from models import registry
 from pipelines.options import PipelineOptions
@@ -104,11 +106,7 @@ def artifacts(run, transform=None, teacher="general"):
         return found[-1]
 
     if transform:
-        from bench.quality import finished_transform
-
-        head = finished_transform(transform)
-        if head is None:
-            raise FileNotFoundError(f"{transform}: no finished Transform")
+        head = required_transform(transform)
         examples, graph, raw = head.transformed_examples, head.transform_graph, head.raw_examples
     else:
         examples, graph = one("Transform/transformed_examples/*"), one("Transform/transform_graph/*")
@@ -295,10 +293,6 @@ def summarise(workdir, variants, seeds, click, scenario, roles, keep):
     return {"auc": table, "paired": paired, "over_seeds": over_seeds, "transfer": transfer, "train_seconds": budgets}
 
 
-def verdict(d):
-    return "above" if d[1] > 0 else "below" if d[2] < 0 else "no difference"
-
-
 def print_table(result, scenario_order):
     keys = scenario_order + [f"mean {g}" for g in GROUPS]
     names = list(result["auc"])
@@ -309,14 +303,14 @@ def print_table(result, scenario_order):
     for v, bases in result["paired"].items():
         for base, seeds in bases.items():
             cells = "  ".join(f"{g}: " + ", ".join(f"{s['groups'][g][0]:+.4f} [{s['groups'][g][1]:+.4f}, "
-                                                  f"{s['groups'][g][2]:+.4f}] {verdict(s['groups'][g])}"
+                                                  f"{s['groups'][g][2]:+.4f}] {verdict(*s['groups'][g][1:])}"
                                                   for s in seeds if g in s["groups"])
                               for g in GROUPS if any(g in s["groups"] for s in seeds))
             print(f"{v} - {base}: {cells}")
     for v, bases in result.get("over_seeds", {}).items():
         for base, r in bases.items():
             print(f"{v} - {base}, over {r['seeds']} seeds: " + "  ".join(
-                f"{g}: {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] {verdict(d)}" for g, d in r["groups"].items()))
+                f"{g}: {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] {verdict(*d[1:])}" for g, d in r["groups"].items()))
     for v, runs in result["transfer"].items():
         for r in runs:
             if "min_share_of_max" in r:
@@ -335,9 +329,10 @@ def main(argv=None):
                    help="general: the run's KEEP model (default, as the pipeline); super: its SamdTeacherTrainer")
     p.add_argument("--variants", nargs="+", default=["samd", "alone"], choices=sorted(VARIANTS))
     p.add_argument("--workdir", default="/tmp/samd_bench")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--eval-steps", type=int, default=20)
+    pipeline = PipelineOptions()  # the SamdTrainer's own budget, so "samd" is the pipeline's students
+    p.add_argument("--steps", type=int, default=pipeline.train_steps)
+    p.add_argument("--epochs", type=int, default=pipeline.epochs, help="the cap; early stopping by the epoch rule")
+    p.add_argument("--eval-steps", type=int, default=pipeline.eval_steps)
     p.add_argument("--output", default=RESULTS)
     p.add_argument("--summarise-only", action="store_true")
     p.add_argument("--separate", action="store_true",

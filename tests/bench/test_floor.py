@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from tests.bench.conftest import transform_base
 
@@ -39,3 +40,12 @@ def test_design_gives_unseen_ids_and_pairs_no_column():
     np.testing.assert_array_equal(x["train"].toarray(), [[1, 0, 1, 0, 0], [0, 1, 0, 1, 0], [0, 1, 0, 0, 1]])
     assert x["validation"].nnz == 0  # id 3 and pair (3, 5) were never met in the train days
     np.testing.assert_array_equal(x["test"].toarray(), [[0, 1, 0, 0, 1]])
+
+
+def test_a_base_without_a_finished_transform_is_named_in_the_error(tmp_path):
+    from bench import floor
+
+    half = tmp_path / "base" / "transform" / "root" / "Transform" / "transformed_examples" / "3"
+    half.mkdir(parents=True)  # a Transform that stopped before writing its test split
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'base' / 'transform'}: no finished Transform"):
+        floor.load_splits(str(tmp_path / "base"))

@@ -30,6 +30,9 @@ def test_quality_table_has_every_model_asked_for_with_aucs_and_paired_intervals(
     for name, paired in result["paired_click_vs_floor_on_all"]["auc"].items():
         (seed0,) = paired["per_seed"]
         assert seed0["low"] <= seed0["diff"] <= seed0["high"] and seed0["rows"] > 0, name
+        side = "above" if seed0["low"] > 0 else "below" if seed0["high"] < 0 else None
+        assert paired["verdict"] == (f"{side} logistic_regression" if side else
+                                     "no difference (an interval contains 0)"), name
     assert set(result["paired_vs_baselines"]["adl"]) == MODELS - {"adl"}
     assert set(result["budget"]) == MODELS
     # Each model's learning curve (per epoch, train and validation) is in the table.
