@@ -1,6 +1,9 @@
 """Version management: which versions of which models are loaded, and atomic swaps.
 
-Each model's base path is scanned for `<integer>/saved_model.pb`. When is a version
+Each model's base path is scanned for `<integer>/saved_model.pb`; the folder keeps its
+own name, so `00000123/` is version 123, as in TF Serving's
+file_system_storage_path_source.cc (of two folders naming one version, the plain
+`123/` wins, else the last by name, with a warning). When is a version
 folder complete? Pushers should write it as a temporary sibling and rename it into
 place, but rsync, gsutil and cp write in place, in any order. So a folder is loaded
 only when it is *stable*:
@@ -57,8 +60,9 @@ class _Failure:
 
 @dataclass(frozen=True)
 class _OnDisk:
-    fingerprint: tuple  # (relpath, size, mtime_ns, ctime_ns) of everything in the folder
+    fingerprint: tuple  # the folder, then (relpath, size, mtime_ns, ctime_ns) of everything in it
     changed_ns: int  # newest ctime in the folder, wall clock
+    path: str
 
 
 def _fingerprint(vdir: str) -> Optional[_OnDisk]:
@@ -78,7 +82,7 @@ def _fingerprint(vdir: str) -> Optional[_OnDisk]:
                 newest = max(newest, st.st_ctime_ns)
     except OSError:
         return None
-    return _OnDisk(tuple(entries), newest)
+    return _OnDisk((vdir, *entries), newest, vdir)
 
 
 def check_complete(vdir: str) -> None:
@@ -132,6 +136,7 @@ class Model:
         self._settle_ns = int(max(0.0, settle_s) * 1e9)
         self._clock = clock  # wall clock: compared with file ctimes
         self._loaded: Dict[int, tuple] = {}  # version -> fingerprint it was loaded from
+        self._duplicates: Dict[int, List[str]] = {}  # version -> its folders, when more than one
         self.pending_until: Optional[float] = None  # when the next unsettled folder settles
         self._batching = batching
         self._stats = stats
@@ -151,17 +156,24 @@ class Model:
         Non-integer names (a Pusher's temp dir) and folders without saved_model.pb are
         not versions yet.
         """
-        found = {}
+        found, folders = {}, {}
         try:
-            names = os.listdir(self.spec.base_path)
+            names = sorted(os.listdir(self.spec.base_path))
         except OSError:
             return found
         for name in names:
-            vdir = os.path.join(self.spec.base_path, name)
-            if is_version_dir_name(name) and os.path.isfile(os.path.join(vdir, "saved_model.pb")):
-                disk = _fingerprint(vdir)
-                if disk is not None:
-                    found[int(name)] = disk
+            if is_version_dir_name(name) and os.path.isfile(os.path.join(self.spec.base_path, name, "saved_model.pb")):
+                folders.setdefault(int(name), []).append(name)
+        for version, names in folders.items():
+            name = str(version) if str(version) in names else names[-1]
+            if len(names) > 1 and self._duplicates.get(version) != names:
+                self._duplicates[version] = names  # warn once per layout, not at every poll
+                log.warning("Duplicate version directories detected. Version %d of model %s will be loaded from "
+                            "%s, %s will be ignored.", version, self.spec.name, name,
+                            ", ".join(n for n in names if n != name))
+            disk = _fingerprint(os.path.join(self.spec.base_path, name))
+            if disk is not None:
+                found[version] = disk
         return found
 
     def sync(self) -> None:
@@ -189,7 +201,7 @@ class Model:
             if not to_load:
                 break
             for v in to_load:
-                servable = self._load(v, on_disk[v].fingerprint)
+                servable = self._load(v, on_disk[v])
                 if servable is None:
                     blocked.add(v)
                     continue
@@ -212,8 +224,8 @@ class Model:
         if dropped:
             _collect_unloaded()
 
-    def _load(self, version: int, fingerprint: tuple) -> Optional[Servable]:
-        path = os.path.join(self.spec.base_path, str(version))
+    def _load(self, version: int, disk: _OnDisk) -> Optional[Servable]:
+        path = disk.path
         self._loading = version
         start = time.monotonic()
         servable = None
@@ -228,7 +240,7 @@ class Model:
             attempts = (prev.attempts if prev else 0) + 1
             delay = min(MAX_RETRY_BACKOFF_S, self._retry_base * 2 ** (attempts - 1))
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            self._failures[version] = _Failure(fingerprint, attempts, time.monotonic() + delay, msg)
+            self._failures[version] = _Failure(disk.fingerprint, attempts, time.monotonic() + delay, msg)
             self._stats.add("load_failures")
             log.warning("failed to load model %s version %d from %s (attempt %d, retry in %.0fs): %s",
                         self.spec.name, version, path, attempts, delay, msg)

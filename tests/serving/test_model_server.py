@@ -571,6 +571,31 @@ def test_version_policies_and_unload(tmp_path, caplog):
         server.stop()
 
 
+def test_version_folders_keep_their_own_names(tmp_path, caplog):
+    # TF Serving's file_system_storage_path_source.cc: 00000123/ is version 123, loaded from that folder.
+    caplog.set_level(logging.INFO, logger="serving")
+    base = os.path.join(str(tmp_path), "m")
+    copy_version(saved_model(0.0), os.path.join(base, "00000123"))
+    server = start(build_config({"m": base}))
+    clients = Clients(server)
+    try:
+        (servable,) = server.registry.model("m").servables.values()
+        assert servable.version == 123 and servable.path == os.path.join(base, "00000123")
+        xs = examples(3)
+        response = clients.predict(request(xs, model="m", version=123))
+        assert response.model_spec.version.value == 123
+        # Two folders naming one version: the plain name wins, as TF Serving's fast path picks it.
+        copy_version(saved_model(0.7), os.path.join(base, "123"))
+        server.poll_now()
+        assert server.registry.model("m").servables[123].path == os.path.join(base, "123")
+        assert caplog.text.count("Duplicate version directories detected. Version 123") == 1
+        server.poll_now()  # warned once per layout, not at every poll
+        assert caplog.text.count("Duplicate version directories detected") == 1
+    finally:
+        clients.close()
+        server.stop()
+
+
 def test_reload_config_request_adds_and_removes_models(tmp_path):
     base_a = make_base(str(tmp_path), {1: 0.0}, name="a")
     base_b = make_base(str(tmp_path), {3: 0.7}, name="b")
