@@ -4,6 +4,8 @@ The gRPC front end aborts with the code; the REST front end maps it to the HTTP 
 TF Serving's `http_server.cc` uses, so both protocols agree on what went wrong.
 """
 
+from typing import Optional
+
 import grpc
 import tensorflow as tf
 
@@ -55,6 +57,14 @@ def invalid(message: str) -> ServingError:
 
 def not_found(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def servable_not_found(name: str, version: Optional[int] = None, detail: str = "") -> ServingError:
+    """TF Serving's NOT_FOUND for a model or version it does not serve (core/basic_manager.cc), the request
+    named as core/manager.h's ServableRequest::DebugString does; clients (TF Serving's own readiness
+    check) match on "Servable". `detail`, ours, follows in brackets."""
+    request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+    return not_found(f"Servable not found for request: {request}" + (f" ({detail})" if detail else ""))
 
 
 def tf_error_text(message: str) -> str:

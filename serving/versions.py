@@ -40,7 +40,7 @@ import grpc
 from tensorflow_serving.apis import get_model_status_pb2
 
 from serving.config import ModelSpec, check_model_name, is_version_dir_name
-from serving.errors import ServingError, invalid, not_found
+from serving.errors import invalid, not_found, servable_not_found
 from serving.limits import ExampleBudget
 from serving.servable import BatchingOptions, Servable
 from serving.stats import Stats
@@ -255,19 +255,17 @@ class Model:
 
     def resolve(self, version: Optional[int] = None, label: Optional[str] = None) -> Servable:
         snapshot = self._servables
-        if not snapshot:
-            why = "; ".join(f"version {v}: {f.error}" for v, f in sorted(dict(self._failures).items()))
-            raise ServingError(grpc.StatusCode.UNAVAILABLE,
-                               f"model {self.spec.name!r} has no loaded version under {self.spec.base_path}"
-                               + (f" ({why})" if why else ""))
         if label:
             version = self._label_version(label)
+        if not snapshot:
+            why = "; ".join(f"version {v}: {f.error}" for v, f in sorted(dict(self._failures).items()))
+            raise servable_not_found(self.spec.name, version, f"no loaded version under {self.spec.base_path}"
+                                     + (f": {why}" if why else ""))
         if version is None:
             return snapshot[max(snapshot)]
         servable = snapshot.get(version)
         if servable is None:
-            raise not_found(f"model {self.spec.name!r} version {version} is not loaded "
-                            f"(loaded: {sorted(snapshot)})")
+            raise servable_not_found(self.spec.name, version, f"loaded: {sorted(snapshot)}")
         return servable
 
     def _label_version(self, label: str) -> int:
@@ -298,10 +296,11 @@ class Model:
             s.status.SetInParent()  # present even when OK, as TF Serving reports it
         if version is not None:
             if version not in states:
-                raise not_found(f"model {self.spec.name!r} has no version {version}")
+                # get_model_status_impl.cc's texts.
+                raise not_found(f"Could not find version {version} of model {self.spec.name}")
             return [states[version]]
         if not states:
-            raise not_found(f"could not find any versions of model {self.spec.name!r}")
+            raise not_found(f"Could not find any versions of model {self.spec.name}")
         return [states[v] for v in sorted(states, reverse=True)]
 
     def close(self) -> None:
@@ -341,11 +340,15 @@ class ModelRegistry:
         check_model_name(name)
         model = self._models.get(name)
         if model is None:
-            raise not_found(f"model {name!r} is not served (models: {sorted(self._models)})")
+            raise not_found(f"Could not find any versions of model {name}")  # get_model_status_impl.cc
         return model
 
     def resolve(self, name: str, version: Optional[int] = None, label: Optional[str] = None) -> Servable:
-        return self.model(name).resolve(version, label)
+        check_model_name(name)
+        model = self._models.get(name)
+        if model is None:
+            raise servable_not_found(name, version, f"models served: {sorted(self._models)}")
+        return model.resolve(version, label)
 
     def sync(self) -> None:
         """One poll of every base path (what the poller does every interval)."""

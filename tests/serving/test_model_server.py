@@ -201,7 +201,9 @@ def test_status_reports_available_versions(served):
     assert status == 200
     assert body == {"model_version_status": [
         {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
-    assert served.http("/v1/models/nope")[0] == 404
+    # get_model_status_impl.cc's texts.
+    assert served.http("/v1/models/nope") == (404, {"error": "Could not find any versions of model nope"})
+    assert served.http("/v1/models/m/versions/7") == (404, {"error": "Could not find version 7 of model m"})
 
 
 # ---- bad input ----------------------------------------------------------------------------
@@ -216,8 +218,11 @@ def _grpc_cases():
     missing.model_spec.name = "m"
     missing.inputs["wrong"].CopyFrom(tf.make_tensor_proto(xs, dtype=tf.string, shape=[2]))
     return [
-        ("unknown model", request(xs, model="nope"), grpc.StatusCode.NOT_FOUND, "nope"),
-        ("unknown version", request(xs, version=99), grpc.StatusCode.NOT_FOUND, "99"),
+        # core/basic_manager.cc, the request as core/manager.h's ServableRequest::DebugString.
+        ("unknown model", request(xs, model="nope"), grpc.StatusCode.NOT_FOUND,
+         "Servable not found for request: Latest(nope)"),
+        ("unknown version", request(xs, version=99), grpc.StatusCode.NOT_FOUND,
+         "Servable not found for request: Specific(m, 99)"),
         # server_core.cc GetModelVersionForLabel.
         ("unknown label", request(xs, label="canary"), grpc.StatusCode.INVALID_ARGUMENT,
          "Unrecognized servable version label: canary"),
@@ -238,7 +243,8 @@ def _grpc_cases():
         ("over size cap", request(big), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
         ("over example cap", request(examples(1) * (EXAMPLE_CAP + 1)), grpc.StatusCode.RESOURCE_EXHAUSTED,
          "per-request limit"),
-        ("no loadable version", request(xs, model="empty"), grpc.StatusCode.UNAVAILABLE, "empty"),
+        ("no loadable version", request(xs, model="empty"), grpc.StatusCode.NOT_FOUND,
+         "Servable not found for request: Latest(empty)"),
         ("path in name", request(xs, model="../m"), grpc.StatusCode.INVALID_ARGUMENT, "../m"),
         ("separator in name", request(xs, model="a/b"), grpc.StatusCode.INVALID_ARGUMENT, "a/b"),
     ]
@@ -280,8 +286,10 @@ def test_bad_rest_requests_get_tf_serving_codes(served):
     xs = b64(examples(2))
     garbage = [{"b64": base64.b64encode(b"not a tf.Example").decode()}]
     cases = [
-        ("unknown model", "/v1/models/nope:predict", {"instances": xs}, 404, "nope"),
-        ("unknown version", "/v1/models/m/versions/99:predict", {"instances": xs}, 404, "99"),
+        ("unknown model", "/v1/models/nope:predict", {"instances": xs}, 404,
+         "Servable not found for request: Latest(nope)"),
+        ("unknown version", "/v1/models/m/versions/99:predict", {"instances": xs}, 404,
+         "Servable not found for request: Specific(m, 99)"),
         # server_core.cc: INVALID_ARGUMENT, which http_server.cc ToHTTPStatusCode makes 400.
         ("unknown label", "/v1/models/m/labels/canary:predict", {"instances": xs}, 400,
          "Unrecognized servable version label: canary"),
@@ -300,7 +308,8 @@ def test_bad_rest_requests_get_tf_serving_codes(served):
         ("empty instances", "/v1/models/m:predict", {"instances": []}, 400, "No values in 'instances' array"),
         ("over example cap", "/v1/models/m:predict", {"instances": xs[:1] * (EXAMPLE_CAP + 1)}, 429,
          "per-request limit"),
-        ("no loadable version", "/v1/models/empty:predict", {"instances": xs}, 503, "empty"),
+        ("no loadable version", "/v1/models/empty:predict", {"instances": xs}, 404,
+         "Servable not found for request: Latest(empty)"),
         ("path in name", "/v1/models/..:predict", {"instances": xs}, 400, ".."),
         ("encoded separator", "/v1/models/a%2Fb:predict", {"instances": xs}, 400, "a/b"),
         # http_rest_api_handler.cc ProcessRequest: what ParseModelInfo does not match is
