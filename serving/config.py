@@ -105,7 +105,9 @@ def read_config_file(path: str) -> model_server_config_pb2.ModelServerConfig:
     except OSError as e:
         raise invalid(f"cannot read model config file {path}: {e}") from e
     except text_format.ParseError as e:
-        raise invalid(f"model config file {path} is not a ModelServerConfig text proto: {e}") from e
+        # protobuf's own text, which TF Serving prints and its tests look for.
+        raise invalid(f"model config file {path}: Error parsing text-format "
+                      f"{config.DESCRIPTOR.full_name}: {e}") from e
     return config
 
 

@@ -874,6 +874,17 @@ def test_cli_serves_a_models_config(tmp_path):
     assert "loaded model m version 4" in err and "unloaded model m version 4" in err
 
 
+def test_cli_names_a_bad_config_file_as_tf_serving_does(tmp_path):
+    config_path = tmp_path / "models.config"
+    config_path.write_text('model_config_list { config { name: "m" base_path: }')
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, "-m", "serving.model_server", f"--model_config_file={config_path}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    # TF Serving's own test (testBadModelConfig) looks for protobuf's text on stderr.
+    assert f"{config_path}: Error parsing text-format tensorflow.serving.ModelServerConfig: 1:" in done.stderr
+
+
 def test_cli_port_file_names_both_bound_ports(tmp_path):
     base = make_base(str(tmp_path), {2: 0.0})
     proc, ports = _start_cli(tmp_path, "--model_name=m", f"--model_base_path={base}", "--rest_api_port=-1")
