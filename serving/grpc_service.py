@@ -76,8 +76,8 @@ def model_metadata(registry: ModelRegistry, request: get_model_metadata_pb2.GetM
     if not fields:
         raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
     unsupported = [f for f in fields if f != SIGNATURE_DEF_FIELD]
-    if unsupported:
-        raise invalid(f"metadata_field {unsupported} not supported (only {SIGNATURE_DEF_FIELD!r})")
+    if unsupported:  # get_model_metadata_impl.cc's text
+        raise invalid(f"Metadata field {unsupported[0]} is not supported")
     version, label = version_choice(request.model_spec)
     servable = registry.resolve(request.model_spec.name, version, label)
     response = get_model_metadata_pb2.GetModelMetadataResponse()

@@ -42,7 +42,6 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import h11
 
-import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format

@@ -24,7 +24,7 @@ log = logging.getLogger("serving")
 DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's cap on warmup records per version
-PREDICT_METHOD = "tensorflow/serving/predict"
+SERVE_TAG = "serve"  # the MetaGraph TF Serving loads (--saved_model_tags' default)
 
 Arrays = Dict[str, np.ndarray]
 
@@ -142,6 +142,7 @@ class Servable:
         self._batching = batching
         self._batchers: Dict[str, Batcher] = {}
         self._module = tf.saved_model.load(path)
+        self._signature_defs = _signature_defs(path)
         self.signatures: Dict[str, Signature] = {
             name: _signature(name, fn) for name, fn in self._module.signatures.items()}
         if not self.signatures:
@@ -226,22 +227,27 @@ class Servable:
         return count
 
     def signature_def_map(self) -> get_model_metadata_pb2.SignatureDefMap:
-        """The signatures as TF Serving's GetModelMetadata reports them."""
+        """The MetaGraph's SignatureDefs as stored, which is what TF Serving's GetModelMetadata returns
+        (servables/tensorflow/get_model_metadata_impl.cc): graph tensor names, method names, and TF2's
+        `__saved_model_init_op` entry too."""
         result = get_model_metadata_pb2.SignatureDefMap()
-        for name, sig in sorted(self.signatures.items()):
-            sdef = result.signature_def[name]
-            sdef.method_name = PREDICT_METHOD
-            for side, specs in (("inputs", sig.inputs), ("outputs", sig.outputs)):
-                for key, spec in specs.items():
-                    info = getattr(sdef, side)[key]
-                    info.name = f"{spec.name or key}:0"
-                    info.dtype = spec.dtype.as_datatype_enum
-                    info.tensor_shape.CopyFrom(spec.shape.as_proto())
+        for name, sdef in self._signature_defs.items():
+            result.signature_def[name].CopyFrom(sdef)
         return result
 
     def close(self) -> None:
         for batcher in self._batchers.values():
             batcher.close()
+
+
+def _signature_defs(path: str):
+    """{name: SignatureDef} of the SavedModel's serving MetaGraph (the first, when none is tagged so)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        graphs = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs
+    served = next((g for g in graphs if SERVE_TAG in g.meta_info_def.tags), graphs[0])
+    return dict(served.signature_def)
 
 
 def request_examples(request: predict_pb2.PredictRequest) -> int:

@@ -26,6 +26,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_management_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.config import build_config
@@ -174,9 +175,15 @@ def test_metadata_reports_signatures(served):
     assert resp.model_spec.version.value == 2
     sdm = get_model_metadata_pb2.SignatureDefMap()
     assert resp.metadata["signature_def"].Unpack(sdm)
-    assert set(sdm.signature_def) == {"serving_default", "knowledge"}
+    # get_model_metadata_impl.cc: the MetaGraph's SignatureDefs as stored, graph tensor names included.
+    with open(os.path.join(served.server.registry.model("m").servables[2].path, "saved_model.pb"), "rb") as f:
+        (graph,) = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs
+    assert dict(sdm.signature_def) == dict(graph.signature_def)
+    assert set(sdm.signature_def) == {"serving_default", "knowledge", "__saved_model_init_op"}
     sdef = sdm.signature_def["serving_default"]
+    assert sdef.method_name == "tensorflow/serving/predict"
     assert list(sdef.inputs) == ["examples"] and sdef.inputs["examples"].dtype == tf.string.as_datatype_enum
+    assert sdef.inputs["examples"].name == "serving_default_examples:0"
     assert set(sdef.outputs) == {"click", "conversion", "cart"}
     assert sdef.outputs["click"].dtype == tf.float32.as_datatype_enum
     dims = [d.size for d in sdm.signature_def["knowledge"].outputs["knowledge"].tensor_shape.dim]
