@@ -262,7 +262,7 @@ class ServingClient:
         except grpc.RpcError as e:
             raise PredictError(e.code().name, e.details() or "") from e
         version = response.model_spec.version.value if response.model_spec.HasField("version") else None
-        return version, {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+        return version, {k: output_array(v) for k, v in response.outputs.items()}
 
     def _url(self, model: str, version: Optional[int], label: Optional[str], suffix: str) -> str:
         path = f"/v1/models/{urllib.parse.quote(model, safe='')}"
@@ -311,6 +311,16 @@ class ServingClient:
             outputs = meta["metadata"]["signature_def"]["signature_def"][signature]["outputs"]
             self._output_names[key] = list(outputs)
         return self._output_names[key]
+
+
+def output_array(proto) -> np.ndarray:
+    """tf.make_ndarray of a response tensor, read in one step when its values are a full float_val (what
+    TF Serving's Predict writes; make_ndarray walks them twice as slowly)."""
+    shape = [d.size for d in proto.tensor_shape.dim]
+    if proto.dtype == tf.float32.as_datatype_enum and not proto.tensor_content and \
+            len(proto.float_val) == int(np.prod(shape)):
+        return np.array(proto.float_val, dtype=np.float32).reshape(shape)
+    return tf.make_ndarray(proto)
 
 
 def model_metadata(host: str, port: int, model: str, timeout: float = 10.0

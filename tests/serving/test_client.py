@@ -136,3 +136,16 @@ def test_nothing_listening_is_unavailable(rest):
         with pytest.raises(client.PredictError) as info:
             c.predict([b""], "m")
     assert info.value.code == "UNAVAILABLE"
+
+
+@pytest.mark.parametrize("values,shape", [([0.5, 0.25, 1.0, 0.0], [2, 2]), ([0.5], [3, 1]), ([], [0, 1])])
+def test_output_array_reads_a_typed_float_field_as_tensorflow_does(values, shape):
+    from tensorflow.core.framework import tensor_pb2
+
+    proto = tensor_pb2.TensorProto(dtype=tf.float32.as_datatype_enum, float_val=values)
+    for d in shape:
+        proto.tensor_shape.dim.add().size = d
+    # [0.5] for 3 values is TensorFlow's compressed form: one value repeated.
+    got, want = client.output_array(proto), tf.make_ndarray(proto)
+    assert got.dtype == want.dtype == np.float32 and got.shape == tuple(shape)
+    np.testing.assert_array_equal(got, want)
