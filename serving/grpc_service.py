@@ -18,7 +18,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 from serving.config import parse_config
 from serving.errors import ServingError, invalid
 from serving.servable import DEFAULT_SIGNATURE, request_examples, request_inputs
-from serving.versions import ModelRegistry
+from serving.versions import ModelRegistry, not_available
 
 log = logging.getLogger("serving")
 
@@ -148,9 +148,7 @@ def reload_config(registry: ModelRegistry, request: model_management_pb2.ReloadC
     log.info("reloaded model config: %s", sorted(specs))
     failed = registry.unavailable(specs)
     if failed:
-        # server_core.cc WaitUntilModelsAvailable: UNKNOWN, "Some models did not become available".
-        raise ServingError(grpc.StatusCode.UNKNOWN, "Some models did not become available: {"
-                           + ", ".join(f"{name}: {why}" for name, why in sorted(failed.items())) + "}")
+        raise not_available(failed)
     return model_management_pb2.ReloadConfigResponse()  # status defaults to OK
 
 

@@ -44,7 +44,7 @@ from serving.limits import (DEFAULT_MAX_EXAMPLES_PER_REQUEST, DEFAULT_MAX_INFLIG
 from serving.rest import RestServer  # noqa: E402
 from serving.runtime import configure_tensorflow  # noqa: E402
 from serving.servable import BatchingOptions  # noqa: E402
-from serving.versions import ModelRegistry  # noqa: E402
+from serving.versions import ModelRegistry, not_available  # noqa: E402
 
 log = logging.getLogger("serving")
 
@@ -80,7 +80,8 @@ class ModelServer:
                  rest_idle_timeout_seconds: float = 60.0,
                  max_examples_per_request: int = DEFAULT_MAX_EXAMPLES_PER_REQUEST,
                  max_inflight_examples: int = DEFAULT_MAX_INFLIGHT_EXAMPLES,
-                 enable_reload_config_request: bool = True, model_base_path_prefix: str = ""):
+                 enable_reload_config_request: bool = True, model_base_path_prefix: str = "",
+                 model_config_file: str = "", model_config_file_poll_wait_seconds: float = 0.0):
         if config is None:
             if not model_base_path:
                 raise ValueError("give a ModelServerConfig or model_base_path")
@@ -101,6 +102,11 @@ class ModelServer:
         self._budget = ExampleBudget(max_examples_per_request, max_inflight_examples)
         self._allow_reload = enable_reload_config_request
         self._base_path_prefix = model_base_path_prefix
+        self._config_file = model_config_file
+        self._config_poll_s = model_config_file_poll_wait_seconds
+        self._config_text: Optional[str] = None  # the file's last applied content
+        self._config_stop = threading.Event()
+        self._config_poller: Optional[threading.Thread] = None
         self.registry: Optional[ModelRegistry] = None
         self._grpc: Optional[grpc.Server] = None
         self._rest: Optional[RestServer] = None
@@ -127,6 +133,12 @@ class ModelServer:
                                       allow_reload=self._allow_reload,
                                       base_path_prefix=self._base_path_prefix)
         self.registry.wait_settled()
+        # As tensorflow_model_server: a model whose versions fail to load fails start-up. One with no
+        # version on disk yet starts empty (TF Serving would wait for it forever).
+        failed = self.registry.unavailable(self._specs, failed_only=True)
+        if failed:
+            self.registry.close()
+            raise not_available(failed)
         try:
             self._start_grpc()
             if self._rest_port_wanted is not None:
@@ -142,6 +154,14 @@ class ModelServer:
             raise
         # 0 polls exactly once (done above), as in tensorflow_model_server.
         self.registry.start_polling(self._poll_s)
+        if self._config_file and self._config_poll_s > 0:
+            try:
+                with open(self._config_file) as f:
+                    self._config_text = f.read()  # what the server started from (the CLI read it)
+            except OSError:
+                pass
+            self._config_poller = threading.Thread(target=self._poll_config_file, name="config-poller", daemon=True)
+            self._config_poller.start()
         log.info("serving models %s: gRPC on %s%s", sorted(self._specs), _host_port(self._host, self.port),
                  f", REST on {_host_port(self._host, self.rest_port)}" if self.rest_port else "")
         return self
@@ -173,7 +193,43 @@ class ModelServer:
     def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
         self.registry.reload(parse_config(config))
 
+    def poll_config_file(self) -> None:
+        """Re-reads --model_config_file and applies it when it changed, as server.cc's
+        PollFilesystemAndReloadConfig: a file that does not parse or load is logged and the
+        models already served stay."""
+        try:
+            with open(self._config_file) as f:
+                text = f.read()
+            if text == self._config_text:
+                return
+            config = read_config_file(self._config_file)
+        except (OSError, ServingError) as e:
+            log.error("Failed to read ModelServerConfig file: %s", e)
+            return
+        self._config_text = text
+        try:
+            specs = parse_config(config)
+            self.registry.reload(specs)
+        except ServingError as e:
+            log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", e.message)
+            return
+        failed = self.registry.unavailable(specs)
+        if failed:
+            log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", not_available(failed).message)
+        log.info("reloaded model config from %s: %s", self._config_file, sorted(specs))
+
+    def _poll_config_file(self):
+        while not self._config_stop.wait(self._config_poll_s):
+            try:
+                self.poll_config_file()
+            except Exception:  # noqa: BLE001 - the poller must outlive one bad read
+                log.exception("model config poll failed")
+
     def stop(self, grace_s: float = 1.0) -> None:
+        self._config_stop.set()
+        if self._config_poller is not None:
+            self._config_poller.join(timeout=30)
+            self._config_poller = None
         if self._rest is not None:
             self._rest.shutdown()
             self._rest.server_close()
@@ -215,6 +271,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "{\"grpc_port\": N, \"rest_port\": M} here as JSON (atomically)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind both ports to")
     p.add_argument("--model_config_file", default="", help="ModelServerConfig text proto")
+    p.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0,
+                   help="seconds between re-reads of --model_config_file, applied when it changed (0: read once)")
     p.add_argument("--model_name", default="default", help="model name, without --model_config_file")
     p.add_argument("--model_base_path", default="", help="model base path, without --model_config_file")
     p.add_argument("--enable_batching", type=_bool, nargs="?", const=True, default=False)
@@ -336,7 +394,8 @@ def _server_from_args(a: argparse.Namespace, config) -> ModelServer:
                        max_examples_per_request=a.max_examples_per_request,
                        max_inflight_examples=a.max_inflight_examples,
                        enable_reload_config_request=a.enable_reload_config_request,
-                       model_base_path_prefix=a.model_base_path_prefix)
+                       model_base_path_prefix=a.model_base_path_prefix, model_config_file=a.model_config_file,
+                       model_config_file_poll_wait_seconds=a.model_config_file_poll_wait_seconds)
 
 
 if __name__ == "__main__":

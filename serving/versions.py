@@ -40,7 +40,7 @@ import grpc
 from tensorflow_serving.apis import get_model_status_pb2
 
 from serving.config import ModelSpec, check_model_name, is_version_dir_name
-from serving.errors import invalid, not_found, servable_not_found
+from serving.errors import ServingError, invalid, not_found, servable_not_found
 from serving.limits import ExampleBudget
 from serving.servable import BatchingOptions, Servable
 from serving.stats import Stats
@@ -356,15 +356,17 @@ class ModelRegistry:
             for model in self._models.values():
                 model.sync()
 
-    def unavailable(self, names) -> Dict[str, str]:
-        """{model: why} for the named models that have no loaded version."""
+    def unavailable(self, names, failed_only: bool = False) -> Dict[str, str]:
+        """{model: why} for the named models that have no loaded version (`failed_only`: those whose
+        versions failed to load, not those with no version on disk yet)."""
         out = {}
         for name in names:
             model = self._models.get(name)
-            if model is not None and not model.servables:
+            if model is not None and not model.servables and (model._failures or not failed_only):
                 why = "; ".join(f"version {v}: {f.error}" for v, f in sorted(dict(model._failures).items()))
                 out[name] = why or f"no version found under {model.spec.base_path}"
         return out
+
 
     def reload(self, specs: Mapping[str, ModelSpec]) -> None:
         """Switches to a new model list; new models are loaded before they become visible."""
@@ -419,3 +421,9 @@ class ModelRegistry:
             models, self._models = self._models, MappingProxyType({})
             for model in models.values():
                 model.close()
+
+
+def not_available(failed: Mapping[str, str]) -> ServingError:
+    """server_core.cc WaitUntilModelsAvailable's error (UNKNOWN), for {model: why}."""
+    return ServingError(grpc.StatusCode.UNKNOWN, f"{len(failed)} model(s) did not become available: {{"
+                        + ", ".join(f"{{{name} due to error: {why}}}" for name, why in sorted(failed.items())) + "}")

@@ -29,7 +29,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.config import build_config
+from serving.config import build_config, read_config_file
 from serving.model_server import ModelServer
 from tests.serving import (K, VOCAB, call_saved_model, copy_version, examples, in_process, make_base, saved_model,
                            vocab_model, write_warmup)
@@ -650,13 +650,16 @@ def test_warmup_requests_are_replayed_at_load(tmp_path, caplog):
     base = make_base(str(tmp_path), {1: 0.0})
     write_warmup(os.path.join(base, "1"), [request(examples(2)), request(examples(3), signature="knowledge"),
                                            request(examples(1))])
-    broken = make_base(str(tmp_path), {1: 0.0}, name="broken")
-    write_warmup(os.path.join(broken, "1"), [request(examples(1), signature="nosig")])
+    broken = make_base(str(tmp_path), {}, name="broken")
     server = start(build_config({"m": base, "broken": broken}))
     try:
         assert server.stats["warmup_requests"] == 3
         assert "model m version 1: replayed 3 warmup request(s)" in caplog.text
-        # A version whose own warmup fails does not go live.
+        # A version whose own warmup fails does not go live (at start-up it would fail the start).
+        copy_version(saved_model(0.0), os.path.join(broken, "1.tmp"))
+        write_warmup(os.path.join(broken, "1.tmp"), [request(examples(1), signature="nosig")])
+        os.rename(os.path.join(broken, "1.tmp"), os.path.join(broken, "1"))
+        server.poll_now()
         assert server.registry.model("broken").servables == {}
         assert "warmup record 0 failed" in caplog.text
     finally:
@@ -805,7 +808,7 @@ def test_reload_validates_base_paths_and_reports_load_failures(tmp_path):
         # server_core.cc: a model that does not load fails the reload, with the error.
         err = reload(str(root / "broken"), name="broken")
         assert err.code() == grpc.StatusCode.UNKNOWN
-        assert "Some models did not become available" in err.details() and "broken" in err.details()
+        assert "1 model(s) did not become available: {{broken due to error: version 1: " in err.details()
         status = get_model_status_pb2.GetModelStatusRequest()
         status.model_spec.name = "broken"
         (state,) = clients.model_stub.GetModelStatus(status, timeout=10).model_version_status
@@ -814,6 +817,87 @@ def test_reload_validates_base_paths_and_reports_load_failures(tmp_path):
     finally:
         clients.close()
         server.stop()
+
+
+def test_startup_fails_when_an_initial_model_fails_to_load(tmp_path):
+    from serving.errors import ServingError
+
+    good = make_base(str(tmp_path), {1: 0.0}, name="good")
+    broken = tmp_path / "broken" / "1"
+    broken.mkdir(parents=True)
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    # server_core.cc WaitUntilModelsAvailable: the server does not start half-configured.
+    with pytest.raises(ServingError) as info:
+        start(build_config({"good": good, "broken": str(tmp_path / "broken")}))
+    assert info.value.code == grpc.StatusCode.UNKNOWN
+    assert str(info.value).startswith("UNKNOWN: 1 model(s) did not become available: {{broken due to error: "
+                                      "version 1: saved_model.pb cannot be read")
+    # A model with no version yet is not a failure: it starts empty and loads what appears.
+    (tmp_path / "later").mkdir()
+    server = start(build_config({"good": good, "later": str(tmp_path / "later")}))
+    try:
+        assert server.registry.model("later").servables == {}
+        copy_version(saved_model(0.0), str(tmp_path / "later" / "3"))
+        server.poll_now()
+        assert list(server.registry.model("later").servables) == [3]
+    finally:
+        server.stop()
+
+
+def test_the_model_config_file_is_polled_and_a_bad_one_keeps_the_models(tmp_path, caplog):
+    from serving.config import write_models_config
+
+    caplog.set_level(logging.INFO, logger="serving")
+    base_a = make_base(str(tmp_path), {1: 0.0}, name="a")
+    base_b = make_base(str(tmp_path), {2: 0.7}, name="b")
+    path = str(tmp_path / "models.config")
+    write_models_config(path, {"a": base_a})
+    # A poll interval far beyond the test: poll_config_file() is the poller's one step, called here.
+    server = start(read_config_file(path), model_config_file=path, model_config_file_poll_wait_seconds=3600)
+    try:
+        server.poll_config_file()
+        assert "reloaded model config" not in caplog.text, "an unchanged file is not reapplied"
+        write_models_config(path, {"a": base_a, "b": base_b})
+        server.poll_config_file()
+        assert sorted(server.registry.models) == ["a", "b"]
+        assert list(server.registry.model("b").servables) == [2]
+        with open(path, "a") as f:
+            f.write("model_config_list {")
+        server.poll_config_file()
+        assert "Failed to read ModelServerConfig file: " in caplog.text
+        assert "Error parsing text-format tensorflow.serving.ModelServerConfig" in caplog.text
+        assert sorted(server.registry.models) == ["a", "b"], "a bad file changes nothing"
+        write_models_config(path, {"b": base_b})
+        server.poll_config_file()
+        assert sorted(server.registry.models) == ["b"]
+    finally:
+        server.stop()
+
+
+def test_cli_polls_the_model_config_file(tmp_path):
+    from serving.config import write_models_config
+
+    base_a = make_base(str(tmp_path), {1: 0.0}, name="a")
+    base_b = make_base(str(tmp_path), {2: 0.7}, name="b")
+    path = tmp_path / "models.config"
+    write_models_config(str(path), {"a": base_a})
+    proc, ports = _start_cli(tmp_path, f"--model_config_file={path}", "--model_config_file_poll_wait_seconds=0.2",
+                             "--rest_api_port=0")
+    try:
+        _ready_line(proc)
+        write_models_config(str(path), {"a": base_a, "b": base_b})
+        with grpc.insecure_channel(f"127.0.0.1:{ports['grpc_port']}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    assert stub.Predict(request(examples(1), model="b"), timeout=30).model_spec.version.value == 2
+                    break
+                except grpc.RpcError as e:
+                    assert e.code() == grpc.StatusCode.NOT_FOUND and time.monotonic() < deadline, e.details()
+                    time.sleep(0.1)
+    finally:
+        _stop_cli(proc)
 
 
 def test_reload_rpc_can_be_disabled(tmp_path):
