@@ -12,9 +12,11 @@ from typing import Optional, Tuple
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_management_pb2,
-                                     model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2,
+                                     model_management_pb2, model_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc, regression_pb2)
 
+from serving import inference
 from serving.config import parse_config
 from serving.errors import ServingError, invalid
 from serving.servable import DEFAULT_SIGNATURE, request_examples, request_inputs
@@ -51,6 +53,31 @@ def predict(registry: ModelRegistry, request: predict_pb2.PredictRequest) -> pre
 
 
 # TensorProto's typed field for each dtype, as tensorflow's Tensor::AsProtoField fills it.
+def classify(registry: ModelRegistry, request: classification_pb2.ClassificationRequest
+             ) -> classification_pb2.ClassificationResponse:
+    version, label = version_choice(request.model_spec)
+    servable = registry.resolve(request.model_spec.name, version, label)
+    with registry.budget.hold(inference.count_examples(request.input)):
+        return inference.classify(servable, request)
+
+
+def regress(registry: ModelRegistry, request: regression_pb2.RegressionRequest) -> regression_pb2.RegressionResponse:
+    version, label = version_choice(request.model_spec)
+    servable = registry.resolve(request.model_spec.name, version, label)
+    with registry.budget.hold(inference.count_examples(request.input)):
+        return inference.regress(servable, request)
+
+
+def multi_inference(registry: ModelRegistry, request: inference_pb2.MultiInferenceRequest
+                    ) -> inference_pb2.MultiInferenceResponse:
+    # multi_inference_helper.cc: the model is the first task's (each task must name the same one).
+    spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+    version, label = version_choice(spec)
+    servable = registry.resolve(spec.name, version, label)
+    with registry.budget.hold(inference.count_examples(request.input)):
+        return inference.multi_inference(servable, request)
+
+
 _FIELDS = {np.dtype(np.float32): "float_val", np.dtype(np.float64): "double_val",
            np.dtype(np.int8): "int_val", np.dtype(np.uint8): "int_val", np.dtype(np.int16): "int_val",
            np.dtype(np.uint16): "int_val", np.dtype(np.int32): "int_val", np.dtype(np.int64): "int64_val",
@@ -172,12 +199,13 @@ def _grpc_method(fn):
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict and GetModelMetadata; Classify/Regress/MultiInference stay UNIMPLEMENTED."""
-
     def __init__(self, registry: ModelRegistry):
         self._registry = registry
 
     Predict = _grpc_method(predict)
+    Classify = _grpc_method(classify)
+    Regress = _grpc_method(regress)
+    MultiInference = _grpc_method(multi_inference)
     GetModelMetadata = _grpc_method(model_metadata)
 
 

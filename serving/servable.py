@@ -13,6 +13,7 @@ from typing import Callable, Dict, Iterable, Optional
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_log_pb2
 
 from serving.batching import Batcher
@@ -43,7 +44,7 @@ class Signature:
     inputs: Dict[str, tf.TensorSpec]
     outputs: Dict[str, tf.TensorSpec]
     flat: Optional[Callable] = None  # fn's graph function called on flat tensors, when it has one
-    checks: Dict[str, tuple] = field(default_factory=dict)  # input -> (dtype kinds, numpy dtype, dims)
+    checks: Dict[str, tuple] = field(default_factory=dict)  # input -> (dtype kinds, numpy dtype)
 
 
 def _input_checks(inputs: Dict[str, tf.TensorSpec]) -> Dict[str, tuple]:
@@ -51,8 +52,7 @@ def _input_checks(inputs: Dict[str, tf.TensorSpec]) -> Dict[str, tuple]:
     for name, spec in inputs.items():
         kinds = ("O", "S", "U") if spec.dtype == tf.string else ()
         dtype = None if kinds else np.dtype(spec.dtype.as_numpy_dtype)
-        dims = None if spec.shape.rank is None else tuple(spec.shape.as_list())
-        out[name] = (kinds, dtype, dims)
+        out[name] = (kinds, dtype)
     return out
 
 
@@ -96,6 +96,43 @@ def _signature(name: str, fn) -> Signature:
                      _input_checks(dict(kwargs)))
 
 
+class SessionModel:
+    """A TF1 SavedModel through TensorFlow's session loader, where tf.saved_model.load cannot
+    restore it (e.g. TF Serving's saved_model_half_plus_three: "Shape must be rank 1 but is
+    rank 0 for ParseExample"). This is how TF Serving itself runs every SavedModel: each
+    signature feeds its inputs' tensors by graph name and fetches its outputs'."""
+
+    def __init__(self, path: str):
+        self.graph = tf.Graph()
+        self.session = tf.compat.v1.Session(graph=self.graph)
+        with self.graph.as_default():
+            meta = tf.compat.v1.saved_model.loader.load(self.session, [SERVE_TAG], path)
+        self.signatures = {name: self._signature(name, sdef) for name, sdef in meta.signature_def.items()
+                           if sdef.inputs and sdef.outputs}
+
+    def _signature(self, name: str, sdef) -> Signature:
+        def spec(info):
+            shape = None if info.tensor_shape.unknown_rank else [d.size if d.size >= 0 else None
+                                                                  for d in info.tensor_shape.dim]
+            return tf.TensorSpec(shape, tf.as_dtype(info.dtype), name=info.name)
+
+        inputs = {k: spec(v) for k, v in sdef.inputs.items()}
+        feeds, fetches = sorted(sdef.inputs), sorted(sdef.outputs)
+        # A callable runs in C++ as TF Serving's Session::Run: no Python check of feed shapes.
+        options = config_pb2.CallableOptions(feed=[sdef.inputs[k].name for k in feeds],
+                                             fetch=[sdef.outputs[k].name for k in fetches])
+        run = self.session._make_callable_from_options(options)  # noqa: SLF001 - Session.make_callable's core
+
+        def call(tensors: Dict[str, tf.Tensor]) -> Arrays:
+            return dict(zip(fetches, run(*[tensors[k].numpy() for k in feeds])))
+
+        return Signature(name, call, inputs, {k: spec(v) for k, v in sdef.outputs.items()}, call,
+                         _input_checks(inputs))
+
+    def close(self) -> None:
+        self.session.close()
+
+
 def check_input_names(sig: Signature, names: Iterable[str]) -> None:
     names = set(names)
     missing = sorted(set(sig.inputs) - names)
@@ -110,23 +147,22 @@ def check_input_names(sig: Signature, names: Iterable[str]) -> None:
 
 
 def check_inputs(sig: Signature, inputs: Arrays) -> None:
-    """TF Serving's checks, with messages that name the offending input.
+    """TF Serving's checks, with messages that name the offending input: names and dtypes.
 
-    Against `sig.checks`, worked out once per version: TensorShape/DType calls are
-    Python-heavy, a visible share of a batch-1 request.
+    Not shapes: TF Serving feeds an input of shape [3] to a signature declared (None, 1)
+    and lets the graph decide (half_plus_two answers [2.5, 3.0, 4.5]); an op that cannot
+    take the shape fails with TensorFlow's own INVALID_ARGUMENT. Against `sig.checks`,
+    worked out once per version: DType calls are Python-heavy, a visible share of a
+    batch-1 request.
     """
     if inputs.keys() != sig.inputs.keys():
         check_input_names(sig, inputs)
     for name, arr in inputs.items():
-        kinds, dtype, dims = sig.checks[name]
+        kinds, dtype = sig.checks[name]
         if not (arr.dtype.kind in kinds if kinds else arr.dtype == dtype):
             spec = sig.inputs[name]
             raise invalid(f"input {name!r} of signature {sig.name!r} expects dtype {spec.dtype.name}, "
                           f"got {arr.dtype.name}")
-        if dims is not None and (arr.ndim != len(dims) or any(d is not None and d != a
-                                                               for d, a in zip(dims, arr.shape))):
-            raise invalid(f"input {name!r} of signature {sig.name!r} expects shape {sig.inputs[name].shape}, "
-                          f"got {list(arr.shape)}")
 
 
 class Servable:
@@ -141,10 +177,21 @@ class Servable:
         self.warmup_requests = 0
         self._batching = batching
         self._batchers: Dict[str, Batcher] = {}
-        self._module = tf.saved_model.load(path)
         self._signature_defs = _signature_defs(path)
-        self.signatures: Dict[str, Signature] = {
-            name: _signature(name, fn) for name, fn in self._module.signatures.items()}
+        self._session: Optional[SessionModel] = None
+        try:
+            self._module = tf.saved_model.load(path)
+            self.signatures: Dict[str, Signature] = {
+                name: _signature(name, fn) for name, fn in self._module.signatures.items()}
+        except (ValueError, TypeError, tf.errors.OpError) as e:
+            try:
+                self._session = SessionModel(path)
+            except Exception:  # noqa: BLE001 - neither loader can: the first one's error says why
+                raise e from None
+            log.info("%s: loaded with TensorFlow's session loader (tf.saved_model.load: %s)", path,
+                     str(e).splitlines()[0] if str(e) else type(e).__name__)
+            self._module = None
+            self.signatures = self._session.signatures
         if not self.signatures:
             raise ValueError(f"{path}: SavedModel has no signatures to serve")
         if batching is not None:
@@ -157,6 +204,10 @@ class Servable:
 
     def __repr__(self):
         return f"Servable({self.model_name!r}, version={self.version})"
+
+    def signature_def(self, name: str):
+        """The SavedModel's stored SignatureDef `name` (method, keys, tensor names), or None."""
+        return self._signature_defs.get(name)
 
     def signature(self, name: str) -> Signature:
         sig = self.signatures.get(name or DEFAULT_SIGNATURE)
@@ -192,7 +243,7 @@ class Servable:
             raise from_tf_error(e, f"signature {sig.name!r} failed on input(s) {sorted(inputs)}") from e
         except (TypeError, ValueError) as e:
             raise invalid(f"signature {sig.name!r} rejected input(s) {sorted(inputs)}: {e}") from e
-        return {k: v.numpy() for k, v in out.items()}
+        return {k: v if isinstance(v, np.ndarray) else v.numpy() for k, v in out.items()}
 
     def warmup(self) -> int:
         """Replays assets.extra/tf_serving_warmup_requests as TF Serving does; returns the count.
@@ -238,6 +289,8 @@ class Servable:
     def close(self) -> None:
         for batcher in self._batchers.values():
             batcher.close()
+        if self._session is not None:
+            self._session.close()
 
 
 def _signature_defs(path: str):

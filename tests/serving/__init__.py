@@ -89,6 +89,66 @@ def vocab_model(bias: float = 0.0) -> str:
     return _BUILT[key]
 
 
+class _HalfPlusTwo(tf.Module):
+    """TF Serving's own test model (servables/tensorflow/testdata/saved_model_half_plus_two.py),
+    rebuilt here: y = 0.5 x + 2 behind predict, classify and regress signatures."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = tf.Variable(0.5), tf.Variable(2.0)
+
+    def _y(self, serialized):
+        x = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
+        return self.a * x + self.b
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+    def predict(self, x):
+        return {"y": self.a * x + self.b}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(self, inputs):
+        return {"scores": self._y(inputs)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def regress(self, inputs):
+        return {"outputs": self._y(inputs)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify_labels(self, inputs):
+        y = self._y(inputs)
+        return {"classes": tf.tile(tf.constant([["lo", "hi"]]), [tf.shape(y)[0], 1]),
+                "scores": tf.concat([1.0 - y / 10.0, y / 10.0], axis=1)}
+
+
+def half_plus_two(root: str, tf1: bool = False, version_dir: str = "00000123") -> str:
+    """<root>/<version_dir>/ (zero-padded, as TF Serving's test models): half plus two, TF2
+    (tf.saved_model.save) or TF1 style (a graph and SavedModelBuilder, as TF Serving's own)."""
+    path = os.path.join(root, version_dir)
+    if not tf1:
+        module = _HalfPlusTwo()
+        tf.saved_model.save(module, path, signatures={
+            "serving_default": module.predict, "classify_x_to_y": module.classify,
+            "regress_x_to_y": module.regress, "classify_labels": module.classify_labels})
+        return path
+    sig = tf.compat.v1.saved_model.signature_def_utils.build_signature_def
+    info = tf.compat.v1.saved_model.utils.build_tensor_info
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+        a, b = tf.compat.v1.Variable(0.5, name="a"), tf.compat.v1.Variable(2.0, name="b")
+        serialized = tf.compat.v1.placeholder(tf.string, [None], name="tf_example")
+        x = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
+        y = tf.add(a * x, b, name="y")
+        x2 = tf.compat.v1.placeholder(tf.float32, [None, 1], name="x")
+        y2 = tf.add(a * x2, b, name="y2")
+        session.run(tf.compat.v1.global_variables_initializer())
+        builder = tf.compat.v1.saved_model.Builder(path)
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={
+            "serving_default": sig({"x": info(x2)}, {"y": info(y2)}, "tensorflow/serving/predict"),
+            "classify_x_to_y": sig({"inputs": info(serialized)}, {"scores": info(y)}, "tensorflow/serving/classify"),
+            "regress_x_to_y": sig({"inputs": info(serialized)}, {"outputs": info(y)}, "tensorflow/serving/regress")})
+        builder.save()
+    return path
+
+
 def call_saved_model(path: str, serialized: List[bytes]) -> Dict[str, np.ndarray]:
     """serving_default of the SavedModel at `path`, in this process (not cached: files may change)."""
     out = tf.saved_model.load(path).signatures["serving_default"](examples=tf.constant(serialized))
