@@ -3,6 +3,8 @@
     GET  /v1/models/<name>[/versions/<v>|/labels/<l>]            model status
     GET  /v1/models/<name>[/versions/<v>|/labels/<l>]/metadata   signature metadata
     POST /v1/models/<name>[/versions/<v>|/labels/<l>]:predict    {"instances": [...]} or {"inputs": ...}
+    POST /v1/models/<name>[/versions/<v>|/labels/<l>]:classify   {"examples": [{feature: value}], "context": {...}}
+    POST /v1/models/<name>[/versions/<v>|/labels/<l>]:regress    the same
 
 JSON bodies and errors ({"error": "..."} with TF Serving's HTTP status) follow
 TF Serving's REST API; binary strings travel as {"b64": "..."}. The version that
@@ -45,7 +47,9 @@ import h11
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+from tensorflow.core.example import example_pb2, feature_pb2
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     regression_pb2)
 
 from serving import grpc_service
 from serving.config import check_model_name
@@ -236,7 +240,7 @@ def handle(registry: ModelRegistry, method: str, target: str, body: bytes) -> Tu
         if method == "GET":
             return 200, _get(registry, name, version, label, bool(match["metadata"])), []
         if match["verb"] != "predict":
-            raise invalid(f":{match['verb']} is not supported by this server; use :predict")
+            return _classify_or_regress(registry, match["verb"], name, version, label, body)
         return _predict(registry, name, version, label, body)
     except ServingError as e:
         return e.http_status, {"error": e.message}, []
@@ -265,13 +269,105 @@ def _get(registry, name, version, label, metadata: bool) -> dict:
     return _proto_json(grpc_service.model_status(registry, request))
 
 
-def _predict(registry, name, version, label, body_bytes: bytes) -> Tuple[int, dict, list]:
+def _json_body(body_bytes: bytes) -> dict:
     try:
         body = json.loads(body_bytes)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise invalid(f"JSON parse error: {e}") from e
     if not isinstance(body, dict):
         raise invalid("request body must be a JSON object")
+    return body
+
+
+def _json_type(value) -> str:
+    """rapidjson's type names, as json_tensor.cc's JsonTypeString."""
+    if value is None:
+        return "Null"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return {dict: "Object", list: "Array", str: "String"}.get(type(value), "Number")
+
+
+_KINDS = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}
+
+
+def _add_feature_value(value, name: str, feature: feature_pb2.Feature) -> None:
+    """json_tensor.cc AddValueToFeature: a float is a float_list value, an integer or a boolean an
+    int64_list one, a string or {"b64": ...} a bytes_list one; one kind per feature."""
+    if isinstance(value, int):  # booleans too: True is 1
+        kind, add = "int64_list", int(value)
+        if add > _INT64_MAX:
+            raise invalid(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
+    elif isinstance(value, float):
+        kind, add = "float_list", value
+    elif isinstance(value, str):
+        kind, add = "bytes_list", value.encode("utf-8")
+    elif _is_b64(value) and isinstance(value["b64"], str):
+        kind, add = "bytes_list", _string_leaf(value, name)
+    else:
+        raise invalid(f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}")
+    have = feature.WhichOneof("kind")
+    if have not in (None, kind):
+        raise invalid(f"Unexpected element type in feature: {name} expecting type: {_KINDS[have]}")
+    getattr(feature, kind).value.append(add)
+
+
+def example_from_json(value, into: example_pb2.Example) -> None:
+    """json_tensor.cc MakeExampleFromJsonObject: {feature: value or [values]} into a tf.Example."""
+    if not isinstance(value, dict):
+        raise invalid(f"Example must be JSON object but got JSON {_json_type(value)}")
+    for name, content in value.items():
+        feature = feature_pb2.Feature()
+        for v in content if isinstance(content, list) else [content]:
+            _add_feature_value(v, name, feature)
+        into.features.feature[name].CopyFrom(feature)
+
+
+def classify_regress_request(body: dict, request) -> None:
+    """json_tensor.cc FillClassifyRegressRequestFromJson, into a Classification/RegressionRequest."""
+    if "signature_name" in body:
+        if not isinstance(body["signature_name"], str):
+            raise invalid("'signature_name' key must be a string value.")
+        request.model_spec.signature_name = body["signature_name"]
+    has_context = "context" in body
+    if has_context:
+        example_from_json(body["context"], request.input.example_list_with_context.context)
+    examples = body.get("examples")
+    # TF Serving's text says "classify" for both methods.
+    if "examples" not in body:
+        raise invalid("When method is classify, key 'examples' is expected and was not found")
+    if not isinstance(examples, list):
+        raise invalid("Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise invalid("'examples' value is an empty array")
+    target = request.input.example_list_with_context if has_context else request.input.example_list
+    for value in examples:
+        example_from_json(value, target.examples.add())
+
+
+def _classify_or_regress(registry, verb: str, name, version, label, body_bytes: bytes) -> Tuple[int, dict, list]:
+    """http_rest_api_handler.cc ProcessClassifyRequest / ProcessRegressRequest and json_tensor.cc's
+    MakeJsonFromClassificationResult / MakeJsonFromRegressionResult."""
+    body = _json_body(body_bytes)
+    request = (classification_pb2.ClassificationRequest() if verb == "classify"
+               else regression_pb2.RegressionRequest())
+    request.model_spec.name = name
+    if version is not None:
+        request.model_spec.version.value = version
+    elif label:
+        request.model_spec.version_label = label
+    classify_regress_request(body, request)
+    if verb == "classify":
+        result = grpc_service.classify(registry, request).result
+        payload = {"results": [[[c.label, c.score] for c in row.classes] for row in result.classifications]}
+    else:
+        result = grpc_service.regress(registry, request).result
+        payload = {"results": [r.value for r in result.regressions]}
+    return 200, payload, []
+
+
+def _predict(registry, name, version, label, body_bytes: bytes) -> Tuple[int, dict, list]:
+    body = _json_body(body_bytes)
     servable = registry.resolve(name, version, label)
     signature = body.get("signature_name") or DEFAULT_SIGNATURE
     if not isinstance(signature, str):

@@ -1,6 +1,10 @@
 """serving.inference: Classify, Regress and MultiInference as TF Serving answers them, on TF Serving's
 half-plus-two test model rebuilt here (TF2 and TF1 style, in a zero-padded version folder)."""
 
+import json
+import urllib.error
+import urllib.request
+
 import grpc
 import numpy as np
 import pytest
@@ -16,18 +20,32 @@ STYLES = ("tf2", "tf1")
 
 
 @pytest.fixture(scope="module")
-def stub(tmp_path_factory):
+def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     bases = {}
     for style in STYLES:
         half_plus_two(str(root / style), tf1=style == "tf1")
         bases[style] = str(root / style)
-    server = ModelServer(build_config(bases), port=0, rest_api_port=None, file_system_poll_wait_seconds=0,
+    server = ModelServer(build_config(bases), port=0, rest_api_port=0, file_system_poll_wait_seconds=0,
                          version_settle_seconds=0).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stub(server):
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
     channel.close()
-    server.stop()
+
+
+def rest(server, path, body):
+    request = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}{path}", data=json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 def _examples(request_input, xs):
@@ -133,3 +151,39 @@ def test_predict_feeds_an_input_of_another_shape_as_tf_serving_does(stub, style)
     response = stub.Predict(request, timeout=30)
     assert list(response.outputs["y"].float_val) == [2.5, 3.0, 4.5]
     assert [d.size for d in response.outputs["y"].tensor_shape.dim] == [3]
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_rest_classify_and_regress_in_tf_serving_json(server, style):
+    # http_rest_api_handler.cc and json_tensor.cc: {"examples": [...]} in, {"results": ...} out.
+    body = {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}, {"x": [4.0]}]}
+    assert rest(server, f"/v1/models/{style}:classify", body) == (200, {"results": [[["", 3.0]], [["", 4.0]]]})
+    body = {"signature_name": "regress_x_to_y", "context": {"x": 6.0}, "examples": [{}]}
+    assert rest(server, f"/v1/models/{style}/versions/123:regress", body) == (200, {"results": [5.0]})
+
+
+def test_rest_examples_become_tf_examples_as_tf_serving_reads_json():
+    from tensorflow.core.example import example_pb2
+
+    from serving.rest import example_from_json
+
+    ex = example_pb2.Example()
+    example_from_json({"f": 1.5, "i": [1, 2], "b": True, "s": "ab", "raw": {"b64": "AAE="}, "none": []}, ex)
+    f = ex.features.feature
+    assert list(f["f"].float_list.value) == [1.5] and list(f["i"].int64_list.value) == [1, 2]
+    assert list(f["b"].int64_list.value) == [1] and list(f["s"].bytes_list.value) == [b"ab"]
+    assert list(f["raw"].bytes_list.value) == [b"\x00\x01"] and f["none"].WhichOneof("kind") is None
+
+
+def test_rest_bad_classify_bodies_get_tf_serving_texts(server):
+    cases = [({"signature_name": "classify_x_to_y"},
+              "When method is classify, key 'examples' is expected and was not found"),
+             ({"examples": {}}, "Expecting 'examples' value to be an list/array"),
+             ({"examples": []}, "'examples' value is an empty array"),
+             ({"examples": [1]}, "Example must be JSON object but got JSON Number"),
+             ({"examples": [{"x": [1.0, 2]}]}, "Unexpected element type in feature: x expecting type: float"),
+             ({"examples": [{"x": None}]}, "Feature: x has element with unexpected JSON type: Null"),
+             ({"examples": [{"x": [[1.0]]}]}, "Feature: x has element with unexpected JSON type: Array"),
+             ({"signature_name": 3, "examples": [{"x": 1.0}]}, "'signature_name' key must be a string value.")]
+    for body, text in cases:
+        assert rest(server, "/v1/models/tf2:classify", body) == (400, {"error": text}), body

@@ -332,7 +332,8 @@ def test_bad_rest_requests_get_tf_serving_codes(served):
          "Failed to convert version"),
         ("unknown verb", "/v1/models/m:explain", {"instances": xs}, 400, "Malformed request: POST /v1/models/m:explain"),
         ("malformed path", "/v1/models", {"instances": xs}, 400, "Malformed request: POST /v1/models"),
-        ("classify", "/v1/models/m:classify", {"instances": xs}, 400, "classify"),
+        ("classify without examples", "/v1/models/m:classify", {"instances": xs}, 400,
+         "When method is classify, key 'examples' is expected and was not found"),
         # Outside /v1/ TF Serving's dispatcher has no handler (http_server.cc kPathRegex).
         ("unknown path", "/v2/whatever", {"instances": xs}, 404, "/v2/whatever"),
     ]
