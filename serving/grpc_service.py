@@ -57,15 +57,21 @@ def classify(registry: ModelRegistry, request: classification_pb2.Classification
              ) -> classification_pb2.ClassificationResponse:
     version, label = version_choice(request.model_spec)
     servable = registry.resolve(request.model_spec.name, version, label)
-    with registry.budget.hold(inference.count_examples(request.input)):
-        return inference.classify(servable, request)
+    n = inference.count_examples(request.input)
+    with registry.budget.hold(n):
+        response = inference.classify(servable, request)
+    registry.metrics.examples(servable.model_name, n)
+    return response
 
 
 def regress(registry: ModelRegistry, request: regression_pb2.RegressionRequest) -> regression_pb2.RegressionResponse:
     version, label = version_choice(request.model_spec)
     servable = registry.resolve(request.model_spec.name, version, label)
-    with registry.budget.hold(inference.count_examples(request.input)):
-        return inference.regress(servable, request)
+    n = inference.count_examples(request.input)
+    with registry.budget.hold(n):
+        response = inference.regress(servable, request)
+    registry.metrics.examples(servable.model_name, n)
+    return response
 
 
 def multi_inference(registry: ModelRegistry, request: inference_pb2.MultiInferenceRequest
@@ -74,8 +80,11 @@ def multi_inference(registry: ModelRegistry, request: inference_pb2.MultiInferen
     spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
     version, label = version_choice(spec)
     servable = registry.resolve(spec.name, version, label)
-    with registry.budget.hold(inference.count_examples(request.input)):
-        return inference.multi_inference(servable, request)
+    n = inference.count_examples(request.input)
+    with registry.budget.hold(n):
+        response = inference.multi_inference(servable, request)
+    registry.metrics.examples(servable.model_name, n)
+    return response
 
 
 _FIELDS = {np.dtype(np.float32): "float_val", np.dtype(np.float64): "double_val",
@@ -179,13 +188,24 @@ def reload_config(registry: ModelRegistry, request: model_management_pb2.ReloadC
     return model_management_pb2.ReloadConfigResponse()  # status defaults to OK
 
 
-def _grpc_method(fn):
-    """Turns a ServingError into the gRPC status TF Serving would send."""
+def request_model(request) -> str:
+    """The model a PredictionService request names (MultiInference: its first task's)."""
+    if isinstance(request, inference_pb2.MultiInferenceRequest):
+        return request.tasks[0].model_spec.name if request.tasks else ""
+    return request.model_spec.name
+
+
+def _grpc_method(fn, api: Optional[str] = None):
+    """Turns a ServingError into the gRPC status TF Serving would send; an `api` request is counted and
+    timed in the server's metrics (serving/metrics.py)."""
 
     @functools.wraps(fn)
     def wrapper(self, request, context):
         try:
-            return fn(self._registry, request)
+            if api is None:
+                return fn(self._registry, request)
+            with self._registry.metrics.request(request_model(request), api, "GRPC"):
+                return fn(self._registry, request)
         except ServingError as e:
             context.abort(e.code, e.message)
         except RecursionError:
@@ -202,10 +222,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, registry: ModelRegistry):
         self._registry = registry
 
-    Predict = _grpc_method(predict)
-    Classify = _grpc_method(classify)
-    Regress = _grpc_method(regress)
-    MultiInference = _grpc_method(multi_inference)
+    Predict = _grpc_method(predict, "Predict")
+    Classify = _grpc_method(classify, "Classify")
+    Regress = _grpc_method(regress, "Regress")
+    MultiInference = _grpc_method(multi_inference, "MultiInference")
     GetModelMetadata = _grpc_method(model_metadata)
 
 

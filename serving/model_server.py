@@ -41,6 +41,7 @@ from serving.config import build_config, parse_config, read_config_file  # noqa:
 from serving.errors import ServingError  # noqa: E402
 from serving.limits import (DEFAULT_MAX_EXAMPLES_PER_REQUEST, DEFAULT_MAX_INFLIGHT_EXAMPLES,  # noqa: E402
                             ExampleBudget)
+from serving.metrics import read_monitoring_config  # noqa: E402
 from serving.rest import RestServer  # noqa: E402
 from serving.runtime import configure_tensorflow  # noqa: E402
 from serving.servable import BatchingOptions  # noqa: E402
@@ -52,6 +53,21 @@ DEFAULT_MAX_REQUEST_BYTES = 64 << 20
 # A version folder must be unchanged this long before it loads (see serving/versions.py).
 DEFAULT_SETTLE_S = 2.0
 _FROZEN = False
+
+
+def parse_channel_arguments(text: str):
+    """--grpc_channel_arguments "k=v,k=v" as server.cc parses it: an int32 value as an int, else a string."""
+    out = []
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--grpc_channel_arguments: {item!r} is not key=value")
+        try:
+            number = int(value)
+            out.append((key, number if -2 ** 31 <= number < 2 ** 31 else value))
+        except ValueError:
+            out.append((key, value))
+    return out
 
 
 def _host_port(host: str, port: int) -> str:
@@ -81,7 +97,9 @@ class ModelServer:
                  max_examples_per_request: int = DEFAULT_MAX_EXAMPLES_PER_REQUEST,
                  max_inflight_examples: int = DEFAULT_MAX_INFLIGHT_EXAMPLES,
                  enable_reload_config_request: bool = True, model_base_path_prefix: str = "",
-                 model_config_file: str = "", model_config_file_poll_wait_seconds: float = 0.0):
+                 model_config_file: str = "", model_config_file_poll_wait_seconds: float = 0.0,
+                 prometheus_path: Optional[str] = None, grpc_socket_path: str = "",
+                 grpc_channel_arguments: str = ""):
         if config is None:
             if not model_base_path:
                 raise ValueError("give a ModelServerConfig or model_base_path")
@@ -98,10 +116,12 @@ class ModelServer:
         self._settle_s = version_settle_seconds
         self._clock = clock
         self._rest_options = dict(workers=rest_workers, read_timeout_s=rest_read_timeout_seconds,
-                                  idle_timeout_s=rest_idle_timeout_seconds)
+                                  idle_timeout_s=rest_idle_timeout_seconds, metrics_path=prometheus_path)
         self._budget = ExampleBudget(max_examples_per_request, max_inflight_examples)
         self._allow_reload = enable_reload_config_request
         self._base_path_prefix = model_base_path_prefix
+        self._grpc_socket_path = grpc_socket_path
+        self._grpc_arguments = parse_channel_arguments(grpc_channel_arguments)
         self._config_file = model_config_file
         self._config_poll_s = model_config_file_poll_wait_seconds
         self._config_text: Optional[str] = None  # the file's last applied content
@@ -170,6 +190,7 @@ class ModelServer:
         options = [("grpc.max_receive_message_length", self._max_request_bytes),
                    ("grpc.max_send_message_length", -1),
                    ("grpc.so_reuseport", 0)]  # a busy port must fail, not be shared
+        options += self._grpc_arguments  # after ours, as server.cc adds them: gRPC takes the last
         # RPCs past this many (running or queued for a thread) get RESOURCE_EXHAUSTED from gRPC
         # itself: queued requests hold their bytes (up to --max_request_bytes each) meanwhile.
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=self._grpc_threads,
@@ -183,6 +204,12 @@ class ModelServer:
             raise OSError(f"cannot bind gRPC port {address}: {e}") from e
         if not bound:
             raise OSError(f"cannot bind gRPC port {address}")
+        if self._grpc_socket_path:  # server.cc: also "unix:<path>"
+            try:
+                if not self._grpc.add_insecure_port(f"unix:{self._grpc_socket_path}"):
+                    raise RuntimeError("not bound")
+            except RuntimeError as e:
+                raise OSError(f"cannot bind gRPC socket {self._grpc_socket_path}: {e}") from e
         self.port = bound
         self._grpc.start()
 
@@ -304,6 +331,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="reload requests may only name base paths under this folder")
     p.add_argument("--version_settle_seconds", type=float, default=DEFAULT_SETTLE_S,
                    help="a version folder loads only after nothing in it changed for this long")
+    p.add_argument("--grpc_socket_path", default="",
+                   help="also serve gRPC on this UNIX socket (clients dial unix:<path>)")
+    p.add_argument("--grpc_channel_arguments", default="",
+                   help="gRPC server arguments, k=v,k=v (e.g. grpc.max_connection_age_ms=2000)")
+    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+                   help="accepted for TF Serving's command lines; a REST request's receive deadline is "
+                        "--rest_read_timeout_in_ms, and a running model call is not interrupted")
+    p.add_argument("--monitoring_config_file", default="",
+                   help="MonitoringConfig text proto; prometheus_config { enable: true } serves TF Serving's "
+                        "metrics on the REST port at its path (default /monitoring/prometheus/metrics)")
     p.add_argument("--log_level", default="INFO")
     a = p.parse_args(argv)
     if not a.model_config_file and not a.model_base_path:
@@ -358,7 +395,8 @@ def main(argv=None) -> int:
                          a.tensorflow_thread_spinning)
     try:
         config = read_config_file(a.model_config_file) if a.model_config_file else None
-        server = _server_from_args(a, config)
+        prometheus = read_monitoring_config(a.monitoring_config_file) if a.monitoring_config_file else None
+        server = _server_from_args(a, config, prometheus)
         server.start()
     except (ServingError, OSError, ValueError) as e:
         print(f"model_server: {e}", file=sys.stderr)
@@ -379,7 +417,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _server_from_args(a: argparse.Namespace, config) -> ModelServer:
+def _server_from_args(a: argparse.Namespace, config, prometheus_path: Optional[str] = None) -> ModelServer:
     return ModelServer(config, model_name=a.model_name, model_base_path=a.model_base_path,
                        host=a.host, port=a.port, rest_api_port=_rest_port_arg(a.rest_api_port),
                        enable_batching=a.enable_batching, max_batch_size=a.max_batch_size,
@@ -395,7 +433,9 @@ def _server_from_args(a: argparse.Namespace, config) -> ModelServer:
                        max_inflight_examples=a.max_inflight_examples,
                        enable_reload_config_request=a.enable_reload_config_request,
                        model_base_path_prefix=a.model_base_path_prefix, model_config_file=a.model_config_file,
-                       model_config_file_poll_wait_seconds=a.model_config_file_poll_wait_seconds)
+                       model_config_file_poll_wait_seconds=a.model_config_file_poll_wait_seconds,
+                       prometheus_path=prometheus_path, grpc_socket_path=a.grpc_socket_path,
+                       grpc_channel_arguments=a.grpc_channel_arguments)
 
 
 if __name__ == "__main__":

@@ -218,10 +218,14 @@ def _request_examples(body: dict) -> int:
     return len(inputs) if isinstance(inputs, list) else 1
 
 
-def handle(registry: ModelRegistry, method: str, target: str, body: bytes) -> Tuple[int, dict, list]:
-    """(status, JSON payload, extra headers) for one request; never raises."""
+def handle(registry: ModelRegistry, method: str, target: str, body: bytes,
+           metrics_path: Optional[str] = None) -> Tuple[int, object, list]:
+    """(status, JSON payload or a text page, extra headers) for one request; never raises.
+    `metrics_path`: where GET answers the Prometheus page (--monitoring_config_file)."""
     path = urllib.parse.urlsplit(target).path
     try:
+        if metrics_path and path == metrics_path and method == "GET":
+            return 200, registry.metrics.prometheus_page(), []
         if not _V1.fullmatch(path):
             return 404, {"error": f"Not found: {method} {path}"}, []
         match = _MODEL.fullmatch(path)
@@ -239,9 +243,10 @@ def handle(registry: ModelRegistry, method: str, target: str, body: bytes) -> Tu
         label = urllib.parse.unquote(match["label"]) if match["label"] else None
         if method == "GET":
             return 200, _get(registry, name, version, label, bool(match["metadata"])), []
-        if match["verb"] != "predict":
-            return _classify_or_regress(registry, match["verb"], name, version, label, body)
-        return _predict(registry, name, version, label, body)
+        with registry.metrics.request(name, match["verb"].capitalize(), "REST"):
+            if match["verb"] != "predict":
+                return _classify_or_regress(registry, match["verb"], name, version, label, body)
+            return _predict(registry, name, version, label, body)
     except ServingError as e:
         return e.http_status, {"error": e.message}, []
     except RecursionError:
@@ -387,10 +392,13 @@ def _predict(registry, name, version, label, body_bytes: bytes) -> Tuple[int, di
     return 200, payload, [("X-Model-Version", str(servable.version))]
 
 
-def _response(status: int, payload: dict, headers=(), close: bool = False) -> bytes:
-    """Status line, headers and body as one buffer: one write, no small-segment stall."""
-    data = json.dumps(payload).encode("utf-8")
-    head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", "Content-Type: application/json",
+def _response(status: int, payload, headers=(), close: bool = False) -> bytes:
+    """Status line, headers and body as one buffer: one write, no small-segment stall. A str payload is
+    a text page (Prometheus' exposition format), anything else JSON."""
+    text = isinstance(payload, str)
+    data = payload.encode("utf-8") if text else json.dumps(payload).encode("utf-8")
+    kind = "text/plain; version=0.0.4" if text else "application/json"
+    head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", f"Content-Type: {kind}",
             f"Content-Length: {len(data)}"]
     head += [f"{k}: {v}" for k, v in headers]
     if close:
@@ -417,8 +425,9 @@ class RestServer:
 
     def __init__(self, address: Tuple[str, int], registry: ModelRegistry, max_request_bytes: int,
                  workers: Optional[int] = None, read_timeout_s: float = 30.0, idle_timeout_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, metrics_path: Optional[str] = None):
         self.registry = registry
+        self.metrics_path = metrics_path
         self.max_request_bytes = max_request_bytes
         self.read_timeout_s = read_timeout_s
         self.idle_timeout_s = idle_timeout_s
@@ -636,7 +645,7 @@ class RestServer:
                                {"error": f"Malformed request: {e}"})
         except (ConnectionError, OSError) as e:
             return self._abort(conn, f"connection error: {type(e).__name__}: {e}")
-        status, payload, headers = handle(self.registry, method, target, b"".join(chunks))
+        status, payload, headers = handle(self.registry, method, target, b"".join(chunks), self.metrics_path)
         keep = self._keep_alive(request)
         data, closed = h.trailing_data
         conn.buffered = data

@@ -42,6 +42,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 from serving.config import ModelSpec, check_model_name, is_version_dir_name
 from serving.errors import ServingError, invalid, not_found, servable_not_found
 from serving.limits import ExampleBudget
+from serving.metrics import Metrics
 from serving.servable import BatchingOptions, Servable
 from serving.stats import Stats
 
@@ -319,6 +320,7 @@ class ModelRegistry:
                  clock: Callable[[], float] = time.time, budget: Optional[ExampleBudget] = None,
                  allow_reload: bool = True, base_path_prefix: str = ""):
         self.stats = stats or Stats()
+        self.metrics = Metrics()
         self.budget = budget or ExampleBudget()
         self.allow_reload = allow_reload
         self.base_path_prefix = base_path_prefix

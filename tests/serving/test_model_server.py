@@ -901,6 +901,48 @@ def test_cli_polls_the_model_config_file(tmp_path):
         _stop_cli(proc)
 
 
+def test_the_prometheus_page_counts_grpc_and_rest_requests(tmp_path):
+    base = make_base(str(tmp_path), {1: 0.0})
+    server = start(build_config({"m": base}), prometheus_path="/monitoring/prometheus/metrics")
+    clients = Clients(server)
+    try:
+        xs = examples(2)
+        clients.predict(request(xs))
+        assert clients.http("/v1/models/m:predict", {"instances": b64(xs)})[0] == 200
+        assert clients.http("/v1/models/nope:predict", {"instances": b64(xs)})[0] == 404
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.rest_port}/monitoring/prometheus/metrics",
+                                    timeout=10) as response:
+            assert response.headers["Content-Type"].startswith("text/plain")
+            lines = response.read().decode().splitlines()
+        assert ':tensorflow:serving:request_count{model_name="m",status="OK"} 2' in lines
+        assert ':tensorflow:serving:request_count{model_name="nope",status="NOT_FOUND"} 1' in lines
+        for entrypoint in ("GRPC", "REST"):
+            assert (f':tensorflow:serving:request_latency_count{{model_name="m",API="Predict",'
+                    f'entrypoint="{entrypoint}"}} 1') in lines
+    finally:
+        clients.close()
+        server.stop()
+
+
+def test_grpc_also_answers_on_a_unix_socket_with_channel_arguments(tmp_path):
+    from serving.model_server import parse_channel_arguments
+
+    assert parse_channel_arguments("grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb") == [
+        ("grpc.max_connection_age_ms", 2000), ("grpc.lb_policy_name", "grpclb")]
+    with pytest.raises(ValueError, match="'nokey' is not key=value"):
+        parse_channel_arguments("a=1,nokey")
+    base = make_base(str(tmp_path), {1: 0.0})
+    socket_path = str(tmp_path / "serving.sock")
+    server = start(build_config({"m": base}), grpc_socket_path=socket_path,
+                   grpc_channel_arguments="grpc.max_connection_age_ms=60000")
+    try:
+        with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            assert stub.Predict(request(examples(2)), timeout=30).model_spec.version.value == 1
+    finally:
+        server.stop()
+
+
 def test_reload_rpc_can_be_disabled(tmp_path):
     base = make_base(str(tmp_path), {1: 0.0}, name="a")
     server = start(build_config({"a": base}), enable_reload_config_request=False)
