@@ -99,7 +99,7 @@ class ModelServer:
                  enable_reload_config_request: bool = True, model_base_path_prefix: str = "",
                  model_config_file: str = "", model_config_file_poll_wait_seconds: float = 0.0,
                  prometheus_path: Optional[str] = None, grpc_socket_path: str = "",
-                 grpc_channel_arguments: str = ""):
+                 grpc_channel_arguments: str = "", prefer_tflite_model: bool = False):
         if config is None:
             if not model_base_path:
                 raise ValueError("give a ModelServerConfig or model_base_path")
@@ -121,6 +121,7 @@ class ModelServer:
         self._allow_reload = enable_reload_config_request
         self._base_path_prefix = model_base_path_prefix
         self._grpc_socket_path = grpc_socket_path
+        self._prefer_tflite = prefer_tflite_model
         self._grpc_arguments = parse_channel_arguments(grpc_channel_arguments)
         self._config_file = model_config_file
         self._config_poll_s = model_config_file_poll_wait_seconds
@@ -151,7 +152,8 @@ class ModelServer:
         self.registry = ModelRegistry(self._specs, self._batching, retry_base_s=max(self._poll_s, 0.1),
                                       settle_s=self._settle_s, clock=self._clock, budget=self._budget,
                                       allow_reload=self._allow_reload,
-                                      base_path_prefix=self._base_path_prefix)
+                                      base_path_prefix=self._base_path_prefix,
+                                      prefer_tflite=self._prefer_tflite)
         self.registry.wait_settled()
         # As tensorflow_model_server: a model whose versions fail to load fails start-up. One with no
         # version on disk yet starts empty (TF Serving would wait for it forever).
@@ -338,6 +340,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
                    help="accepted for TF Serving's command lines; a REST request's receive deadline is "
                         "--rest_read_timeout_in_ms, and a running model call is not interrupted")
+    p.add_argument("--prefer_tflite_model", type=_bool, nargs="?", const=True, default=False,
+                   help="serve a version's model.tflite (tf.lite.Interpreter) where it has one")
     p.add_argument("--monitoring_config_file", default="",
                    help="MonitoringConfig text proto; prometheus_config { enable: true } serves TF Serving's "
                         "metrics on the REST port at its path (default /monitoring/prometheus/metrics)")
@@ -435,7 +439,7 @@ def _server_from_args(a: argparse.Namespace, config, prometheus_path: Optional[s
                        model_base_path_prefix=a.model_base_path_prefix, model_config_file=a.model_config_file,
                        model_config_file_poll_wait_seconds=a.model_config_file_poll_wait_seconds,
                        prometheus_path=prometheus_path, grpc_socket_path=a.grpc_socket_path,
-                       grpc_channel_arguments=a.grpc_channel_arguments)
+                       grpc_channel_arguments=a.grpc_channel_arguments, prefer_tflite_model=a.prefer_tflite_model)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ out, so a request that picked one keeps a consistent model until it finishes.
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Optional
@@ -13,7 +14,7 @@ from typing import Callable, Dict, Iterable, Optional
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import config_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_log_pb2
 
 from serving.batching import Batcher
@@ -133,6 +134,89 @@ class SessionModel:
         self.session.close()
 
 
+TFLITE_FILE = "model.tflite"
+
+
+def tflite_signature_defs(path: str) -> Dict[str, object]:
+    """{key: SignatureDef} a TFLite model stores (tflite::GetSignatureDefMap: the flexbuffer map of
+    serialized SignatureDefs in its "signature_defs_metadata" metadata), or {} when it has none."""
+    from flatbuffers import flexbuffers
+    from tensorflow.core.protobuf import meta_graph_pb2
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(path)
+    for entry in model.metadata or []:
+        if entry.name == b"signature_defs_metadata":
+            found = flexbuffers.GetRoot(bytes(model.buffers[entry.buffer].data)).AsMap
+            return {key.AsKey: meta_graph_pb2.SignatureDef.FromString(
+                        bytes(flexbuffers.String(value._Indirect(), value._byte_width).Bytes))  # noqa: SLF001
+                    for key, value in zip(found.Keys, found.Values)}
+    return {}
+
+
+class TfLiteModel:
+    """A `model.tflite` through tf.lite.Interpreter, as TF Serving's --prefer_tflite_model
+    (servables/tensorflow/tflite_session.cc): the model's stored SignatureDefs, else one
+    predict signature, `serving_default`, keyed by the tensors' names. Inputs are resized to
+    what each request sends; one interpreter, one call at a time."""
+
+    def __init__(self, path: str):
+        self._lock = threading.Lock()
+        self._shapes: Dict[int, tuple] = {}  # input index -> the shape it is allocated at
+        self.interpreter = tf.lite.Interpreter(model_path=path)
+        self.interpreter.allocate_tensors()
+        details = {d["name"]: d for d in self.interpreter.get_input_details() + self.interpreter.get_output_details()}
+        self.signature_defs = tflite_signature_defs(path)
+        if not self.signature_defs:
+            sdef = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+            for side, listed in (("inputs", self.interpreter.get_input_details()),
+                                 ("outputs", self.interpreter.get_output_details())):
+                for d in listed:  # keyed by TfToTfLiteLegacyTensorName: the name up to its first ':'
+                    info = getattr(sdef, side)[d["name"].split(":", 1)[0]]
+                    info.name, info.dtype = d["name"], tf.as_dtype(d["dtype"]).as_datatype_enum
+                    for n in d["shape"]:
+                        info.tensor_shape.dim.add().size = int(n)
+            self.signature_defs = {DEFAULT_SIGNATURE: sdef}
+
+        def tensor(name: str) -> dict:
+            # tflite_session.cc FixTfLiteTensorName: "x:0" names the TFLite tensor "x".
+            found = details.get(name) or details.get(name.split(":", 1)[0])
+            if found is None:
+                raise ValueError(f"{path}: the signature names an unknown tensor {name!r}")
+            return found
+
+        self.signatures = {}
+        for key, sdef in self.signature_defs.items():
+            inputs = {k: tensor(v.name) for k, v in sdef.inputs.items()}
+            outputs = {k: tensor(v.name) for k, v in sdef.outputs.items()}
+            specs = {k: tf.TensorSpec([None] * len(d["shape"]), tf.as_dtype(d["dtype"])) for k, d in inputs.items()}
+            call = self._call(inputs, outputs)
+            self.signatures[key] = Signature(key, call, specs, {k: tf.TensorSpec(None, tf.as_dtype(d["dtype"]))
+                                                                for k, d in outputs.items()}, call, _input_checks(specs))
+
+    def _call(self, inputs: Dict[str, dict], outputs: Dict[str, dict]) -> Callable:
+        def call(tensors: Dict[str, tf.Tensor]) -> Arrays:
+            with self._lock:
+                resized = False
+                for key, d in inputs.items():
+                    shape = tuple(tensors[key].shape)
+                    if self._shapes.get(d["index"], tuple(d["shape"])) != shape:
+                        self.interpreter.resize_tensor_input(d["index"], list(shape))
+                        self._shapes[d["index"]] = shape
+                        resized = True
+                if resized:
+                    self.interpreter.allocate_tensors()
+                for key, d in inputs.items():
+                    self.interpreter.set_tensor(d["index"], tensors[key].numpy())
+                self.interpreter.invoke()
+                return {k: self.interpreter.get_tensor(d["index"]).copy() for k, d in outputs.items()}
+
+        return call
+
+    def close(self) -> None:
+        pass
+
+
 def check_input_names(sig: Signature, names: Iterable[str]) -> None:
     names = set(names)
     missing = sorted(set(sig.inputs) - names)
@@ -169,7 +253,8 @@ class Servable:
     """A SavedModel version loaded with tf.saved_model.load."""
 
     def __init__(self, model_name: str, version: int, path: str,
-                 batching: Optional[BatchingOptions] = None, stats: Optional[Stats] = None):
+                 batching: Optional[BatchingOptions] = None, stats: Optional[Stats] = None,
+                 prefer_tflite: bool = False):
         self.model_name = model_name
         self.version = version
         self.path = path
@@ -177,8 +262,25 @@ class Servable:
         self.warmup_requests = 0
         self._batching = batching
         self._batchers: Dict[str, Batcher] = {}
+        self._session = None  # a SessionModel or TfLiteModel, when it runs the signatures
+        if prefer_tflite and os.path.isfile(os.path.join(path, TFLITE_FILE)):
+            self._session = TfLiteModel(os.path.join(path, TFLITE_FILE))
+            self._module, self._signature_defs, self.signatures = (None, self._session.signature_defs,
+                                                                   self._session.signatures)
+        else:
+            self._load_saved_model(path)
+        if not self.signatures:
+            raise ValueError(f"{path}: SavedModel has no signatures to serve")
+        if batching is not None:
+            # Made up front so batcher creation never races between request threads.
+            for name in self.signatures:
+                self._batchers[name] = Batcher(
+                    lambda arrays, _n=name: self.run(self.signatures[_n], arrays),
+                    batching.max_batch_size, batching.timeout_s, batching.num_threads,
+                    name=f"{model_name}/{version}/{name}", stats=self.stats)
+
+    def _load_saved_model(self, path: str) -> None:
         self._signature_defs = _signature_defs(path)
-        self._session: Optional[SessionModel] = None
         try:
             self._module = tf.saved_model.load(path)
             self.signatures: Dict[str, Signature] = {
@@ -192,15 +294,6 @@ class Servable:
                      str(e).splitlines()[0] if str(e) else type(e).__name__)
             self._module = None
             self.signatures = self._session.signatures
-        if not self.signatures:
-            raise ValueError(f"{path}: SavedModel has no signatures to serve")
-        if batching is not None:
-            # Made up front so batcher creation never races between request threads.
-            for name in self.signatures:
-                self._batchers[name] = Batcher(
-                    lambda arrays, _n=name: self.run(self.signatures[_n], arrays),
-                    batching.max_batch_size, batching.timeout_s, batching.num_threads,
-                    name=f"{model_name}/{version}/{name}", stats=self.stats)
 
     def __repr__(self):
         return f"Servable({self.model_name!r}, version={self.version})"

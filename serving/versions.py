@@ -43,7 +43,7 @@ from serving.config import ModelSpec, check_model_name, is_version_dir_name
 from serving.errors import ServingError, invalid, not_found, servable_not_found
 from serving.limits import ExampleBudget
 from serving.metrics import Metrics
-from serving.servable import BatchingOptions, Servable
+from serving.servable import TFLITE_FILE, BatchingOptions, Servable
 from serving.stats import Stats
 
 log = logging.getLogger("serving")
@@ -132,7 +132,8 @@ class Model:
     """One configured model and the versions of it currently served."""
 
     def __init__(self, spec: ModelSpec, batching: Optional[BatchingOptions], stats: Stats,
-                 retry_base_s: float = 1.0, settle_s: float = 0.0, clock: Callable[[], float] = time.time):
+                 retry_base_s: float = 1.0, settle_s: float = 0.0, clock: Callable[[], float] = time.time,
+                 prefer_tflite: bool = False):
         self.spec = spec
         self._settle_ns = int(max(0.0, settle_s) * 1e9)
         self._clock = clock  # wall clock: compared with file ctimes
@@ -142,6 +143,7 @@ class Model:
         self._batching = batching
         self._stats = stats
         self._retry_base = max(0.1, retry_base_s)
+        self._prefer_tflite = prefer_tflite  # --prefer_tflite_model: model.tflite is a version too
         self._servables: Mapping[int, Servable] = MappingProxyType({})
         self._failures: Dict[int, _Failure] = {}
         self._loading: Optional[int] = None
@@ -163,7 +165,9 @@ class Model:
         except OSError:
             return found
         for name in names:
-            if is_version_dir_name(name) and os.path.isfile(os.path.join(self.spec.base_path, name, "saved_model.pb")):
+            files = [f for f in ("saved_model.pb", TFLITE_FILE if self._prefer_tflite else None) if f]
+            if is_version_dir_name(name) and any(os.path.isfile(os.path.join(self.spec.base_path, name, f))
+                                                 for f in files):
                 folders.setdefault(int(name), []).append(name)
         for version, names in folders.items():
             name = str(version) if str(version) in names else names[-1]
@@ -231,8 +235,10 @@ class Model:
         start = time.monotonic()
         servable = None
         try:
-            check_complete(path)
-            servable = Servable(self.spec.name, version, path, self._batching, self._stats)
+            tflite = self._prefer_tflite and os.path.isfile(os.path.join(path, TFLITE_FILE))
+            if not tflite:  # a .tflite file is one file: nothing else to wait for
+                check_complete(path)
+            servable = Servable(self.spec.name, version, path, self._batching, self._stats, self._prefer_tflite)
             warm = servable.warmup()
         except Exception as e:  # noqa: BLE001 - any failure means "not servable yet"
             if servable is not None:
@@ -318,11 +324,12 @@ class ModelRegistry:
     def __init__(self, specs: Mapping[str, ModelSpec], batching: Optional[BatchingOptions] = None,
                  stats: Optional[Stats] = None, retry_base_s: float = 1.0, settle_s: float = 0.0,
                  clock: Callable[[], float] = time.time, budget: Optional[ExampleBudget] = None,
-                 allow_reload: bool = True, base_path_prefix: str = ""):
+                 allow_reload: bool = True, base_path_prefix: str = "", prefer_tflite: bool = False):
         self.stats = stats or Stats()
         self.metrics = Metrics()
         self.budget = budget or ExampleBudget()
         self.allow_reload = allow_reload
+        self.prefer_tflite = prefer_tflite
         self.base_path_prefix = base_path_prefix
         self._batching = batching
         self._retry_base = retry_base_s
@@ -381,7 +388,7 @@ class ModelRegistry:
                     model.spec = spec
                 else:
                     model = Model(spec, self._batching, self.stats, self._retry_base,
-                                  self._settle_s, self._clock)
+                                  self._settle_s, self._clock, self.prefer_tflite)
                 model.sync()
                 new[name] = model
             self._models = MappingProxyType(new)

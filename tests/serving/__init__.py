@@ -149,6 +149,45 @@ def half_plus_two(root: str, tf1: bool = False, version_dir: str = "00000123") -
     return path
 
 
+def half_plus_two_tflite(root: str, sigdef: bool = False, version_dir: str = "00000123") -> str:
+    """<root>/<version_dir>/model.tflite: y = 0.5 x + 2 on x [1, 1], as TF Serving's
+    saved_model_half_plus_two_tflite; `sigdef`: with a SignatureDef mapping "x" to its
+    input tensor, stored as TF Serving's _with_sigdef model stores it (tflite's
+    "signature_defs_metadata": a flexbuffer map of serialized SignatureDefs)."""
+    from flatbuffers import flexbuffers
+    from tensorflow.core.protobuf import meta_graph_pb2
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    module = _HalfPlusTwo()
+    fn = tf.function(lambda t: {"y": module.a * t + module.b},
+                     input_signature=[tf.TensorSpec([1, 1], tf.float32, name="tflite_input" if sigdef else "x")])
+    model = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], module).convert()
+    os.makedirs(os.path.join(root, version_dir))
+    path = os.path.join(root, version_dir, "model.tflite")
+    with open(path, "wb") as f:
+        f.write(model)
+    parsed = flatbuffer_utils.read_model(path)
+    parsed.signatureDefs = []  # TF Serving reads only its own SignatureDefs
+    if sigdef:
+        interpreter = tf.lite.Interpreter(model_path=path)
+        sdef = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+        sdef.inputs["x"].name = interpreter.get_input_details()[0]["name"]
+        sdef.outputs["y"].name = interpreter.get_output_details()[0]["name"]
+        blob = flexbuffers.Builder()
+        with blob.Map():
+            blob.Key("serving_default")
+            blob.String(sdef.SerializeToString().decode("latin-1"))
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(bytes(blob.Finish()), np.uint8)
+        parsed.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = "signature_defs_metadata", len(parsed.buffers) - 1
+        parsed.metadata = (parsed.metadata or []) + [entry]
+    flatbuffer_utils.write_model(parsed, path)
+    return path
+
+
 def call_saved_model(path: str, serialized: List[bytes]) -> Dict[str, np.ndarray]:
     """serving_default of the SavedModel at `path`, in this process (not cached: files may change)."""
     out = tf.saved_model.load(path).signatures["serving_default"](examples=tf.constant(serialized))

@@ -943,6 +943,36 @@ def test_grpc_also_answers_on_a_unix_socket_with_channel_arguments(tmp_path):
         server.stop()
 
 
+def test_prefer_tflite_model_serves_model_tflite_with_its_signature_defs(tmp_path):
+    from tests.serving import half_plus_two_tflite
+
+    half_plus_two_tflite(str(tmp_path / "plain"))
+    half_plus_two_tflite(str(tmp_path / "sigdef"), sigdef=True)
+    config = build_config({"plain": str(tmp_path / "plain"), "sigdef": str(tmp_path / "sigdef")})
+    server = start(config)
+    try:
+        assert server.registry.model("plain").servables == {}, "without the flag a model.tflite is not a version"
+    finally:
+        server.stop()
+    server = start(config, prefer_tflite_model=True)
+    clients = Clients(server)
+    try:
+        x = tf.make_tensor_proto(np.array([[2.0], [4.0]], np.float32))
+        # Its own SignatureDefs (x -> y); without them one predict signature keyed by tensor names.
+        for model, (inp, out) in {"sigdef": ("x", "y"), "plain": ("serving_default_x", None)}.items():
+            req = predict_pb2.PredictRequest()
+            req.model_spec.name = model
+            req.inputs[inp].CopyFrom(x)
+            resp = clients.predict(req)
+            assert resp.model_spec.version.value == 123
+            (name,) = resp.outputs
+            assert out is None or name == out
+            assert list(resp.outputs[name].float_val) == [3.0, 4.0]
+    finally:
+        clients.close()
+        server.stop()
+
+
 def test_reload_rpc_can_be_disabled(tmp_path):
     base = make_base(str(tmp_path), {1: 0.0}, name="a")
     server = start(build_config({"a": base}), enable_reload_config_request=False)
