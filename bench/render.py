@@ -463,12 +463,20 @@ def render_learning_rate(d: dict) -> List[str]:
     return out + table(("data", "model", "Adam rate", "validation click AUC", "best epoch", "seeds"), rows)
 
 
+def render_tf_serving_tests(d: dict) -> List[str]:
+    missing = ", ".join(f"`{f.split('/testdata/')[-1]}`" for f in d["missing_files"]) or "none"
+    out = [f"{d['passed']} of {d['tests']} tests pass. Files the checkout lacked: {missing}.", ""]
+    return out + table(("test", "result", "seconds", "why it failed"),
+                       [[r["test"], "pass" if r["passed"] else "FAIL", r["seconds"], r["error"] or ""]
+                        for r in d["results"]])
+
+
 RENDERERS: Dict[str, Callable[[dict], List[str]]] = {
     "adl_speed": render_adl_speed, "keep_plugin": render_keep_plugin, "learning_rate": render_learning_rate,
     "quality": render_quality,
     "quality_samd": render_quality, "quality_unified": render_quality, "samd": render_samd,
     "samd_super_teacher": render_samd, "scale": render_scale, "serving": render_serving,
-    "unified": render_unified,
+    "tf_serving_tests": render_tf_serving_tests, "unified": render_unified,
 }
 
 
@@ -583,6 +591,14 @@ def readme_rows(r: Dict[str, dict]) -> List[List[str]]:
         "python -m bench.serving MODEL 'EXAMPLES/*.gz'")
     row(["serving"], "Predict, batch 64, 4 clients, examples/s", serving(4, 64),
         "python -m bench.serving MODEL 'EXAMPLES/*.gz'")
+
+    def tf_serving_tests():
+        d = r["tf_serving_tests"]
+        failed = [x["test"] for x in d["results"] if not x["passed"]]
+        return f"{d['passed']} of {d['tests']} pass" + (f"; failing: {', '.join(failed)}" if failed else "")
+
+    row(["tf_serving_tests"], "TF Serving's own end-to-end test file against this server", tf_serving_tests,
+        "python -m bench.tf_serving_tests --serving SERVING_CHECKOUT")
 
     def scale():
         big = max(r["scale"]["results"], key=lambda x: x["rows"])
