@@ -16,7 +16,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_management_pb2, model_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
-from serving import inference
+from serving import inference, profiler
 from serving.config import parse_config
 from serving.errors import ServingError, invalid
 from serving.servable import DEFAULT_SIGNATURE, request_examples, request_inputs
@@ -240,3 +240,4 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 def add_services(server: grpc.Server, registry: ModelRegistry) -> None:
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(registry), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(registry), server)
+    server.add_generic_rpc_handlers((profiler.handler(),))  # as tensorflow_model_server, on the same port

@@ -17,9 +17,10 @@ from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
-from google.protobuf import descriptor_pb2, message_factory, text_format
+from google.protobuf import text_format
 
 from serving.errors import ServingError, invalid
+from serving.protos import F, message_classes
 
 DEFAULT_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
 
@@ -134,26 +135,11 @@ class Metrics:
 
 
 def _monitoring_config_class():
-    """tensorflow_serving/config/monitoring_config.proto, which tensorflow-serving-api does not ship."""
-    proto = descriptor_pb2.FileDescriptorProto(name="keep_samd/monitoring_config.proto",
-                                               package="tensorflow.serving", syntax="proto3")
-    prometheus = proto.message_type.add(name="PrometheusConfig")
-    prometheus.field.add(name="enable", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
-                         label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
-    prometheus.field.add(name="path", number=2, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-                         label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
-    config = proto.message_type.add(name="MonitoringConfig")
-    config.field.add(name="prometheus_config", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
-                     type_name=".tensorflow.serving.PrometheusConfig",
-                     label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
-    try:
-        from google.protobuf import descriptor_pool
-
-        pool = descriptor_pool.DescriptorPool()
-        pool.Add(proto)
-        return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
-    except Exception as e:  # noqa: BLE001 - a protobuf without these APIs
-        raise RuntimeError(f"cannot build MonitoringConfig: {e}") from e
+    """tensorflow_serving/config/monitoring_config.proto's MonitoringConfig."""
+    return message_classes("tensorflow_serving/config/monitoring_config.proto", "tensorflow.serving", [
+        ("PrometheusConfig", [("enable", 1, F.TYPE_BOOL, ""), ("path", 2, F.TYPE_STRING, "")]),
+        ("MonitoringConfig", [("prometheus_config", 1, F.TYPE_MESSAGE, "PrometheusConfig")]),
+    ])["MonitoringConfig"]
 
 
 def read_monitoring_config(path: str) -> Optional[str]:
