@@ -97,18 +97,21 @@ def parse_config(config: model_server_config_pb2.ModelServerConfig) -> Dict[str,
     return specs
 
 
-def read_config_file(path: str) -> model_server_config_pb2.ModelServerConfig:
-    config = model_server_config_pb2.ModelServerConfig()
+def read_text_proto(path: str, message, what: str):
+    """`message` parsed from the text proto at `path`; errors name the file (`what`: "model config file")."""
     try:
         with open(path) as f:
-            text_format.Parse(f.read(), config)
+            text_format.Parse(f.read(), message)
     except OSError as e:
-        raise invalid(f"cannot read model config file {path}: {e}") from e
+        raise invalid(f"cannot read {what} {path}: {e}") from e
     except text_format.ParseError as e:
         # protobuf's own text, which TF Serving prints and its tests look for.
-        raise invalid(f"model config file {path}: Error parsing text-format "
-                      f"{config.DESCRIPTOR.full_name}: {e}") from e
-    return config
+        raise invalid(f"{what} {path}: Error parsing text-format {message.DESCRIPTOR.full_name}: {e}") from e
+    return message
+
+
+def read_config_file(path: str) -> model_server_config_pb2.ModelServerConfig:
+    return read_text_proto(path, model_server_config_pb2.ModelServerConfig(), "model config file")
 
 
 def build_config(models: Mapping[str, str], num_versions: int = 1,

@@ -52,41 +52,35 @@ def predict(registry: ModelRegistry, request: predict_pb2.PredictRequest) -> pre
     return response
 
 
-# TensorProto's typed field for each dtype, as tensorflow's Tensor::AsProtoField fills it.
-def classify(registry: ModelRegistry, request: classification_pb2.ClassificationRequest
-             ) -> classification_pb2.ClassificationResponse:
-    version, label = version_choice(request.model_spec)
-    servable = registry.resolve(request.model_spec.name, version, label)
+def _tf_example_api(registry: ModelRegistry, spec, request, run):
+    """Classify, Regress or MultiInference (`run`) on the model `spec` names, its examples held against the
+    in-flight budget and counted (util.cc RecordRequestExampleCount)."""
+    version, label = version_choice(spec)
+    servable = registry.resolve(spec.name, version, label)
     n = inference.count_examples(request.input)
     with registry.budget.hold(n):
-        response = inference.classify(servable, request)
+        response = run(servable, request)
     registry.metrics.examples(servable.model_name, n)
     return response
+
+
+def classify(registry: ModelRegistry, request: classification_pb2.ClassificationRequest
+             ) -> classification_pb2.ClassificationResponse:
+    return _tf_example_api(registry, request.model_spec, request, inference.classify)
 
 
 def regress(registry: ModelRegistry, request: regression_pb2.RegressionRequest) -> regression_pb2.RegressionResponse:
-    version, label = version_choice(request.model_spec)
-    servable = registry.resolve(request.model_spec.name, version, label)
-    n = inference.count_examples(request.input)
-    with registry.budget.hold(n):
-        response = inference.regress(servable, request)
-    registry.metrics.examples(servable.model_name, n)
-    return response
+    return _tf_example_api(registry, request.model_spec, request, inference.regress)
 
 
 def multi_inference(registry: ModelRegistry, request: inference_pb2.MultiInferenceRequest
                     ) -> inference_pb2.MultiInferenceResponse:
     # multi_inference_helper.cc: the model is the first task's (each task must name the same one).
     spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
-    version, label = version_choice(spec)
-    servable = registry.resolve(spec.name, version, label)
-    n = inference.count_examples(request.input)
-    with registry.budget.hold(n):
-        response = inference.multi_inference(servable, request)
-    registry.metrics.examples(servable.model_name, n)
-    return response
+    return _tf_example_api(registry, spec, request, inference.multi_inference)
 
 
+# TensorProto's typed field for each dtype, as tensorflow's Tensor::AsProtoField fills it.
 _FIELDS = {np.dtype(np.float32): "float_val", np.dtype(np.float64): "double_val",
            np.dtype(np.int8): "int_val", np.dtype(np.uint8): "int_val", np.dtype(np.int16): "int_val",
            np.dtype(np.uint16): "int_val", np.dtype(np.int32): "int_val", np.dtype(np.int64): "int64_val",

@@ -147,25 +147,24 @@ def _model_spec(spec: model_pb2.ModelSpec, servable: Servable, signature: str) -
     spec.version.value = servable.version
 
 
-def classify(servable: Servable, request: classification_pb2.ClassificationRequest
-             ) -> classification_pb2.ClassificationResponse:
+def _one_signature(servable: Servable, request, outputs_of, result_of, response):
     name, sdef = _signature_def(servable, request.model_spec, "No signature was found with the name: ")
-    keys = classification_outputs(sdef)
+    keys = outputs_of(sdef)
     examples = serialized_examples(request.input)
-    response = classification_pb2.ClassificationResponse()
-    response.result.CopyFrom(classification_result(_run(servable, name, keys, examples), len(examples)))
+    response.result.CopyFrom(result_of(_run(servable, name, keys, examples), len(examples)))
     _model_spec(response.model_spec, servable, name)
     return response
+
+
+def classify(servable: Servable, request: classification_pb2.ClassificationRequest
+             ) -> classification_pb2.ClassificationResponse:
+    return _one_signature(servable, request, classification_outputs, classification_result,
+                          classification_pb2.ClassificationResponse())
 
 
 def regress(servable: Servable, request: regression_pb2.RegressionRequest) -> regression_pb2.RegressionResponse:
-    name, sdef = _signature_def(servable, request.model_spec, "No signature was found with the name: ")
-    keys = regression_outputs(sdef)
-    examples = serialized_examples(request.input)
-    response = regression_pb2.RegressionResponse()
-    response.result.CopyFrom(regression_result(_run(servable, name, keys, examples), len(examples)))
-    _model_spec(response.model_spec, servable, name)
-    return response
+    return _one_signature(servable, request, regression_outputs, regression_result,
+                          regression_pb2.RegressionResponse())
 
 
 def check_tasks(request: inference_pb2.MultiInferenceRequest) -> None:

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
-from google.protobuf import text_format
 
-from serving.errors import ServingError, invalid
+from serving.config import read_text_proto
+from serving.errors import ServingError
 from serving.protos import F, message_classes
 
 DEFAULT_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
@@ -144,15 +144,7 @@ def _monitoring_config_class():
 
 def read_monitoring_config(path: str) -> Optional[str]:
     """The Prometheus path a MonitoringConfig text proto enables, or None when it does not."""
-    config = _monitoring_config_class()()
-    try:
-        with open(path) as f:
-            text_format.Parse(f.read(), config)
-    except OSError as e:
-        raise invalid(f"cannot read monitoring config file {path}: {e}") from e
-    except text_format.ParseError as e:
-        raise invalid(f"monitoring config file {path}: Error parsing text-format "
-                      f"{config.DESCRIPTOR.full_name}: {e}") from e
+    config = read_text_proto(path, _monitoring_config_class()(), "monitoring config file")
     if not config.prometheus_config.enable:
         return None
     return config.prometheus_config.path or DEFAULT_PATH
