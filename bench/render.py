@@ -547,8 +547,8 @@ def readme_rows(r: Dict[str, dict]) -> List[List[str]]:
                     f"{interval(vs['diff'], vs['low'], vs['high'])} ({verdict(vs['low'], vs['high'])})")
         return figure
 
-    row(["quality_samd"], "SAMD students, click AUC, each on its own scenario", against_floor("quality_samd", "samd"),
-        "python -m bench.quality --models samd --seeds 0 1 2")
+    row(["quality"], "SAMD students, click AUC, each on its own scenario", against_floor("quality", "samd"),
+        r.get("quality", {}).get("command", "python -m bench.quality"))
 
     def samd_alone(file):
         def figure():
