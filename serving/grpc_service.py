@@ -88,6 +88,7 @@ _FIELDS = {np.dtype(np.float32): "float_val", np.dtype(np.float64): "double_val"
 # float_val (5) and double_val (6) are packed fixed-width: their wire bytes are the array's little-endian
 # bytes, merged in one call rather than appended value by value from Python.
 _PACKED = {np.dtype(np.float32): (b"\x2a", "<f4"), np.dtype(np.float64): (b"\x32", "<f8")}
+_ENUMS = {d: tf.as_dtype(d).as_datatype_enum for d in _FIELDS}  # tf.as_dtype per output is Python-heavy
 
 
 def _varint(n: int) -> bytes:
@@ -107,7 +108,7 @@ def fill_tensor_proto(proto, array: np.ndarray) -> None:
         proto.dtype = tf.float16.as_datatype_enum
         proto.half_val.extend(array.view(np.uint16).ravel().tolist())
     elif array.dtype in _FIELDS:
-        proto.dtype = tf.as_dtype(array.dtype).as_datatype_enum
+        proto.dtype = _ENUMS[array.dtype]
         packed = _PACKED.get(array.dtype)
         if packed:
             raw = np.ascontiguousarray(array, dtype=packed[1]).tobytes()

@@ -8,6 +8,7 @@ The metrics are the ones tensorflow_model_server counts per request, under its n
 the same series here.
 """
 
+import bisect
 import math
 import re
 import threading
@@ -52,7 +53,7 @@ class _Histogram:
 
     def add(self, labels: Tuple[str, ...], value: float) -> None:
         counts = self.buckets.setdefault(labels, [0] * len(self.limits))
-        counts[next(i for i, limit in enumerate(self.limits) if value < limit or math.isinf(limit))] += 1
+        counts[bisect.bisect_right(self.limits, value)] += 1  # the first limit above value; the last is inf
         self.sums[labels] += value
 
     def lines(self) -> List[str]:
